@@ -1,0 +1,315 @@
+//! The built-in `files` connector: local Parquet, CSV and NDJSON files as tables.
+//!
+//! `path` names a directory (each file or sub-directory in it becomes a table named after it),
+//! a single file, or a glob (then `table` names it). A directory table reads every file below
+//! it, and `key=value` directory names become partition columns (hive style).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::catalog::SchemaProvider;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::json::JsonFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::prelude::SessionContext;
+
+use super::{check_known_options, option_error, string_option};
+use crate::error::{Error, Result};
+use crate::model::SourceDef;
+
+const OPTIONS: &[&str] = &["path", "table", "format", "delimiter", "has_header"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Parquet,
+    Csv,
+    Json,
+}
+
+impl Format {
+    fn from_extension(path: &Path) -> Option<Self> {
+        let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+        let ext = name.rsplit('.').next()?;
+        match ext {
+            "parquet" | "pq" => Some(Format::Parquet),
+            "csv" | "tsv" => Some(Format::Csv),
+            "json" | "ndjson" | "jsonl" => Some(Format::Json),
+            _ => None,
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "parquet" => Some(Format::Parquet),
+            "csv" => Some(Format::Csv),
+            "json" | "ndjson" | "jsonl" => Some(Format::Json),
+            _ => None,
+        }
+    }
+}
+
+struct Settings {
+    delimiter: u8,
+    has_header: bool,
+}
+
+/// A table to register: its name, where its files are, and their format.
+struct TableSpec {
+    name: String,
+    location: String,
+    /// Only files with this ending are read, so stray files in a table's folder are skipped.
+    extension: String,
+    format: Format,
+}
+
+pub(super) async fn register(
+    ctx: &SessionContext,
+    source: &SourceDef,
+    schema: &dyn SchemaProvider,
+) -> Result<()> {
+    check_known_options(source, OPTIONS)?;
+    let path = string_option(source, "path")?.ok_or_else(|| {
+        option_error(
+            source,
+            "the files connector needs `path`: a directory, a file or a glob".into(),
+        )
+    })?;
+    let forced = string_option(source, "format")?
+        .map(|f| {
+            Format::from_name(f).ok_or_else(|| {
+                option_error(
+                    source,
+                    format!("unknown format `{f}`: expected parquet, csv or json"),
+                )
+            })
+        })
+        .transpose()?;
+    let settings = Settings {
+        delimiter: match string_option(source, "delimiter")? {
+            None => b',',
+            Some(d) if d.len() == 1 => d.as_bytes()[0],
+            Some("\\t") => b'\t',
+            Some(d) => {
+                return Err(option_error(
+                    source,
+                    format!("`delimiter` must be one character, not `{d}`"),
+                ));
+            }
+        },
+        has_header: match source.options.get("has_header") {
+            None => true,
+            Some(serde_json::Value::Bool(b)) => *b,
+            Some(other) => {
+                return Err(option_error(
+                    source,
+                    format!("`has_header` must be true or false, not {other}"),
+                ));
+            }
+        },
+    };
+
+    let base = source.location.file.parent().unwrap_or(Path::new("."));
+    let resolved = base.join(path);
+    let specs = table_specs(source, &resolved, path, forced)?;
+    if specs.is_empty() {
+        return Err(option_error(
+            source,
+            format!(
+                "found no Parquet, CSV or NDJSON files in {}",
+                resolved.display()
+            ),
+        ));
+    }
+    for spec in specs {
+        let table = listing_table(ctx, &spec, &settings)
+            .await
+            .map_err(|e| Error::Source {
+                location: source.location.clone(),
+                source_name: source.name.clone(),
+                message: format!("cannot read table `{}` at {}", spec.name, spec.location),
+                source: Some(Box::new(e)),
+            })?;
+        schema.register_table(spec.name, Arc::new(table))?;
+    }
+    Ok(())
+}
+
+fn table_specs(
+    source: &SourceDef,
+    resolved: &Path,
+    written: &str,
+    forced: Option<Format>,
+) -> Result<Vec<TableSpec>> {
+    let is_glob = written.contains(['*', '?', '[']);
+    let table_option = string_option(source, "table")?;
+    if is_glob || resolved.is_file() {
+        let name = match (table_option, is_glob) {
+            (Some(name), _) => name.to_string(),
+            (None, false) => table_name_of(resolved),
+            (None, true) => {
+                return Err(option_error(
+                    source,
+                    format!("`path` is a glob ({written}): add `table: NAME` to name its table"),
+                ));
+            }
+        };
+        let format = forced.or_else(|| Format::from_extension(resolved)).ok_or_else(|| {
+            option_error(
+                source,
+                format!("cannot tell the format of {written}: add `format: parquet`, `csv` or `json`"),
+            )
+        })?;
+        let extension = if is_glob {
+            String::new()
+        } else {
+            extension_of(resolved)
+        };
+        return Ok(vec![TableSpec {
+            name,
+            location: resolved.to_string_lossy().into_owned(),
+            extension,
+            format,
+        }]);
+    }
+    if !resolved.is_dir() {
+        return Err(option_error(
+            source,
+            format!("`path` {} does not exist", resolved.display()),
+        ));
+    }
+    if let Some(name) = table_option {
+        // The whole directory is one table.
+        let (format, extension) = directory_format(resolved, forced).ok_or_else(|| {
+            option_error(source, format!("found no data files below {}", resolved.display()))
+        })?;
+        return Ok(vec![TableSpec {
+            name: name.to_string(),
+            location: dir_url(resolved),
+            extension,
+            format,
+        }]);
+    }
+    let mut entries: Vec<PathBuf> = fs_err::read_dir(resolved)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| !is_hidden(p))
+        .collect();
+    entries.sort();
+    let mut specs = Vec::new();
+    for entry in entries {
+        let name = table_name_of(&entry);
+        if entry.is_dir() {
+            if let Some((format, extension)) = directory_format(&entry, forced) {
+                specs.push(TableSpec {
+                    name,
+                    location: dir_url(&entry),
+                    extension,
+                    format,
+                });
+            }
+        } else if let Some(format) = Format::from_extension(&entry) {
+            if forced.is_some_and(|f| f != format) {
+                continue;
+            }
+            if specs.iter().any(|s: &TableSpec| s.name == name) {
+                return Err(option_error(
+                    source,
+                    format!("two files in {} would both be table `{name}`", resolved.display()),
+                ));
+            }
+            specs.push(TableSpec {
+                name,
+                location: entry.to_string_lossy().into_owned(),
+                extension: extension_of(&entry),
+                format,
+            });
+        }
+    }
+    Ok(specs)
+}
+
+/// The format of the first data file found below `dir` (depth first, sorted).
+fn directory_format(dir: &Path, forced: Option<Format>) -> Option<(Format, String)> {
+    let mut entries: Vec<PathBuf> = fs_err::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| !is_hidden(p))
+        .collect();
+    entries.sort();
+    for entry in entries {
+        let found = if entry.is_dir() {
+            directory_format(&entry, forced)
+        } else {
+            Format::from_extension(&entry)
+                .filter(|f| forced.is_none_or(|forced| forced == *f))
+                .map(|f| (f, extension_of(&entry)))
+        };
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
+}
+
+/// Files and folders starting with `.` or `_` are metadata (`_SUCCESS`, `.crc`), not data.
+fn is_hidden(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_none_or(|n| n.starts_with('.') || n.starts_with('_'))
+}
+
+fn table_name_of(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    name.split('.').next().unwrap_or_default().to_string()
+}
+
+fn extension_of(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match name.find('.') {
+        Some(dot) => name[dot..].to_string(),
+        None => String::new(),
+    }
+}
+
+fn dir_url(dir: &Path) -> String {
+    let mut s = dir.to_string_lossy().into_owned();
+    if !s.ends_with('/') {
+        s.push('/');
+    }
+    s
+}
+
+async fn listing_table(
+    ctx: &SessionContext,
+    spec: &TableSpec,
+    settings: &Settings,
+) -> datafusion::error::Result<ListingTable> {
+    let format: Arc<dyn FileFormat> = match spec.format {
+        Format::Parquet => Arc::new(ParquetFormat::default()),
+        Format::Csv => Arc::new(
+            CsvFormat::default()
+                .with_has_header(settings.has_header)
+                .with_delimiter(settings.delimiter),
+        ),
+        Format::Json => Arc::new(JsonFormat::default()),
+    };
+    let url = ListingTableUrl::parse(&spec.location)?;
+    let options = ListingOptions::new(format).with_file_extension(&spec.extension);
+    let state = ctx.state();
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .infer_schema(&state)
+        .await?
+        .infer_partitions_from_path(&state)
+        .await?;
+    ListingTable::try_new(config)
+}

@@ -1,0 +1,85 @@
+//! Sources: turning each `sources:` entry into a DataFusion schema of tables.
+//!
+//! Table `orders` of source `crm` is `crm.orders` in SQL. The `files` connector is built in;
+//! every other connector name is looked up among the plugins.
+
+mod files;
+
+use std::sync::Arc;
+
+use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
+use datafusion::prelude::SessionContext;
+
+use crate::error::{Error, Result};
+use crate::model::SourceDef;
+
+/// Connectors compiled into Lodestar.
+pub const BUILT_IN: &[&str] = &["files"];
+
+/// Registers the source's tables as schema `source.name` of the context's default catalog.
+pub async fn connect(ctx: &SessionContext, source: &SourceDef) -> Result<()> {
+    let schema: Arc<dyn SchemaProvider> = match source.connector.as_str() {
+        "files" => {
+            let schema = Arc::new(MemorySchemaProvider::new());
+            files::register(ctx, source, schema.as_ref()).await?;
+            schema
+        }
+        other => {
+            return Err(Error::Source {
+                location: source.location.clone(),
+                source_name: source.name.clone(),
+                message: format!(
+                    "unknown connector `{other}`; the connectors available are: {}",
+                    BUILT_IN.join(", ")
+                ),
+                source: None,
+            });
+        }
+    };
+    let catalog = ctx
+        .catalog(&ctx.state().config().options().catalog.default_catalog)
+        .expect("the default catalog always exists");
+    catalog.register_schema(&source.name, schema)?;
+    Ok(())
+}
+
+/// Reads an option that must be a string, if present.
+pub(crate) fn string_option<'a>(source: &'a SourceDef, key: &str) -> Result<Option<&'a str>> {
+    match source.options.get(key) {
+        None => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(option_error(
+            source,
+            format!("option `{key}` must be a string, not {other}"),
+        )),
+    }
+}
+
+pub(crate) fn option_error(source: &SourceDef, message: String) -> Error {
+    Error::Source {
+        location: source.location.clone(),
+        source_name: source.name.clone(),
+        message,
+        source: None,
+    }
+}
+
+/// Refuses options the connector does not know, so a typo is not silently ignored.
+pub(crate) fn check_known_options(source: &SourceDef, known: &[&str]) -> Result<()> {
+    for key in source.options.keys() {
+        if !known.contains(&key.as_str()) {
+            let hint = crate::error::did_you_mean(key, known.iter().copied())
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default();
+            return Err(option_error(
+                source,
+                format!(
+                    "unknown option `{key}` for connector `{}`{hint}; it takes: {}",
+                    source.connector,
+                    known.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! The engine's error type: every variant carries what a user needs to find and fix the problem.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use datafusion::error::DataFusionError;
+
+/// A place in the project file, 1-based.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub file: PathBuf,
+    pub line: u32,
+    pub column: u32,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}", self.file.display())
+        } else {
+            write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+        }
+    }
+}
+
+/// What the error is about, shown before the message: `metric `x``, `source `y``.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    Metric(String),
+    Source(String),
+    Project,
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Subject::Metric(name) => write!(f, "metric `{name}`"),
+            Subject::Source(name) => write!(f, "source `{name}`"),
+            Subject::Project => f.write_str("project"),
+        }
+    }
+}
+
+fn hint_suffix(hint: &Option<String>) -> String {
+    hint.as_ref()
+        .map(|h| format!("\n  hint: {h}"))
+        .unwrap_or_default()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading or writing a file failed; the path is in the io error (fs-err).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+
+    #[error("no lodestar.yaml found in {start} or any parent directory\n  hint: pass --project PATH or run `lodestar` inside a project")]
+    ProjectNotFound { start: PathBuf },
+
+    /// The file is not valid YAML, or a value has the wrong shape.
+    #[error("{location}: {message}")]
+    Syntax { location: Location, message: String },
+
+    /// The definitions parse but say something impossible.
+    #[error("{location}: {subject}: {message}{}", hint_suffix(hint))]
+    Invalid {
+        location: Location,
+        subject: Subject,
+        message: String,
+        hint: Option<String>,
+    },
+
+    /// A SQL fragment of a definition does not plan against the sources.
+    #[error("{location}: {subject}: {field} does not compile: {source}{}", hint_suffix(hint))]
+    Sql {
+        location: Location,
+        subject: Subject,
+        field: &'static str,
+        #[source]
+        source: Box<DataFusionError>,
+        hint: Option<String>,
+    },
+
+    /// A source could not be opened.
+    #[error("{location}: source `{source_name}`: {message}")]
+    Source {
+        location: Location,
+        source_name: String,
+        message: String,
+        #[source]
+        source: Option<Box<DataFusionError>>,
+    },
+
+    /// A request (from the CLI or the server) asks for something that does not exist or fit.
+    #[error("{message}{}", hint_suffix(hint))]
+    Request {
+        message: String,
+        hint: Option<String>,
+    },
+
+    /// The query engine failed while running a valid request.
+    #[error("query failed: {0}")]
+    DataFusion(#[from] Box<DataFusionError>),
+}
+
+impl From<DataFusionError> for Error {
+    fn from(e: DataFusionError) -> Self {
+        Error::DataFusion(Box::new(e))
+    }
+}
+
+impl Error {
+    /// Whether the user can fix this by changing their input (exit code 1) rather than a
+    /// failure of Lodestar or its environment (exit code 2).
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            Error::Io(_) | Error::DataFusion(_) => false,
+            Error::ProjectNotFound { .. }
+            | Error::Syntax { .. }
+            | Error::Invalid { .. }
+            | Error::Sql { .. }
+            | Error::Source { .. }
+            | Error::Request { .. } => true,
+        }
+    }
+
+    pub(crate) fn request(message: impl Into<String>) -> Self {
+        Error::Request {
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub(crate) fn request_hint(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Error::Request {
+            message: message.into(),
+            hint: Some(hint.into()),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// "did you mean" for a misspelled name, if one candidate is close enough.
+pub(crate) fn did_you_mean<'a>(
+    wanted: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::levenshtein(wanted, c), c))
+        .filter(|(d, c)| *d <= (wanted.len().max(c.len()) / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| format!("did you mean `{c}`?"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_close_names_only() {
+        let names = ["bookings", "nights_booked", "signups"];
+        assert_eq!(
+            did_you_mean("bookngs", names).as_deref(),
+            Some("did you mean `bookings`?")
+        );
+        assert_eq!(did_you_mean("revenue", names), None);
+    }
+}

@@ -1,0 +1,249 @@
+//! The validated metric model: what a project file means once it has been checked.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use chrono::{NaiveDate, Weekday};
+use chrono_tz::Tz;
+use indexmap::IndexMap;
+
+use crate::error::Location;
+
+/// A loaded, structurally valid project. SQL fragments are checked later, against the
+/// sources' schemas, by [`crate::Engine::validate`].
+#[derive(Debug, Clone)]
+pub struct Project {
+    /// The project file.
+    pub path: PathBuf,
+    /// The directory relative paths in the project file are resolved against.
+    pub root: PathBuf,
+    pub timezone: Tz,
+    pub week_start: Weekday,
+    pub engine: EngineSettings,
+    pub sources: IndexMap<String, SourceDef>,
+    pub metrics: IndexMap<String, Metric>,
+}
+
+impl Project {
+    pub fn metric(&self, name: &str) -> crate::Result<&Metric> {
+        self.metrics.get(name).ok_or_else(|| {
+            let hint = crate::error::did_you_mean(name, self.metrics.keys().map(String::as_str))
+                .unwrap_or_else(|| "`lodestar list` shows the metrics of this project".into());
+            crate::Error::request_hint(format!("unknown metric `{name}`"), hint)
+        })
+    }
+
+    pub fn north_stars(&self) -> impl Iterator<Item = &Metric> {
+        self.metrics.values().filter(|m| m.north_star)
+    }
+}
+
+/// Settings of the DataFusion runtime.
+#[derive(Debug, Clone, Default)]
+pub struct EngineSettings {
+    /// Memory the engine may use before it spills to disk; `None` sizes it to the machine.
+    pub memory_limit: Option<usize>,
+    /// Parallelism of scans and aggregations; `None` uses every core.
+    pub target_partitions: Option<usize>,
+}
+
+/// A `sources:` entry: a connector and its options.
+#[derive(Debug, Clone)]
+pub struct SourceDef {
+    pub name: String,
+    pub connector: String,
+    /// The connector's options as written (after `${ENV}` interpolation), without `connector`.
+    pub options: serde_json::Map<String, serde_json::Value>,
+    pub location: Location,
+}
+
+#[derive(Debug, Clone)]
+pub struct Metric {
+    pub name: String,
+    pub kind: MetricKind,
+    pub description: Option<String>,
+    pub owner: Option<String>,
+    pub north_star: bool,
+    /// Input metrics: the children of this metric in the metric tree.
+    pub inputs: Vec<String>,
+    /// How the inputs combine into this metric, as an SQL expression over their names.
+    pub formula: Option<String>,
+    /// Columns the metric can be broken down and filtered by.
+    pub dimensions: Vec<String>,
+    /// The grain the metric is usually read at (`tree`, `list`); requests may ask for another.
+    pub grain: Option<Grain>,
+    pub target: Option<Target>,
+    pub guardrails: Vec<String>,
+    pub location: Location,
+    /// Where each field was written, for errors about a single field.
+    pub field_locations: IndexMap<&'static str, Location>,
+}
+
+impl Metric {
+    /// The location of `field`, or of the metric itself if the field was not written.
+    pub fn location_of(&self, field: &str) -> &Location {
+        self.field_locations.get(field).unwrap_or(&self.location)
+    }
+
+    /// Metrics this one is computed from (not the tree's `inputs`, which are informative).
+    pub fn parents(&self) -> Vec<&str> {
+        match &self.kind {
+            MetricKind::Simple(_) | MetricKind::Sql { .. } => vec![],
+            MetricKind::Ratio {
+                numerator,
+                denominator,
+            } => vec![numerator, denominator],
+            MetricKind::Derived { references, .. } => {
+                references.iter().map(String::as_str).collect()
+            }
+            MetricKind::Cumulative(c) => match &c.over {
+                CumulativeOver::Metric(parent) => vec![parent],
+                CumulativeOver::Measure(_) => vec![],
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum MetricKind {
+    /// An aggregate over the rows of one table.
+    Simple(Measure),
+    /// numerator / denominator, each another metric.
+    Ratio {
+        numerator: String,
+        denominator: String,
+    },
+    /// An SQL expression over other metrics' values.
+    Derived {
+        expr: String,
+        /// The metric names the expression uses, in order of first use.
+        references: Vec<String>,
+    },
+    /// A running total, or a trailing window.
+    Cumulative(Cumulative),
+    /// A raw SQL query returning `period`, optional dimension columns and `value`.
+    Sql { sql: String, grain: Grain },
+}
+
+impl MetricKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            MetricKind::Simple(_) => "simple",
+            MetricKind::Ratio { .. } => "ratio",
+            MetricKind::Derived { .. } => "derived",
+            MetricKind::Cumulative(_) => "cumulative",
+            MetricKind::Sql { .. } => "sql",
+        }
+    }
+}
+
+/// An aggregate over the rows of one table, filtered, bucketed by a time column.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Measure {
+    pub table: TableRef,
+    pub time: String,
+    /// An SQL aggregate expression, for example `count(distinct user_id)`.
+    pub measure: String,
+    /// An SQL predicate applied before aggregating.
+    pub filter: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Cumulative {
+    pub over: CumulativeOver,
+    /// `None`: everything up to the end of each period. `Some(d)`: the trailing `d` days.
+    pub window_days: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub enum CumulativeOver {
+    /// Accumulates another metric's daily series (which must be additive: a count or a sum).
+    Metric(String),
+    /// Aggregates rows afresh over each window (right for distinct counts).
+    Measure(Measure),
+}
+
+/// `source.table`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableRef {
+    pub source: String,
+    pub table: String,
+}
+
+impl fmt::Display for TableRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.source, self.table)
+    }
+}
+
+impl TableRef {
+    /// The table as DataFusion SQL names it, quoted so any table name works.
+    pub fn sql(&self) -> String {
+        format!("{}.{}", quote_ident(&self.source), quote_ident(&self.table))
+    }
+}
+
+/// Quotes an SQL identifier.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A North Star target: reach `value` per `period` by the date `by`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub value: f64,
+    pub period: Grain,
+    pub by: NaiveDate,
+    /// When the push towards the target started (for pacing); defaults to the data's start.
+    pub start: Option<NaiveDate>,
+}
+
+/// The length of a period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Grain {
+    Day,
+    Week,
+    Month,
+    Quarter,
+    Year,
+}
+
+impl Grain {
+    pub const ALL: [Grain; 5] = [
+        Grain::Day,
+        Grain::Week,
+        Grain::Month,
+        Grain::Quarter,
+        Grain::Year,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Grain::Day => "day",
+            Grain::Week => "week",
+            Grain::Month => "month",
+            Grain::Quarter => "quarter",
+            Grain::Year => "year",
+        }
+    }
+}
+
+impl fmt::Display for Grain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Grain {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Grain::ALL
+            .into_iter()
+            .find(|g| g.as_str() == s.to_ascii_lowercase())
+            .ok_or_else(|| {
+                format!("unknown grain `{s}`: expected one of day, week, month, quarter, year")
+            })
+    }
+}

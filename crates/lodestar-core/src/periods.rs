@@ -1,0 +1,103 @@
+//! Calendar arithmetic for grains: where a period starts and ends, and the time spine.
+//!
+//! Periods are local calendar dates in the project's timezone; the SQL side cuts rows into
+//! the same periods (see `plan::period_expr`), so the two must agree.
+
+use chrono::{Datelike, Days, Months, NaiveDate, Weekday};
+
+use crate::model::Grain;
+
+/// The first day of the period containing `date`.
+pub fn period_start(date: NaiveDate, grain: Grain, week_start: Weekday) -> NaiveDate {
+    match grain {
+        Grain::Day => date,
+        Grain::Week => {
+            let back = (7 + date.weekday().num_days_from_monday()
+                - week_start.num_days_from_monday())
+                % 7;
+            date - Days::new(u64::from(back))
+        }
+        Grain::Month => date.with_day(1).expect("day 1 exists"),
+        Grain::Quarter => {
+            let month = (date.month0() / 3) * 3 + 1;
+            NaiveDate::from_ymd_opt(date.year(), month, 1).expect("valid quarter start")
+        }
+        Grain::Year => NaiveDate::from_ymd_opt(date.year(), 1, 1).expect("valid year start"),
+    }
+}
+
+/// The first day of the period after the one starting at `start`.
+pub fn next_period(start: NaiveDate, grain: Grain) -> NaiveDate {
+    match grain {
+        Grain::Day => start + Days::new(1),
+        Grain::Week => start + Days::new(7),
+        Grain::Month => start + Months::new(1),
+        Grain::Quarter => start + Months::new(3),
+        Grain::Year => start + Months::new(12),
+    }
+}
+
+/// The period before the one starting at `start`.
+pub fn previous_period(start: NaiveDate, grain: Grain) -> NaiveDate {
+    match grain {
+        Grain::Day => start - Days::new(1),
+        Grain::Week => start - Days::new(7),
+        Grain::Month => start - Months::new(1),
+        Grain::Quarter => start - Months::new(3),
+        Grain::Year => start - Months::new(12),
+    }
+}
+
+/// Every period start from the period containing `first` to the one containing `last`.
+pub fn spine(first: NaiveDate, last: NaiveDate, grain: Grain, week_start: Weekday) -> Vec<NaiveDate> {
+    let mut periods = Vec::new();
+    let mut p = period_start(first, grain, week_start);
+    while p <= last {
+        periods.push(p);
+        p = next_period(p, grain);
+    }
+    periods
+}
+
+/// Days from `week_start` to the following Monday: shifting a timestamp forward by this many
+/// days makes DataFusion's Monday-based `date_trunc('week')` cut weeks at `week_start`.
+pub fn week_shift_days(week_start: Weekday) -> u32 {
+    (7 - week_start.num_days_from_monday()) % 7
+}
+
+/// An ISO-like label for a period: `2026-05-04` for days and weeks, `2026-05`, `2026-Q2`, `2026`.
+pub fn label(start: NaiveDate, grain: Grain) -> String {
+    match grain {
+        Grain::Day | Grain::Week => start.format("%Y-%m-%d").to_string(),
+        Grain::Month => start.format("%Y-%m").to_string(),
+        Grain::Quarter => format!("{}-Q{}", start.year(), start.month0() / 3 + 1),
+        Grain::Year => start.year().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn weeks_start_on_the_configured_day() {
+        // 2026-05-06 is a Wednesday.
+        assert_eq!(period_start(d("2026-05-06"), Grain::Week, Weekday::Mon), d("2026-05-04"));
+        assert_eq!(period_start(d("2026-05-06"), Grain::Week, Weekday::Sun), d("2026-05-03"));
+        assert_eq!(period_start(d("2026-05-03"), Grain::Week, Weekday::Sun), d("2026-05-03"));
+        assert_eq!(week_shift_days(Weekday::Mon), 0);
+        assert_eq!(week_shift_days(Weekday::Sun), 1);
+    }
+
+    #[test]
+    fn quarters_and_spines() {
+        assert_eq!(period_start(d("2026-08-31"), Grain::Quarter, Weekday::Mon), d("2026-07-01"));
+        let months = spine(d("2026-01-15"), d("2026-03-01"), Grain::Month, Weekday::Mon);
+        assert_eq!(months, vec![d("2026-01-01"), d("2026-02-01"), d("2026-03-01")]);
+        assert_eq!(label(d("2026-07-01"), Grain::Quarter), "2026-Q3");
+    }
+}

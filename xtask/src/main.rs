@@ -1,0 +1,101 @@
+//! `cargo xtask`: project automation that needs nothing beyond a Rust toolchain.
+
+mod civil;
+mod sample;
+mod tasks;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+
+const HELP: &str = "\
+cargo xtask <COMMAND>
+
+Commands:
+  sample [--out DIR] [--force]
+        Write the synthetic lodging-marketplace data set (default DIR: examples/data).
+        Skips when DIR already holds it, unless --force. Output is byte-identical on
+        every run and machine.
+  example
+        Run the example project: `sample` if needed, then the CLI's `validate`, `tree`
+        and `compute nights_booked bookings nights_per_booking --grain month`.
+  test
+        Run all tests: `sample` if needed, then `cargo test --workspace --all-targets`.
+  help
+        Print this help.
+";
+
+fn main() -> ExitCode {
+    match run(std::env::args_os().skip(1).collect()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Vec<OsString>) -> Result<()> {
+    let mut args = args.into_iter();
+    let Some(command) = args.next() else {
+        print!("{HELP}");
+        return Ok(());
+    };
+    let rest: Vec<OsString> = args.collect();
+    match command.to_str() {
+        Some("sample") => {
+            let opts = parse_sample_args(rest)?;
+            sample::run(&opts).map(|_| ())
+        }
+        Some("example") => {
+            no_args("example", &rest)?;
+            tasks::example()
+        }
+        Some("test") => {
+            no_args("test", &rest)?;
+            tasks::test()
+        }
+        Some("help" | "-h" | "--help") => {
+            print!("{HELP}");
+            Ok(())
+        }
+        _ => bail!(
+            "unknown command `{}`; `cargo xtask help` lists the commands",
+            command.to_string_lossy()
+        ),
+    }
+}
+
+fn no_args(command: &str, rest: &[OsString]) -> Result<()> {
+    match rest.first() {
+        None => Ok(()),
+        Some(arg) => bail!(
+            "`{command}` takes no arguments, got `{}`",
+            arg.to_string_lossy()
+        ),
+    }
+}
+
+fn parse_sample_args(rest: Vec<OsString>) -> Result<sample::Options> {
+    let mut opts = sample::Options {
+        out: tasks::workspace_root().join(sample::DEFAULT_DIR),
+        force: false,
+    };
+    let mut rest = rest.into_iter();
+    while let Some(arg) = rest.next() {
+        let text = arg.to_string_lossy();
+        if text == "--force" {
+            opts.force = true;
+        } else if text == "--out" {
+            let dir = rest.next().context("`--out` needs a directory")?;
+            opts.out = PathBuf::from(dir);
+        } else if let Some(dir) = text.strip_prefix("--out=") {
+            opts.out = PathBuf::from(dir);
+        } else {
+            bail!("unexpected argument `{text}` to `sample`; see `cargo xtask help`");
+        }
+    }
+    Ok(opts)
+}
