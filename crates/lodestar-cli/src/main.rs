@@ -1,1 +1,386 @@
-fn main() {}
+//! `lodestar`: the command line over lodestar-core. Parses arguments, calls the core, prints.
+
+mod output;
+mod render;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::NaiveDate;
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use lodestar_core::model::Grain;
+use lodestar_core::{Engine, MetricRequest, config};
+
+use crate::output::Format;
+
+const EXAMPLES: &str = "\
+Examples:
+  lodestar validate
+  lodestar list
+  lodestar compute nights_booked bookings --grain month --from 2026-03-01
+  lodestar compute revenue --by country --where \"platform = 'ios'\" --format csv
+  lodestar tree nights_booked --grain week
+  lodestar sql \"SELECT status, count(*) FROM app.bookings GROUP BY status\"";
+
+/// Lodestar computes a North Star Metric and its input metrics, defined in SQL in one
+/// lodestar.yaml, over your own data.
+#[derive(Debug, Parser)]
+#[command(name = "lodestar", version, after_help = EXAMPLES)]
+struct Cli {
+    /// The project file [default: lodestar.yaml in this directory or the nearest parent]
+    #[arg(long, global = true, env = "LODESTAR_PROJECT", value_name = "PATH")]
+    project: Option<PathBuf>,
+
+    /// Log more to stderr (-v: debug, -vv: trace); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    /// Print nothing but results and errors
+    #[arg(short, long, global = true)]
+    quiet: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check the project: names, references, and every SQL fragment against the sources
+    Validate,
+    /// List the metrics: kind, grain, north star, owner, inputs
+    List {
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+    },
+    /// Compute metrics by period, optionally broken down by dimensions
+    #[command(after_help = "\
+Examples:
+  lodestar compute nights_booked --grain month
+  lodestar compute nights_booked bookings --grain week --from 2026-06-01 --to 2026-06-30
+  lodestar compute revenue --by country --by platform --format csv --output revenue.csv
+  lodestar compute bookings --where \"country IN ('FR', 'DE')\" --format json
+
+Periods are labelled by their first day, in the project's timezone. --from and --to are
+inclusive and widen to whole periods; without them the result covers the data's periods.")]
+    Compute(ComputeArgs),
+    /// Show the metric tree with each metric's latest value and its change
+    #[command(after_help = "\
+Examples:
+  lodestar tree
+  lodestar tree nights_booked --grain month")]
+    Tree {
+        /// The root metric [default: the north stars]
+        metric: Option<String>,
+        /// Period length [default: the root metric's grain, else week]
+        #[arg(long, value_parser = parse_grain)]
+        grain: Option<Grain>,
+    },
+    /// Run a read-only SQL query over the sources (table `orders` of source `app` is app.orders)
+    #[command(after_help = "\
+Examples:
+  lodestar sql \"SHOW TABLES\"
+  lodestar sql \"SELECT * FROM app.bookings LIMIT 5\"
+  lodestar sql \"DESCRIBE app.events\"")]
+    Sql {
+        query: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Print a shell completion script (e.g. `lodestar completions bash > ~/.local/share/bash-completion/completions/lodestar`)
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Args)]
+struct ComputeArgs {
+    /// Metrics to compute, in the order of the output columns
+    #[arg(required = true, value_name = "METRIC")]
+    metrics: Vec<String>,
+    /// Period length [default: the first metric's grain, else day]
+    #[arg(long, value_parser = parse_grain)]
+    grain: Option<Grain>,
+    /// First day (YYYY-MM-DD), inclusive
+    #[arg(long, value_parser = parse_date)]
+    from: Option<NaiveDate>,
+    /// Last day (YYYY-MM-DD), inclusive
+    #[arg(long, value_parser = parse_date)]
+    to: Option<NaiveDate>,
+    /// Break down by a dimension (repeatable)
+    #[arg(long = "by", value_name = "DIMENSION")]
+    by: Vec<String>,
+    /// Keep only rows matching an SQL predicate over dimensions, before aggregating
+    #[arg(long = "where", value_name = "PREDICATE")]
+    filter: Option<String>,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+struct OutputArgs {
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// Write to this file (atomically) instead of stdout
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ListFormat {
+    Table,
+    Json,
+}
+
+fn parse_grain(s: &str) -> Result<Grain, String> {
+    s.parse()
+}
+
+fn parse_date(s: &str) -> Result<NaiveDate, String> {
+    s.parse()
+        .map_err(|_| format!("`{s}` is not a date: write YYYY-MM-DD"))
+}
+
+/// Exit codes: documented in docs/cli.md.
+const EXIT_USER_ERROR: u8 = 1;
+const EXIT_INTERNAL_ERROR: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp
+                | clap::error::ErrorKind::DisplayVersion
+                | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    ExitCode::SUCCESS
+                }
+                _ => ExitCode::from(EXIT_USER_ERROR),
+            };
+        }
+    };
+    init_logging(cli.verbose, cli.quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return ExitCode::from(EXIT_INTERNAL_ERROR);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if e.downcast_ref::<ValidationFailed>().is_none() {
+                print_error(e.as_ref());
+            }
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("warn,lodestar={level},lodestar_core={level}"))
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// Prints the error and its causes, skipping causes the message already shows.
+fn print_error(e: &(dyn std::error::Error + 'static)) {
+    let message = e.to_string();
+    eprintln!("error: {message}");
+    let mut shown = message;
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !shown.contains(&text) {
+            eprintln!("  caused by: {text}");
+            shown.push_str(&text);
+        }
+        cause = c.source();
+    }
+}
+
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<ValidationFailed>().is_some() {
+        return EXIT_USER_ERROR;
+    }
+    let user_error = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<lodestar_core::Error>())
+        .is_none_or(lodestar_core::Error::is_user_error);
+    // Errors the CLI raises itself (bad output path, Parquet to a terminal) are the user's.
+    if user_error {
+        EXIT_USER_ERROR
+    } else {
+        EXIT_INTERNAL_ERROR
+    }
+}
+
+/// `validate` found problems; each was already printed.
+#[derive(Debug)]
+struct ValidationFailed;
+
+impl std::fmt::Display for ValidationFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the project has errors")
+    }
+}
+
+impl std::error::Error for ValidationFailed {}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(
+            shell,
+            &mut Cli::command(),
+            "lodestar",
+            &mut std::io::stdout(),
+        );
+        return Ok(());
+    }
+    let path = match &cli.project {
+        Some(path) => path.clone(),
+        None => config::find_project_file(&std::env::current_dir()?)?,
+    };
+    let project = config::load(&path)?;
+    let engine = Engine::open(project).await?;
+    let progress = Progress::new(cli.quiet);
+    match cli.command {
+        Command::Validate => validate(&engine, &progress).await,
+        Command::List { format } => render::list(engine.project(), format == ListFormat::Json),
+        Command::Compute(args) => compute(&engine, args, &progress).await,
+        Command::Tree { metric, grain } => {
+            progress.start("computing the metric tree");
+            let tree = engine.tree(metric.as_deref(), grain).await;
+            progress.finish();
+            render::tree(engine.project(), &tree?);
+            Ok(())
+        }
+        Command::Sql { query, output } => {
+            let df = engine.sql(&query).await?;
+            let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+            progress.start("running the query");
+            let batches = df.collect().await;
+            progress.finish();
+            let batches = batches.map_err(lodestar_core::Error::from)?;
+            output::write(&schema, &batches, output.format, output.output.as_deref())
+        }
+        Command::Completions { .. } => unreachable!("handled above"),
+    }
+}
+
+async fn validate(engine: &Engine, progress: &Progress) -> anyhow::Result<()> {
+    progress.start("checking every metric against the sources");
+    let errors = engine.validate().await;
+    progress.finish();
+    let project = engine.project();
+    if errors.is_empty() {
+        println!(
+            "{} is valid: {}, {}",
+            display_path(&project.path),
+            plural(project.metrics.len(), "metric"),
+            plural(project.sources.len(), "source")
+        );
+        return Ok(());
+    }
+    for error in &errors {
+        print_error(error);
+    }
+    eprintln!(
+        "{} has {}",
+        display_path(&project.path),
+        plural(errors.len(), "error")
+    );
+    Err(ValidationFailed.into())
+}
+
+async fn compute(engine: &Engine, args: ComputeArgs, progress: &Progress) -> anyhow::Result<()> {
+    let project = engine.project();
+    let grain = match args.grain {
+        Some(grain) => grain,
+        None => project
+            .metric(&args.metrics[0])?
+            .grain
+            .unwrap_or(Grain::Day),
+    };
+    let request = MetricRequest {
+        metrics: args.metrics,
+        grain,
+        from: args.from,
+        to: args.to,
+        dimensions: args.by,
+        filter: args.filter,
+    };
+    progress.start(&format!("computing {}", request.metrics.join(", ")));
+    let table = engine.compute(&request).await;
+    progress.finish();
+    let table = table?;
+    output::write(
+        &table.schema(),
+        std::slice::from_ref(&table.batch),
+        args.output.format,
+        args.output.output.as_deref(),
+    )
+    .context("writing the result")
+}
+
+fn plural(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
+fn display_path(path: &Path) -> String {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// A spinner on stderr while a query runs, only when a person is watching.
+struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    fn new(quiet: bool) -> Progress {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                    .expect("valid template"),
+            );
+            bar
+        });
+        Progress { bar }
+    }
+
+    fn start(&self, message: &str) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(message.to_string());
+            bar.enable_steady_tick(Duration::from_millis(120));
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -170,7 +170,9 @@ impl Builder<'_> {
                 location: self.loc(tz),
                 subject: Subject::Project,
                 message: format!("unknown timezone `{}`", tz.value),
-                hint: Some("use an IANA zone name such as UTC, Europe/Paris or America/New_York".into()),
+                hint: Some(
+                    "use an IANA zone name such as UTC, Europe/Paris or America/New_York".into(),
+                ),
             })?,
         };
         let week_start = match &raw.week_start {
@@ -179,7 +181,10 @@ impl Builder<'_> {
                 self.invalid(
                     self.loc(day),
                     Subject::Project,
-                    format!("unknown week_start `{}`: expected a weekday such as monday or sunday", day.value),
+                    format!(
+                        "unknown week_start `{}`: expected a weekday such as monday or sunday",
+                        day.value
+                    ),
                 )
             })?,
         };
@@ -248,7 +253,11 @@ impl Builder<'_> {
                 match value {
                     serde_json::Value::String(c) => connector = Some(c),
                     _ => {
-                        return Err(self.invalid(location, subject(), "`connector` must be a name such as files, s3 or postgres"));
+                        return Err(self.invalid(
+                            location,
+                            subject(),
+                            "`connector` must be a name such as files, s3 or postgres",
+                        ));
                     }
                 }
             } else {
@@ -279,14 +288,16 @@ impl Builder<'_> {
     ) -> Result<serde_json::Value> {
         use serde_json::Value;
         Ok(match value {
-            Value::String(s) => Value::String(interpolate_str(&s, self.env).map_err(|var| {
-                Error::Invalid {
+            Value::String(s) => {
+                Value::String(interpolate_str(&s, self.env).map_err(|var| Error::Invalid {
                     location: location.clone(),
                     subject: Subject::Source(source.to_string()),
                     message: format!("option `{option}` uses ${{{var}}}, which is not set"),
-                    hint: Some(format!("export {var}=... before running, or write ${{{var}:-default}}")),
-                }
-            })?),
+                    hint: Some(format!(
+                        "export {var}=... before running, or write ${{{var}:-default}}"
+                    )),
+                })?)
+            }
             Value::Array(items) => Value::Array(
                 items
                     .into_iter()
@@ -358,7 +369,8 @@ impl Builder<'_> {
         .filter(|(_, set)| *set)
         .map(|(k, _)| k)
         .collect();
-        if kinds.len() > 1 || (kinds.len() == 1 && (has_measure_fields || raw.cumulative.is_some())) {
+        if kinds.len() > 1 || (kinds.len() == 1 && (has_measure_fields || raw.cumulative.is_some()))
+        {
             return Err(Error::Invalid {
                 location,
                 subject: subject(),
@@ -385,7 +397,11 @@ impl Builder<'_> {
             }
         } else if let Some(expr) = &raw.derived {
             let references = expression_references(&expr.value).map_err(|m| {
-                self.invalid(self.loc(expr), subject(), format!("cannot parse `derived`: {m}"))
+                self.invalid(
+                    self.loc(expr),
+                    subject(),
+                    format!("cannot parse `derived`: {m}"),
+                )
             })?;
             MetricKind::Derived {
                 expr: expr.value.clone(),
@@ -439,7 +455,17 @@ impl Builder<'_> {
             });
         };
 
-        if !dimensions.is_empty() && matches!(kind, MetricKind::Ratio { .. } | MetricKind::Derived { .. } | MetricKind::Cumulative(Cumulative { over: CumulativeOver::Metric(_), .. })) {
+        if !dimensions.is_empty()
+            && matches!(
+                kind,
+                MetricKind::Ratio { .. }
+                    | MetricKind::Derived { .. }
+                    | MetricKind::Cumulative(Cumulative {
+                        over: CumulativeOver::Metric(_),
+                        ..
+                    })
+            )
+        {
             return Err(self.invalid(
                 field_locations["dimensions"].clone(),
                 subject(),
@@ -447,13 +473,27 @@ impl Builder<'_> {
             ));
         }
 
-        let target = raw.target.as_ref().map(|t| self.target(t, &name.value)).transpose()?;
+        let target = raw
+            .target
+            .as_ref()
+            .map(|t| self.target(t, &name.value))
+            .transpose()?;
         let spanned_names = |list: &Option<Vec<Spanned<String>>>| {
-            list.iter().flatten().map(|s| s.value.clone()).collect::<Vec<_>>()
+            list.iter()
+                .flatten()
+                .map(|s| s.value.clone())
+                .collect::<Vec<_>>()
         };
         for (what, list) in [("inputs", &raw.inputs), ("guardrails", &raw.guardrails)] {
             for item in list.iter().flatten() {
-                field_locations.insert(if what == "inputs" { "inputs" } else { "guardrails" }, self.loc(item));
+                field_locations.insert(
+                    if what == "inputs" {
+                        "inputs"
+                    } else {
+                        "guardrails"
+                    },
+                    self.loc(item),
+                );
             }
         }
         let formula = raw.formula.as_ref().map(|f| f.value.clone());
@@ -520,11 +560,23 @@ impl Builder<'_> {
             return Err(Error::Invalid {
                 location: self.loc(table),
                 subject: subject(),
-                message: format!("table `{}` names source `{source}`, which is not defined", table.value),
-                hint: Some(did_you_mean(source, sources.keys().map(String::as_str)).unwrap_or_else(|| {
-                    let known: Vec<&str> = sources.keys().map(String::as_str).collect();
-                    format!("the sources are: {}", if known.is_empty() { "none (add a `sources:` section)".to_string() } else { known.join(", ") })
-                })),
+                message: format!(
+                    "table `{}` names source `{source}`, which is not defined",
+                    table.value
+                ),
+                hint: Some(
+                    did_you_mean(source, sources.keys().map(String::as_str)).unwrap_or_else(|| {
+                        let known: Vec<&str> = sources.keys().map(String::as_str).collect();
+                        format!(
+                            "the sources are: {}",
+                            if known.is_empty() {
+                                "none (add a `sources:` section)".to_string()
+                            } else {
+                                known.join(", ")
+                            }
+                        )
+                    }),
+                ),
             });
         }
         Ok(Measure {
@@ -542,7 +594,11 @@ impl Builder<'_> {
         let subject = || Subject::Metric(metric.to_string());
         let date = |s: &Spanned<String>| {
             NaiveDate::parse_from_str(&s.value, "%Y-%m-%d").map_err(|_| {
-                self.invalid(self.loc(s), subject(), format!("cannot read date `{}`: expected YYYY-MM-DD", s.value))
+                self.invalid(
+                    self.loc(s),
+                    subject(),
+                    format!("cannot read date `{}`: expected YYYY-MM-DD", s.value),
+                )
             })
         };
         Ok(Target {
@@ -623,7 +679,10 @@ fn check_references(project: &Project) -> Result<()> {
             }
         }
         if let Some(formula) = &metric.formula {
-            let unlisted: Vec<&String> = formula_refs.iter().filter(|r| !metric.inputs.contains(r)).collect();
+            let unlisted: Vec<&String> = formula_refs
+                .iter()
+                .filter(|r| !metric.inputs.contains(r))
+                .collect();
             if !unlisted.is_empty() {
                 return Err(Error::Invalid {
                     location: metric.location_of("formula").clone(),
@@ -638,14 +697,24 @@ fn check_references(project: &Project) -> Result<()> {
 }
 
 fn join_ticked(names: &[&String]) -> String {
-    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
+
+/// The edges of a graph over metrics.
+type Edges = Box<dyn Fn(&Metric) -> Vec<&str>>;
 
 /// Neither the computation graph nor the metric tree may loop.
 fn check_cycles(project: &Project) -> Result<()> {
-    let graphs: [(&str, Box<dyn Fn(&Metric) -> Vec<&str>>); 2] = [
+    let graphs: [(&str, Edges); 2] = [
         ("is computed from", Box::new(|m: &Metric| m.parents())),
-        ("has as input", Box::new(|m: &Metric| m.inputs.iter().map(String::as_str).collect())),
+        (
+            "has as input",
+            Box::new(|m: &Metric| m.inputs.iter().map(String::as_str).collect()),
+        ),
     ];
     for (relation, edges) in graphs {
         // Depth-first search with colours; the path gives the cycle to show.
@@ -657,8 +726,17 @@ fn check_cycles(project: &Project) -> Result<()> {
                 return Err(Error::Invalid {
                     location: first.location.clone(),
                     subject: Subject::Metric(first.name.clone()),
-                    message: format!("cycle: {}", cycle.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(&format!(" {relation} "))),
-                    hint: Some("a metric cannot depend on itself, directly or through others".into()),
+                    message: format!(
+                        "cycle: {}",
+                        cycle
+                            .iter()
+                            .map(|n| format!("`{n}`"))
+                            .collect::<Vec<_>>()
+                            .join(&format!(" {relation} "))
+                    ),
+                    hint: Some(
+                        "a metric cannot depend on itself, directly or through others".into(),
+                    ),
                 });
             }
         }
@@ -730,7 +808,10 @@ pub(crate) fn expression_references(expr: &str) -> std::result::Result<Vec<Strin
 }
 
 /// `${VAR}` and `${VAR:-default}`; `$$` is a literal `$`. Returns the missing variable's name.
-fn interpolate_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> std::result::Result<String, String> {
+fn interpolate_str(
+    s: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> std::result::Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(pos) = rest.find('$') {
@@ -747,7 +828,10 @@ fn interpolate_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> std::result
                 Some((v, d)) => (v, Some(d)),
                 None => (spec, None),
             };
-            match env(var).filter(|v| !v.is_empty()).or(default.map(str::to_string)) {
+            match env(var)
+                .filter(|v| !v.is_empty())
+                .or(default.map(str::to_string))
+            {
                 Some(value) => out.push_str(&value),
                 None => return Err(var.to_string()),
             }
@@ -779,7 +863,9 @@ fn parse_days(s: &str) -> Option<u32> {
 /// `512MiB`, `4GiB`, `2GB`, or bytes.
 fn parse_bytes(s: &str) -> Option<usize> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let num: f64 = s[..split].parse().ok()?;
     let mult: f64 = match s[split..].trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
@@ -809,7 +895,10 @@ mod tests {
     #[test]
     fn interpolates_env_with_defaults_and_escapes() {
         let env = env_from(&[("HOST", "db.internal")]);
-        assert_eq!(interpolate_str("pg://${HOST}:${PORT:-5432}/x$$y", &env).unwrap(), "pg://db.internal:5432/x$y");
+        assert_eq!(
+            interpolate_str("pg://${HOST}:${PORT:-5432}/x$$y", &env).unwrap(),
+            "pg://db.internal:5432/x$y"
+        );
         assert_eq!(interpolate_str("${NOPE}", &env).unwrap_err(), "NOPE");
     }
 
@@ -826,6 +915,9 @@ mod tests {
 
     #[test]
     fn finds_metric_references_in_expressions() {
-        assert_eq!(expression_references("revenue / (orders + revenue) * 2").unwrap(), vec!["revenue", "orders"]);
+        assert_eq!(
+            expression_references("revenue / (orders + revenue) * 2").unwrap(),
+            vec!["revenue", "orders"]
+        );
     }
 }

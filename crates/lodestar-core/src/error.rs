@@ -53,7 +53,9 @@ pub enum Error {
     #[error(transparent)]
     Io(#[from] std::io::Error),
 
-    #[error("no lodestar.yaml found in {start} or any parent directory\n  hint: pass --project PATH or run `lodestar` inside a project")]
+    #[error(
+        "no lodestar.yaml found in {start} or any parent directory\n  hint: pass --project PATH or run `lodestar` inside a project"
+    )]
     ProjectNotFound { start: PathBuf },
 
     /// The file is not valid YAML, or a value has the wrong shape.
@@ -70,7 +72,10 @@ pub enum Error {
     },
 
     /// A SQL fragment of a definition does not plan against the sources.
-    #[error("{location}: {subject}: {field} does not compile: {source}{}", hint_suffix(hint))]
+    #[error(
+        "{location}: {subject}: {field} does not compile: {source}{}",
+        hint_suffix(hint)
+    )]
     Sql {
         location: Location,
         subject: Subject,
@@ -105,6 +110,12 @@ pub enum Error {
 impl From<DataFusionError> for Error {
     fn from(e: DataFusionError) -> Self {
         Error::DataFusion(Box::new(e))
+    }
+}
+
+impl From<datafusion::arrow::error::ArrowError> for Error {
+    fn from(e: datafusion::arrow::error::ArrowError) -> Self {
+        Error::DataFusion(Box::new(e.into()))
     }
 }
 

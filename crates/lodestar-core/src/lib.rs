@@ -1,9 +1,20 @@
-//! The Lodestar engine.
+//! The Lodestar engine: metric definitions in, Arrow tables out.
+//!
+//! [`config::load`] reads a project file into a [`model::Project`]; [`Engine::open`] connects
+//! its sources to a DataFusion context; [`Engine::compute`] answers a [`MetricRequest`].
+
+pub mod compute;
 pub mod config;
 pub mod connect;
+pub mod engine;
 pub mod error;
 pub mod model;
 pub mod periods;
-pub use error::{Error, Result};
-pub use datafusion;
+mod plan;
+pub mod tree;
 
+pub use compute::{MetricRequest, MetricTable};
+pub use datafusion;
+pub use engine::Engine;
+pub use error::{Error, Result};
+pub use tree::{MetricTree, TreeNode};

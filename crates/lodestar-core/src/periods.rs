@@ -12,9 +12,8 @@ pub fn period_start(date: NaiveDate, grain: Grain, week_start: Weekday) -> Naive
     match grain {
         Grain::Day => date,
         Grain::Week => {
-            let back = (7 + date.weekday().num_days_from_monday()
-                - week_start.num_days_from_monday())
-                % 7;
+            let back =
+                (7 + date.weekday().num_days_from_monday() - week_start.num_days_from_monday()) % 7;
             date - Days::new(u64::from(back))
         }
         Grain::Month => date.with_day(1).expect("day 1 exists"),
@@ -49,7 +48,12 @@ pub fn previous_period(start: NaiveDate, grain: Grain) -> NaiveDate {
 }
 
 /// Every period start from the period containing `first` to the one containing `last`.
-pub fn spine(first: NaiveDate, last: NaiveDate, grain: Grain, week_start: Weekday) -> Vec<NaiveDate> {
+pub fn spine(
+    first: NaiveDate,
+    last: NaiveDate,
+    grain: Grain,
+    week_start: Weekday,
+) -> Vec<NaiveDate> {
     let mut periods = Vec::new();
     let mut p = period_start(first, grain, week_start);
     while p <= last {
@@ -86,18 +90,33 @@ mod tests {
     #[test]
     fn weeks_start_on_the_configured_day() {
         // 2026-05-06 is a Wednesday.
-        assert_eq!(period_start(d("2026-05-06"), Grain::Week, Weekday::Mon), d("2026-05-04"));
-        assert_eq!(period_start(d("2026-05-06"), Grain::Week, Weekday::Sun), d("2026-05-03"));
-        assert_eq!(period_start(d("2026-05-03"), Grain::Week, Weekday::Sun), d("2026-05-03"));
+        assert_eq!(
+            period_start(d("2026-05-06"), Grain::Week, Weekday::Mon),
+            d("2026-05-04")
+        );
+        assert_eq!(
+            period_start(d("2026-05-06"), Grain::Week, Weekday::Sun),
+            d("2026-05-03")
+        );
+        assert_eq!(
+            period_start(d("2026-05-03"), Grain::Week, Weekday::Sun),
+            d("2026-05-03")
+        );
         assert_eq!(week_shift_days(Weekday::Mon), 0);
         assert_eq!(week_shift_days(Weekday::Sun), 1);
     }
 
     #[test]
     fn quarters_and_spines() {
-        assert_eq!(period_start(d("2026-08-31"), Grain::Quarter, Weekday::Mon), d("2026-07-01"));
+        assert_eq!(
+            period_start(d("2026-08-31"), Grain::Quarter, Weekday::Mon),
+            d("2026-07-01")
+        );
         let months = spine(d("2026-01-15"), d("2026-03-01"), Grain::Month, Weekday::Mon);
-        assert_eq!(months, vec![d("2026-01-01"), d("2026-02-01"), d("2026-03-01")]);
+        assert_eq!(
+            months,
+            vec![d("2026-01-01"), d("2026-02-01"), d("2026-03-01")]
+        );
         assert_eq!(label(d("2026-07-01"), Grain::Quarter), "2026-Q3");
     }
 }

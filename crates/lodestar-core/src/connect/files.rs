@@ -184,7 +184,10 @@ fn table_specs(
     if let Some(name) = table_option {
         // The whole directory is one table.
         let (format, extension) = directory_format(resolved, forced).ok_or_else(|| {
-            option_error(source, format!("found no data files below {}", resolved.display()))
+            option_error(
+                source,
+                format!("found no data files below {}", resolved.display()),
+            )
         })?;
         return Ok(vec![TableSpec {
             name: name.to_string(),
@@ -217,7 +220,10 @@ fn table_specs(
             if specs.iter().any(|s: &TableSpec| s.name == name) {
                 return Err(option_error(
                     source,
-                    format!("two files in {} would both be table `{name}`", resolved.display()),
+                    format!(
+                        "two files in {} would both be table `{name}`",
+                        resolved.display()
+                    ),
                 ));
             }
             specs.push(TableSpec {

@@ -1,0 +1,114 @@
+//! Writing result tables: as a text table, CSV, JSON or Parquet, to stdout or to a file.
+//!
+//! A file is written next to its destination and renamed into place, so a failed run never
+//! leaves a half-written result behind.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::ValueEnum;
+use lodestar_core::datafusion::arrow::array::RecordBatch;
+use lodestar_core::datafusion::arrow::datatypes::SchemaRef;
+use lodestar_core::datafusion::arrow::{csv, json, util::pretty};
+use lodestar_core::datafusion::parquet::arrow::ArrowWriter;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// An aligned text table, for people.
+    Table,
+    /// CSV with a header row.
+    Csv,
+    /// A JSON array of row objects; nulls are written out.
+    Json,
+    /// Apache Parquet (needs --output).
+    Parquet,
+}
+
+/// Writes `batches` in `format` to `output`, or to stdout.
+pub fn write(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    format: Format,
+    output: Option<&Path>,
+) -> anyhow::Result<()> {
+    match output {
+        None => {
+            if format == Format::Parquet {
+                bail!("Parquet is binary: give a file with --output to write it to");
+            }
+            let mut out = std::io::BufWriter::new(std::io::stdout());
+            encode(schema, batches, format, &mut out)?;
+            out.flush()?;
+            Ok(())
+        }
+        Some(path) => {
+            let temporary = temporary_path(path);
+            let result = (|| -> anyhow::Result<()> {
+                let mut file = std::io::BufWriter::new(fs_err::File::create(&temporary)?);
+                encode(schema, batches, format, &mut file)?;
+                file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+                fs_err::rename(&temporary, path)?;
+                Ok(())
+            })();
+            if result.is_err() {
+                let _ = fs_err::remove_file(&temporary);
+            }
+            result.with_context(|| format!("could not write {}", path.display()))
+        }
+    }
+}
+
+fn temporary_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "output".into());
+    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+fn encode<W: Write + Send>(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    format: Format,
+    out: &mut W,
+) -> anyhow::Result<()> {
+    match format {
+        Format::Table => {
+            let table = if batches.iter().all(|b| b.num_rows() == 0) {
+                pretty::pretty_format_batches_with_schema(schema.clone(), &[])?.to_string()
+            } else {
+                pretty::pretty_format_batches(batches)?.to_string()
+            };
+            writeln!(out, "{table}")?;
+        }
+        Format::Csv => {
+            let mut writer = csv::WriterBuilder::new().with_header(true).build(out);
+            if batches.is_empty() {
+                writer.write(&RecordBatch::new_empty(schema.clone()))?;
+            }
+            for batch in batches {
+                writer.write(batch)?;
+            }
+        }
+        Format::Json => {
+            let mut writer = json::WriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build::<_, json::writer::JsonArray>(&mut *out);
+            for batch in batches {
+                writer.write(batch)?;
+            }
+            writer.finish()?;
+            drop(writer);
+            writeln!(out)?;
+        }
+        Format::Parquet => {
+            let mut writer = ArrowWriter::try_new(out, schema.clone(), None)?;
+            for batch in batches {
+                writer.write(batch)?;
+            }
+            writer.close()?;
+        }
+    }
+    Ok(())
+}

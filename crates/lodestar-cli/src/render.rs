@@ -1,0 +1,204 @@
+//! Text output for people: the metric list and the metric tree.
+
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::{ContentArrangement, Table};
+use lodestar_core::model::{MetricKind, Project};
+use lodestar_core::periods::label;
+use lodestar_core::{MetricTree, TreeNode};
+
+/// `lodestar list`.
+pub fn list(project: &Project, json: bool) -> anyhow::Result<()> {
+    if json {
+        let metrics: Vec<serde_json::Value> = project
+            .metrics
+            .values()
+            .map(|m| {
+                serde_json::json!({
+                    "name": m.name,
+                    "kind": m.kind.name(),
+                    "grain": m.grain.map(|g| g.to_string()),
+                    "north_star": m.north_star,
+                    "owner": m.owner,
+                    "inputs": m.inputs,
+                    "dimensions": m.dimensions,
+                    "description": m.description,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&metrics)?);
+        return Ok(());
+    }
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header([
+            "metric",
+            "kind",
+            "grain",
+            "north star",
+            "owner",
+            "inputs",
+            "description",
+        ]);
+    for m in project.metrics.values() {
+        let kind = match &m.kind {
+            MetricKind::Cumulative(c) => match c.window_days {
+                Some(days) => format!("cumulative {days}d"),
+                None => "cumulative".into(),
+            },
+            other => other.name().into(),
+        };
+        table.add_row([
+            m.name.clone(),
+            kind,
+            m.grain.map(|g| g.to_string()).unwrap_or_default(),
+            if m.north_star {
+                "yes".into()
+            } else {
+                String::new()
+            },
+            m.owner.clone().unwrap_or_default(),
+            m.inputs.join(", "),
+            m.description.clone().unwrap_or_default(),
+        ]);
+    }
+    println!("{table}");
+    Ok(())
+}
+
+/// `lodestar tree`: one metric per line, inputs indented under it.
+pub fn tree(project: &Project, tree: &MetricTree) {
+    let (Some(period), Some(previous)) = (tree.period, tree.previous_period) else {
+        match tree.period {
+            Some(period) => println!(
+                "{} {}: only one period of data, nothing to compare with",
+                tree.grain,
+                label(period, tree.grain)
+            ),
+            None => println!("no data yet"),
+        }
+        for root in &tree.roots {
+            print_node(project, root, "", "", true);
+        }
+        return;
+    };
+    println!(
+        "{} {} compared with {}",
+        tree.grain,
+        label(period, tree.grain),
+        label(previous, tree.grain)
+    );
+    for root in &tree.roots {
+        println!();
+        print_node(project, root, "", "", true);
+    }
+}
+
+fn print_node(project: &Project, node: &TreeNode, first: &str, rest: &str, show_change: bool) {
+    let star = if node.north_star {
+        " ★ north star"
+    } else {
+        ""
+    };
+    let owner = project.metrics[&node.metric]
+        .owner
+        .as_deref()
+        .map(|o| format!("  [{o}]"))
+        .unwrap_or_default();
+    let change = if show_change {
+        change_text(node)
+    } else {
+        String::new()
+    };
+    println!(
+        "{first}{}{star}  {}{change}{owner}",
+        node.metric,
+        number(node.value)
+    );
+    for guardrail in &node.guardrails {
+        println!(
+            "{rest}  guardrail: {}  {}{}",
+            guardrail.metric,
+            number(guardrail.value),
+            change_text(guardrail)
+        );
+    }
+    let count = node.inputs.len();
+    for (i, input) in node.inputs.iter().enumerate() {
+        let last = i + 1 == count;
+        let (branch, continuation) = if last {
+            ("└─ ", "   ")
+        } else {
+            ("├─ ", "│  ")
+        };
+        print_node(
+            project,
+            input,
+            &format!("{rest}{branch}"),
+            &format!("{rest}{continuation}"),
+            show_change,
+        );
+    }
+}
+
+fn change_text(node: &TreeNode) -> String {
+    match (node.change(), node.relative_change()) {
+        (Some(change), Some(relative)) => {
+            format!(
+                "  ({}{}, {:+.1}%)",
+                sign(change),
+                number(Some(change.abs())),
+                relative * 100.0
+            )
+        }
+        (Some(change), None) => format!("  ({}{})", sign(change), number(Some(change.abs()))),
+        _ => String::new(),
+    }
+}
+
+fn sign(x: f64) -> &'static str {
+    if x < 0.0 { "-" } else { "+" }
+}
+
+/// Whole numbers without decimals and with thousands separators; others to four significant
+/// decimals at most.
+fn number(value: Option<f64>) -> String {
+    let Some(v) = value else {
+        return "–".into();
+    };
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        let digits = format!("{}", v.abs() as u64);
+        let mut grouped = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                grouped.push(',');
+            }
+            grouped.push(c);
+        }
+        format!("{}{grouped}", if v < 0.0 { "-" } else { "" })
+    } else {
+        let decimals = if v.abs() >= 100.0 {
+            1
+        } else if v.abs() >= 1.0 {
+            2
+        } else {
+            4
+        };
+        format!("{v:.decimals$}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::number;
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(number(Some(1234567.0)), "1,234,567");
+        assert_eq!(number(Some(-1200.0)), "-1,200");
+        assert_eq!(number(Some(3.456789)), "3.46");
+        assert_eq!(number(Some(0.123456)), "0.1235");
+        assert_eq!(number(None), "–");
+    }
+}

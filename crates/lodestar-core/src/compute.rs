@@ -1,0 +1,957 @@
+//! Computing metrics: a request compiles into one scan per table and time column, then the
+//! series are assembled on a time spine and ratio, derived and cumulative metrics are computed
+//! from their parents' series.
+//!
+//! The result is a [`MetricTable`]: columns `period` (Date32, the local start of the period),
+//! the requested dimensions (Utf8), then one column per requested metric (Int64 for integer
+//! aggregates, Float64 otherwise), sorted by period and dimensions, nulls last.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use chrono::{Days, NaiveDate};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Date32Array, Float64Array, RecordBatch};
+use datafusion::arrow::compute::{cast, concat_batches};
+use datafusion::arrow::datatypes::{DataType, Date32Type, Field, Schema, SchemaRef};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::sqlparser::ast::{Expr, visit_expressions_mut};
+use indexmap::IndexMap;
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::model::{
+    CumulativeOver, Grain, Measure, Metric, MetricKind, Project, TableRef, quote_ident,
+};
+use crate::periods::{next_period, period_start, spine};
+use crate::plan::{self, TimeKind, date_literal, local_time, period_of, timestamp_literal};
+
+/// What to compute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricRequest {
+    pub metrics: Vec<String>,
+    pub grain: Grain,
+    /// First day of interest, inclusive; widened to the start of its period.
+    pub from: Option<NaiveDate>,
+    /// Last day of interest, inclusive; widened to the end of its period.
+    pub to: Option<NaiveDate>,
+    /// Dimensions to break the metrics down by.
+    pub dimensions: Vec<String>,
+    /// An SQL predicate over dimensions, applied to rows before they are aggregated.
+    pub filter: Option<String>,
+}
+
+impl MetricRequest {
+    pub fn new(metrics: impl IntoIterator<Item = impl Into<String>>, grain: Grain) -> Self {
+        MetricRequest {
+            metrics: metrics.into_iter().map(Into::into).collect(),
+            grain,
+            from: None,
+            to: None,
+            dimensions: Vec::new(),
+            filter: None,
+        }
+    }
+}
+
+/// Computed series: one row per period and dimension combination.
+#[derive(Debug, Clone)]
+pub struct MetricTable {
+    pub grain: Grain,
+    pub dimensions: Vec<String>,
+    pub metrics: Vec<String>,
+    /// `period`, dimensions, metrics.
+    pub batch: RecordBatch,
+}
+
+impl MetricTable {
+    pub fn schema(&self) -> SchemaRef {
+        self.batch.schema()
+    }
+
+    pub fn num_rows(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    /// The period of each row.
+    pub fn periods(&self) -> Vec<NaiveDate> {
+        let column = self.batch.column(0).as_primitive::<Date32Type>();
+        column
+            .iter()
+            .map(|d| from_days(d.unwrap_or_default()))
+            .collect()
+    }
+
+    /// A metric's values as numbers (`None` for null), row by row.
+    pub fn values(&self, metric: &str) -> Option<Vec<Option<f64>>> {
+        let column = self.batch.column_by_name(metric)?;
+        let floats = cast(column, &DataType::Float64).ok()?;
+        Some(
+            floats
+                .as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+                .iter()
+                .collect(),
+        )
+    }
+}
+
+/// One scan of a table: several metrics' aggregates, at one grain, over one time range.
+#[derive(Debug)]
+struct Scan<'p> {
+    table: TableRef,
+    time: String,
+    grain: Grain,
+    /// `None`: from the beginning of the data.
+    lower: Option<NaiveDate>,
+    metrics: Vec<(&'p Metric, &'p Measure)>,
+}
+
+/// Computed rows registered in the assembly context: `__period`, dimensions, metric columns.
+#[derive(Debug)]
+struct Part {
+    name: String,
+    batches: Vec<RecordBatch>,
+    schema: SchemaRef,
+}
+
+const PERIOD: &str = "__period";
+const END: &str = "__end";
+
+impl Engine {
+    /// Computes the requested metrics.
+    pub async fn compute(&self, request: &MetricRequest) -> Result<MetricTable> {
+        let project = self.project();
+        let grain = request.grain;
+        let week_start = project.week_start;
+        if request.metrics.is_empty() {
+            return Err(Error::request_hint(
+                "no metric to compute",
+                "name one or more metrics; `lodestar list` shows them",
+            ));
+        }
+        let mut requested: Vec<&str> = Vec::new();
+        for name in &request.metrics {
+            project.metric(name)?;
+            if !requested.contains(&name.as_str()) {
+                requested.push(name);
+            }
+        }
+        if let (Some(from), Some(to)) = (request.from, request.to)
+            && from > to
+        {
+            return Err(Error::request(format!("--from {from} is after --to {to}")));
+        }
+        let closure = closure(project, &requested)?;
+        for metric in &closure {
+            self.validate_metric(metric).await?;
+        }
+        let dims = &request.dimensions;
+        let where_expr = self.check_breakdown(&closure, request)?;
+
+        let from_start = request.from.map(|d| period_start(d, grain, week_start));
+        let to_end = request
+            .to
+            .map(|d| next_period(period_start(d, grain, week_start), grain));
+
+        // Scans of simple metrics, fused per table, time column and grain.
+        let mut scans: Scans = IndexMap::new();
+        for metric in &closure {
+            match &metric.kind {
+                MetricKind::Simple(measure) => {
+                    add_to_scan(&mut scans, metric, measure, grain, from_start)
+                }
+                MetricKind::Cumulative(c) => {
+                    if let CumulativeOver::Metric(parent) = &c.over {
+                        let parent = project.metric(parent)?;
+                        let MetricKind::Simple(measure) = &parent.kind else {
+                            unreachable!("validated: cumulative metrics accumulate simple metrics")
+                        };
+                        match c.window_days {
+                            None => add_to_scan(&mut scans, parent, measure, grain, None),
+                            Some(days) => add_to_scan(
+                                &mut scans,
+                                parent,
+                                measure,
+                                Grain::Day,
+                                from_start.map(|d| d - Days::new(u64::from(days))),
+                            ),
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+
+        let assembly = SessionContext::new_with_config_rt(
+            SessionConfig::new().with_target_partitions(1),
+            self.context().runtime_env(),
+        );
+        let mut parts: Vec<Part> = Vec::new();
+        // (metric, grain) -> the part holding its series.
+        let mut series: IndexMap<(String, Grain), String> = IndexMap::new();
+        for scan in scans.values() {
+            let part = self
+                .run_scan(scan, dims, where_expr.as_ref(), to_end, parts.len())
+                .await?;
+            for (metric, _) in &scan.metrics {
+                series.insert((metric.name.clone(), scan.grain), part.name.clone());
+            }
+            parts.push(part);
+        }
+        for metric in &closure {
+            if let MetricKind::Sql {
+                sql,
+                grain: sql_grain,
+            } = &metric.kind
+            {
+                let part = self
+                    .run_sql_metric(
+                        metric,
+                        sql,
+                        *sql_grain,
+                        request,
+                        where_expr.as_ref(),
+                        (from_start, to_end),
+                        parts.len(),
+                    )
+                    .await?;
+                series.insert((metric.name.clone(), grain), part.name.clone());
+                parts.push(part);
+            }
+        }
+
+        // The time spine: the requested range, or the periods the data covers.
+        let cumulative_measures: Vec<(&Metric, &Measure, Option<u32>)> = closure
+            .iter()
+            .filter_map(|m| match &m.kind {
+                MetricKind::Cumulative(c) => match &c.over {
+                    CumulativeOver::Measure(measure) => Some((*m, measure, c.window_days)),
+                    CumulativeOver::Metric(_) => None,
+                },
+                _ => None,
+            })
+            .collect();
+        let periods = match (request.from, request.to) {
+            (Some(from), Some(to)) => spine(from, to, grain, week_start),
+            (from, to) => {
+                let mut bounds = part_bounds(&parts);
+                for (_, measure, _) in &cumulative_measures {
+                    let found = self.data_bounds(measure, where_expr.as_ref()).await?;
+                    bounds = merge_bounds(bounds, found);
+                }
+                match bounds {
+                    Some((first, last)) => {
+                        spine(from.unwrap_or(first), to.unwrap_or(last), grain, week_start)
+                    }
+                    None => Vec::new(),
+                }
+            }
+        };
+
+        for (metric, measure, window) in &cumulative_measures {
+            let part = self
+                .run_window_scan(
+                    metric,
+                    measure,
+                    *window,
+                    &periods,
+                    grain,
+                    dims,
+                    where_expr.as_ref(),
+                    parts.len(),
+                )
+                .await?;
+            series.insert((metric.name.clone(), grain), part.name.clone());
+            parts.push(part);
+        }
+
+        for part in &parts {
+            let table = MemTable::try_new(part.schema.clone(), vec![part.batches.clone()])?;
+            assembly.register_table(part.name.as_str(), Arc::new(table))?;
+        }
+        assembly.register_batch("spine", spine_batch(&periods, grain)?)?;
+
+        let sql = assemble(&closure, &requested, dims, grain, &parts, &series, &periods);
+        tracing::debug!(%sql, "assembling series");
+        let batches = assembly.sql(&sql).await?.collect().await?;
+        finish(grain, dims, &requested, &closure, &batches)
+    }
+
+    /// Checks `--by` and `--where` against the dimensions of every metric the request scans.
+    fn check_breakdown(
+        &self,
+        closure: &[&Metric],
+        request: &MetricRequest,
+    ) -> Result<Option<Expr>> {
+        let where_expr = match &request.filter {
+            Some(filter) => Some(plan::parse_expr(filter).map_err(|e| {
+                Error::request(format!(
+                    "the filter `{filter}` is not an SQL predicate: {e}"
+                ))
+            })?),
+            None => None,
+        };
+        let mut used: Vec<(String, &str)> = request
+            .dimensions
+            .iter()
+            .map(|d| (d.clone(), "--by"))
+            .collect();
+        if let Some(expr) = &where_expr {
+            let columns = plan::filter_columns(expr).map_err(|e| {
+                Error::request(format!(
+                    "the filter `{}`: {e}",
+                    request.filter.as_deref().unwrap_or_default()
+                ))
+            })?;
+            used.extend(columns.into_iter().map(|c| (c, "the filter")));
+        }
+        for (i, d) in request.dimensions.iter().enumerate() {
+            if request.dimensions[..i].contains(d) {
+                return Err(Error::request(format!(
+                    "dimension `{d}` is asked for twice"
+                )));
+            }
+            if d == "period" || closure.iter().any(|m| &m.name == d) {
+                return Err(Error::request(format!(
+                    "dimension `{d}` has the name of an output column; rename it in the source"
+                )));
+            }
+        }
+        for metric in closure {
+            let scans_rows = matches!(
+                metric.kind,
+                MetricKind::Simple(_)
+                    | MetricKind::Sql { .. }
+                    | MetricKind::Cumulative(crate::model::Cumulative {
+                        over: CumulativeOver::Measure(_),
+                        ..
+                    })
+            );
+            if !scans_rows {
+                continue;
+            }
+            for (dim, flag) in &used {
+                if !metric.dimensions.contains(dim) {
+                    let known = if metric.dimensions.is_empty() {
+                        "it has no dimensions".to_string()
+                    } else {
+                        format!("its dimensions are: {}", metric.dimensions.join(", "))
+                    };
+                    let hint = crate::error::did_you_mean(
+                        dim,
+                        metric.dimensions.iter().map(String::as_str),
+                    )
+                    .unwrap_or_else(|| {
+                        format!(
+                            "list `{dim}` under `dimensions:` of `{}` to allow it",
+                            metric.name
+                        )
+                    });
+                    return Err(Error::request_hint(
+                        format!(
+                            "{flag} uses `{dim}`, which is not a dimension of metric `{}` ({known})",
+                            metric.name
+                        ),
+                        hint,
+                    ));
+                }
+            }
+        }
+        Ok(where_expr)
+    }
+
+    /// The time column of a table as local wall-clock time.
+    async fn local_time_of(&self, table: &TableRef, time: &str) -> Result<String> {
+        let schema = self.table_schema(table).await.map_err(Error::request)?;
+        let field = schema
+            .field_with_name(time)
+            .map_err(|e| Error::DataFusion(Box::new(e.into())))?;
+        let kind = TimeKind::of(field.data_type()).ok_or_else(|| {
+            Error::request(format!(
+                "time column `{time}` of `{table}` is not a timestamp, date or text"
+            ))
+        })?;
+        Ok(local_time(time, kind, self.project().timezone))
+    }
+
+    async fn run_scan(
+        &self,
+        scan: &Scan<'_>,
+        dims: &[String],
+        where_expr: Option<&Expr>,
+        upper: Option<NaiveDate>,
+        index: usize,
+    ) -> Result<Part> {
+        let local = self.local_time_of(&scan.table, &scan.time).await?;
+        let period = period_of(&local, scan.grain, self.project().week_start);
+        let filters: Vec<Option<Expr>> = scan
+            .metrics
+            .iter()
+            .map(|(_, m)| m.filter.as_deref().map(parse_fragment).transpose())
+            .collect::<Result<_>>()?;
+        let shared = filters.iter().all(|f| f.is_some() && *f == filters[0]);
+        let mut conditions = time_range(&local, scan.lower, upper);
+        conditions.extend(where_expr.map(|e| format!("({e})")));
+        if shared {
+            conditions.push(format!("({})", filters[0].as_ref().expect("shared filter")));
+        } else if filters.iter().all(Option::is_some) {
+            // Rows no metric wants are dropped early, so sources can prune them.
+            let any = filters
+                .iter()
+                .flatten()
+                .cloned()
+                .map(|f| Expr::Nested(Box::new(f)))
+                .reduce(plan::or)
+                .expect("at least one metric");
+            conditions.push(format!("({any})"));
+        }
+        let mut select = vec![format!("{period} AS {}", quote_ident(PERIOD))];
+        let mut group_by = vec![period];
+        for dim in dims {
+            let expr = format!("CAST({} AS VARCHAR)", quote_ident(dim));
+            select.push(format!("{expr} AS {}", quote_ident(dim)));
+            group_by.push(expr);
+        }
+        for ((metric, measure), filter) in scan.metrics.iter().zip(&filters) {
+            let parsed = parse_fragment(&measure.measure)?;
+            let expr = match filter {
+                Some(f) if !shared => plan::filtered_measure(&parsed, f, &|n| self.is_aggregate(n)),
+                _ => parsed,
+            };
+            select.push(format!("{expr} AS {}", quote_ident(&metric.name)));
+        }
+        let sql = format!(
+            "SELECT {} FROM {}{} GROUP BY {}",
+            select.join(", "),
+            scan.table.sql(),
+            where_clause(&conditions),
+            group_by.join(", ")
+        );
+        self.collect_part(&sql, index).await
+    }
+
+    /// A cumulative metric with its own measure, aggregated afresh over each period's window.
+    #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
+    async fn run_window_scan(
+        &self,
+        metric: &Metric,
+        measure: &Measure,
+        window: Option<u32>,
+        periods: &[NaiveDate],
+        grain: Grain,
+        dims: &[String],
+        where_expr: Option<&Expr>,
+        index: usize,
+    ) -> Result<Part> {
+        let local = self.local_time_of(&measure.table, &measure.time).await?;
+        let spine_rows = if periods.is_empty() {
+            // No period to compute: keep the query valid, and let it return nothing.
+            format!(
+                "SELECT {} AS {}, {} AS {} WHERE false",
+                date_literal(NaiveDate::MIN),
+                quote_ident(PERIOD),
+                timestamp_literal(NaiveDate::MIN),
+                quote_ident(END)
+            )
+        } else {
+            let values: Vec<String> = periods
+                .iter()
+                .map(|p| {
+                    format!(
+                        "({}, {})",
+                        date_literal(*p),
+                        timestamp_literal(next_period(*p, grain))
+                    )
+                })
+                .collect();
+            format!(
+                "SELECT * FROM (VALUES {}) AS v({}, {})",
+                values.join(", "),
+                quote_ident(PERIOD),
+                quote_ident(END)
+            )
+        };
+        let end = format!("s.{}", quote_ident(END));
+        let mut on = vec![format!("{local} < {end}")];
+        if let Some(days) = window {
+            on.push(format!("{local} >= {end} - INTERVAL '{days} days'"));
+        }
+        let lower = match (periods.first(), window) {
+            (Some(first), Some(days)) => Some(*first - Days::new(u64::from(days))),
+            _ => None,
+        };
+        let upper = periods.last().map(|p| next_period(*p, grain));
+        let mut conditions = time_range(&local, lower, upper);
+        conditions.extend(where_expr.map(|e| format!("({e})")));
+        conditions.extend(measure.filter.as_ref().map(|f| format!("({f})")));
+        let mut select = vec![format!("s.{0} AS {0}", quote_ident(PERIOD))];
+        let mut group_by = vec![format!("s.{}", quote_ident(PERIOD))];
+        for dim in dims {
+            let expr = format!("CAST({} AS VARCHAR)", quote_ident(dim));
+            select.push(format!("{expr} AS {}", quote_ident(dim)));
+            group_by.push(expr);
+        }
+        select.push(format!(
+            "{} AS {}",
+            parse_fragment(&measure.measure)?,
+            quote_ident(&metric.name)
+        ));
+        let sql = format!(
+            "SELECT {} FROM {} JOIN ({spine_rows}) AS s ON {}{} GROUP BY {}",
+            select.join(", "),
+            measure.table.sql(),
+            on.join(" AND "),
+            where_clause(&conditions),
+            group_by.join(", ")
+        );
+        self.collect_part(&sql, index).await
+    }
+
+    #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
+    async fn run_sql_metric(
+        &self,
+        metric: &Metric,
+        sql: &str,
+        sql_grain: Grain,
+        request: &MetricRequest,
+        where_expr: Option<&Expr>,
+        (lower, upper): (Option<NaiveDate>, Option<NaiveDate>),
+        index: usize,
+    ) -> Result<Part> {
+        let grain = request.grain;
+        let rolls_up = sql_grain == grain
+            || sql_grain == Grain::Day
+            || (sql_grain == Grain::Month && grain >= Grain::Quarter)
+            || (sql_grain == Grain::Quarter && grain == Grain::Year);
+        if !rolls_up {
+            return Err(Error::request_hint(
+                format!(
+                    "metric `{}` is computed by SQL at {sql_grain} grain and cannot be shown by {grain}",
+                    metric.name
+                ),
+                format!(
+                    "ask for --grain {sql_grain} or a coarser grain that {sql_grain}s add up to"
+                ),
+            ));
+        }
+        let local = "CAST(q.\"period\" AS TIMESTAMP)";
+        let period = period_of(local, grain, self.project().week_start);
+        let mut conditions = time_range(local, lower, upper);
+        conditions.extend(where_expr.map(|e| format!("({e})")));
+        let mut select = vec![format!("{period} AS {}", quote_ident(PERIOD))];
+        let mut group_by = vec![period];
+        for dim in &request.dimensions {
+            let expr = format!("CAST(q.{} AS VARCHAR)", quote_ident(dim));
+            select.push(format!("{expr} AS {}", quote_ident(dim)));
+            group_by.push(expr);
+        }
+        select.push(format!("sum(q.\"value\") AS {}", quote_ident(&metric.name)));
+        let query = format!(
+            "SELECT {} FROM ({sql}) AS q{} GROUP BY {}",
+            select.join(", "),
+            where_clause(&conditions),
+            group_by.join(", ")
+        );
+        self.collect_part(&query, index).await
+    }
+
+    /// The first and last local dates of a measure's rows.
+    pub(crate) async fn data_bounds(
+        &self,
+        measure: &Measure,
+        where_expr: Option<&Expr>,
+    ) -> Result<Option<(NaiveDate, NaiveDate)>> {
+        let local = self.local_time_of(&measure.table, &measure.time).await?;
+        let mut conditions: Vec<String> =
+            where_expr.map(|e| format!("({e})")).into_iter().collect();
+        conditions.extend(measure.filter.as_ref().map(|f| format!("({f})")));
+        let sql = format!(
+            "SELECT CAST(min({local}) AS DATE), CAST(max({local}) AS DATE) FROM {}{}",
+            measure.table.sql(),
+            where_clause(&conditions)
+        );
+        let batches = self.plan(&sql).await?.collect().await?;
+        let first = batches.iter().find(|b| b.num_rows() > 0);
+        Ok(first.and_then(|b| {
+            let min = b.column(0).as_primitive::<Date32Type>();
+            let max = b.column(1).as_primitive::<Date32Type>();
+            (min.is_valid(0) && max.is_valid(0))
+                .then(|| (from_days(min.value(0)), from_days(max.value(0))))
+        }))
+    }
+
+    async fn collect_part(&self, sql: &str, index: usize) -> Result<Part> {
+        tracing::debug!(%sql, "scan");
+        let df = self.plan(sql).await?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await?;
+        Ok(Part {
+            name: format!("p{index}"),
+            batches,
+            schema,
+        })
+    }
+}
+
+type Scans<'p> = IndexMap<(TableRef, String, Grain), Scan<'p>>;
+
+/// Adds a metric to the scan of its table at `grain`, widening the scan's range if needed.
+fn add_to_scan<'p>(
+    scans: &mut Scans<'p>,
+    metric: &'p Metric,
+    measure: &'p Measure,
+    grain: Grain,
+    lower: Option<NaiveDate>,
+) {
+    let key = (measure.table.clone(), measure.time.clone(), grain);
+    let scan = scans.entry(key).or_insert_with(|| Scan {
+        table: measure.table.clone(),
+        time: measure.time.clone(),
+        grain,
+        lower,
+        metrics: Vec::new(),
+    });
+    scan.lower = earliest(scan.lower, lower);
+    if !scan.metrics.iter().any(|(m, _)| m.name == metric.name) {
+        scan.metrics.push((metric, measure));
+    }
+}
+
+fn parse_fragment(sql: &str) -> Result<Expr> {
+    // Validated before; a failure here is a bug, reported as such.
+    plan::parse_expr(sql)
+        .map_err(|e| Error::DataFusion(Box::new(datafusion::error::DataFusionError::Internal(e))))
+}
+
+/// The metrics a request needs, each after the metrics it is computed from.
+fn closure<'p>(project: &'p Project, names: &[&str]) -> Result<Vec<&'p Metric>> {
+    fn visit<'p>(project: &'p Project, name: &str, out: &mut Vec<&'p Metric>) -> Result<()> {
+        if out.iter().any(|m| m.name == name) {
+            return Ok(());
+        }
+        let metric = project.metric(name)?;
+        for parent in metric.parents() {
+            visit(project, parent, out)?;
+        }
+        out.push(metric);
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for name in names {
+        visit(project, name, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn earliest(a: Option<NaiveDate>, b: Option<NaiveDate>) -> Option<NaiveDate> {
+    Some(a?.min(b?))
+}
+
+fn time_range(local: &str, lower: Option<NaiveDate>, upper: Option<NaiveDate>) -> Vec<String> {
+    let mut conditions = Vec::new();
+    if let Some(lower) = lower {
+        conditions.push(format!("{local} >= {}", timestamp_literal(lower)));
+    }
+    if let Some(upper) = upper {
+        conditions.push(format!("{local} < {}", timestamp_literal(upper)));
+    }
+    conditions
+}
+
+fn where_clause(conditions: &[String]) -> String {
+    if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    }
+}
+
+const EPOCH: NaiveDate = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
+
+fn from_days(days: i32) -> NaiveDate {
+    EPOCH + chrono::TimeDelta::days(i64::from(days))
+}
+
+fn to_days(date: NaiveDate) -> i32 {
+    i32::try_from((date - EPOCH).num_days()).expect("dates of the spine fit in Date32")
+}
+
+fn part_bounds(parts: &[Part]) -> Option<(NaiveDate, NaiveDate)> {
+    let mut bounds = None;
+    for batch in parts.iter().flat_map(|p| &p.batches) {
+        let periods = batch.column(0).as_primitive::<Date32Type>();
+        for days in periods.iter().flatten() {
+            let date = from_days(days);
+            bounds = merge_bounds(bounds, Some((date, date)));
+        }
+    }
+    bounds
+}
+
+fn merge_bounds(
+    a: Option<(NaiveDate, NaiveDate)>,
+    b: Option<(NaiveDate, NaiveDate)>,
+) -> Option<(NaiveDate, NaiveDate)> {
+    match (a, b) {
+        (Some((a0, a1)), Some((b0, b1))) => Some((a0.min(b0), a1.max(b1))),
+        (a, b) => a.or(b),
+    }
+}
+
+fn spine_batch(periods: &[NaiveDate], grain: Grain) -> Result<RecordBatch> {
+    let starts = Date32Array::from_iter_values(periods.iter().map(|p| to_days(*p)));
+    let ends =
+        Date32Array::from_iter_values(periods.iter().map(|p| to_days(next_period(*p, grain))));
+    let schema = Schema::new(vec![
+        Field::new(PERIOD, DataType::Date32, false),
+        Field::new(END, DataType::Date32, false),
+    ]);
+    Ok(RecordBatch::try_new(
+        Arc::new(schema),
+        vec![Arc::new(starts), Arc::new(ends)],
+    )?)
+}
+
+/// The assembly query: spine × dimension values, each base series joined in, then ratio and
+/// derived metrics layered on top in dependency order.
+#[allow(clippy::too_many_arguments)] // one call site; the arguments are the request's parts
+fn assemble(
+    closure: &[&Metric],
+    requested: &[&str],
+    dims: &[String],
+    grain: Grain,
+    parts: &[Part],
+    series: &IndexMap<(String, Grain), String>,
+    periods: &[NaiveDate],
+) -> String {
+    let q = quote_ident;
+    let period = q(PERIOD);
+    let dim_cols: Vec<String> = dims.iter().map(|d| q(d)).collect();
+    let dims_match = |a: &str, b: &str| -> String {
+        dim_cols
+            .iter()
+            .map(|d| format!(" AND {a}.{d} IS NOT DISTINCT FROM {b}.{d}"))
+            .collect()
+    };
+    let mut ctes = Vec::new();
+    if dims.is_empty() {
+        ctes.push(format!("grid AS (SELECT {period}, {} FROM spine)", q(END)));
+    } else {
+        let (first, end) = match (periods.first(), periods.last()) {
+            (Some(first), Some(last)) => (*first, next_period(*last, grain)),
+            _ => (NaiveDate::MIN, NaiveDate::MIN),
+        };
+        let keys: Vec<String> = parts
+            .iter()
+            .map(|p| {
+                format!(
+                    "SELECT DISTINCT {} FROM {} WHERE {period} >= {} AND {period} < {}",
+                    dim_cols.join(", "),
+                    p.name,
+                    date_literal(first),
+                    date_literal(end)
+                )
+            })
+            .collect();
+        ctes.push(format!("keys AS ({})", keys.join(" UNION ")));
+        ctes.push(format!(
+            "grid AS (SELECT s.{period}, s.{}, {} FROM spine s CROSS JOIN keys k)",
+            q(END),
+            dim_cols
+                .iter()
+                .map(|d| format!("k.{d}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let grid_cols: String = dim_cols.iter().map(|d| format!(", g.{d}")).collect();
+    let mut joins: Vec<String> = Vec::new();
+    let mut columns: Vec<String> = Vec::new();
+    let mut joined: Vec<&str> = Vec::new();
+    for (i, metric) in closure.iter().enumerate() {
+        let name = q(&metric.name);
+        match &metric.kind {
+            MetricKind::Cumulative(crate::model::Cumulative {
+                over: CumulativeOver::Metric(parent),
+                window_days,
+            }) => {
+                let (part, condition) = match window_days {
+                    None => (
+                        &series[&(parent.clone(), grain)],
+                        format!("p.{period} <= g.{period}"),
+                    ),
+                    Some(days) => (
+                        &series[&(parent.clone(), Grain::Day)],
+                        format!(
+                            "p.{period} >= g.{end} - INTERVAL '{days} days' AND p.{period} < g.{end}",
+                            end = q(END)
+                        ),
+                    ),
+                };
+                let cte = format!("c{i}");
+                ctes.push(format!(
+                    "{cte} AS (SELECT g.{period}{grid_cols}, sum(p.{}) AS {name} FROM grid g JOIN {part} p ON {condition}{} GROUP BY g.{period}{grid_cols})",
+                    q(parent),
+                    dims_match("p", "g"),
+                ));
+                joins.push(format!(
+                    " LEFT JOIN {cte} ON {cte}.{period} = g.{period}{}",
+                    dims_match(&cte, "g")
+                ));
+                columns.push(format!("COALESCE({cte}.{name}, 0) AS {name}"));
+            }
+            MetricKind::Simple(_) | MetricKind::Cumulative(_) | MetricKind::Sql { .. } => {
+                let part = &series[&(metric.name.clone(), grain)];
+                if !joined.contains(&part.as_str()) {
+                    joined.push(part);
+                    joins.push(format!(
+                        " LEFT JOIN {part} ON {part}.{period} = g.{period}{}",
+                        dims_match(part, "g")
+                    ));
+                }
+                columns.push(format!("COALESCE({part}.{name}, 0) AS {name}"));
+            }
+            MetricKind::Ratio { .. } | MetricKind::Derived { .. } => {}
+        }
+    }
+    ctes.push(format!(
+        "l0 AS (SELECT g.{period}{grid_cols}{} FROM grid g{})",
+        columns.iter().map(|c| format!(", {c}")).collect::<String>(),
+        joins.concat()
+    ));
+    let mut layer = 0;
+    for metric in closure {
+        let expr = match &metric.kind {
+            MetricKind::Ratio {
+                numerator,
+                denominator,
+            } => format!(
+                "CAST({} AS DOUBLE) / NULLIF(CAST({} AS DOUBLE), 0)",
+                q(numerator),
+                q(denominator)
+            ),
+            MetricKind::Derived { expr, references } => derived_sql(expr, references),
+            _ => continue,
+        };
+        ctes.push(format!(
+            "l{} AS (SELECT *, {expr} AS {} FROM l{layer})",
+            layer + 1,
+            q(&metric.name)
+        ));
+        layer += 1;
+    }
+    let order: String = dim_cols
+        .iter()
+        .map(|d| format!(", {d} ASC NULLS LAST"))
+        .collect();
+    format!(
+        "WITH {} SELECT {period} AS \"period\"{}{} FROM l{layer} ORDER BY {period} ASC{order}",
+        ctes.join(", "),
+        dim_cols
+            .iter()
+            .map(|d| format!(", {d}"))
+            .collect::<String>(),
+        requested
+            .iter()
+            .map(|m| format!(", {}", q(m)))
+            .collect::<String>(),
+    )
+}
+
+/// A derived expression with every metric it names read as a DOUBLE, so `a / b` never
+/// truncates to an integer division.
+fn derived_sql(expr: &str, references: &[String]) -> String {
+    let Ok(mut parsed) = plan::parse_expr(expr) else {
+        return expr.to_string();
+    };
+    let _ = visit_expressions_mut(&mut parsed, |e| {
+        if let Expr::Identifier(ident) = e
+            && references.contains(&ident.value)
+            && let Ok(cast) =
+                plan::parse_expr(&format!("CAST({} AS DOUBLE)", quote_ident(&ident.value)))
+        {
+            *e = Expr::Nested(Box::new(cast));
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    parsed.to_string()
+}
+
+/// Gives the result its documented types: Date32 periods, Utf8 dimensions, Int64 or Float64
+/// metrics, and null where a float is not finite (a division by zero in a derived metric).
+fn finish(
+    grain: Grain,
+    dims: &[String],
+    requested: &[&str],
+    closure: &[&Metric],
+    batches: &[RecordBatch],
+) -> Result<MetricTable> {
+    let mut fields = vec![Field::new("period", DataType::Date32, false)];
+    fields.extend(dims.iter().map(|d| Field::new(d, DataType::Utf8, true)));
+    let mut schema_in = None;
+    let merged = match batches.first() {
+        Some(first) => {
+            schema_in = Some(first.schema());
+            Some(concat_batches(&first.schema(), batches)?)
+        }
+        None => None,
+    };
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    let rows = merged.as_ref().map_or(0, RecordBatch::num_rows);
+    for (i, name) in std::iter::once("period")
+        .chain(dims.iter().map(String::as_str))
+        .chain(requested.iter().copied())
+        .enumerate()
+    {
+        let is_metric = i > dims.len();
+        let source = merged.as_ref().map(|b| b.column(i).clone());
+        let source_type = schema_in.as_ref().map(|s| s.field(i).data_type().clone());
+        let target = if i == 0 {
+            DataType::Date32
+        } else if !is_metric {
+            DataType::Utf8
+        } else {
+            let metric = closure
+                .iter()
+                .find(|m| m.name == name)
+                .expect("requested metrics are in the closure");
+            let integral = source_type.as_ref().is_some_and(DataType::is_integer)
+                && !matches!(
+                    metric.kind,
+                    MetricKind::Ratio { .. } | MetricKind::Derived { .. }
+                );
+            if integral {
+                DataType::Int64
+            } else {
+                DataType::Float64
+            }
+        };
+        let column = match source {
+            Some(array) => cast(&array, &target)?,
+            None => datafusion::arrow::array::new_empty_array(&target),
+        };
+        let column = if target == DataType::Float64 {
+            finite_or_null(&column)
+        } else {
+            column
+        };
+        if is_metric {
+            fields.push(Field::new(name, target, true));
+        }
+        debug_assert_eq!(column.len(), rows);
+        columns.push(column);
+    }
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+    Ok(MetricTable {
+        grain,
+        dimensions: dims.to_vec(),
+        metrics: requested.iter().map(|m| m.to_string()).collect(),
+        batch,
+    })
+}
+
+fn finite_or_null(array: &ArrayRef) -> ArrayRef {
+    let floats = array.as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+    let out: Float64Array = floats.iter().map(|v| v.filter(|x| x.is_finite())).collect();
+    Arc::new(out)
+}

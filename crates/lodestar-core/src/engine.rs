@@ -1,0 +1,391 @@
+//! The engine: a project connected to its sources, ready to validate and compute.
+//!
+//! One [`Engine`] owns one DataFusion [`SessionContext`] (in an `Arc`, because plugin tables
+//! hold it weakly) with a bounded memory pool. Every source is a schema of that context.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::TableReference;
+use datafusion::common::tree_node::TreeNode;
+use datafusion::error::DataFusionError;
+use datafusion::execution::disk_manager::DiskManagerBuilder;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
+
+use crate::connect;
+use crate::error::{Error, Location, Result, Subject, did_you_mean};
+use crate::model::{
+    CumulativeOver, EngineSettings, Measure, Metric, MetricKind, Project, TableRef, quote_ident,
+};
+use crate::plan::{self, TimeKind};
+
+/// Used when the machine's memory cannot be read.
+const FALLBACK_MEMORY_LIMIT: usize = 4 << 30;
+
+/// A project connected to its sources.
+#[derive(Clone)]
+pub struct Engine {
+    project: Arc<Project>,
+    ctx: Arc<SessionContext>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("project", &self.project.path)
+            .field("session", &self.ctx.session_id())
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Creates the DataFusion context and connects every source of the project.
+    pub async fn open(project: Project) -> Result<Engine> {
+        let ctx = Arc::new(session(&project.engine)?);
+        for source in project.sources.values() {
+            connect::connect(&ctx, source).await?;
+        }
+        Ok(Engine {
+            project: Arc::new(project),
+            ctx,
+        })
+    }
+
+    pub fn project(&self) -> &Project {
+        &self.project
+    }
+
+    /// The DataFusion context, with every source registered as a schema.
+    pub fn context(&self) -> &Arc<SessionContext> {
+        &self.ctx
+    }
+
+    /// Plans a read-only SQL query over the sources (`SELECT ... FROM app.orders`).
+    pub async fn sql(&self, query: &str) -> Result<DataFrame> {
+        self.ctx
+            .sql_with_options(query, read_only())
+            .await
+            .map_err(|e| Error::Request {
+                message: format!("the query does not compile: {e}"),
+                hint: Some(
+                    "tables are named `source.table`; `lodestar sql \"SHOW TABLES\"` lists them"
+                        .into(),
+                ),
+            })
+    }
+
+    /// The schema of `source.table`, or an error naming the tables that do exist.
+    pub(crate) async fn table_schema(
+        &self,
+        table: &TableRef,
+    ) -> std::result::Result<SchemaRef, String> {
+        let reference = TableReference::partial(table.source.as_str(), table.table.as_str());
+        match self.ctx.table_provider(reference).await {
+            Ok(provider) => Ok(provider.schema()),
+            Err(_) => {
+                let names = self.table_names(&table.source);
+                let hint = did_you_mean(&table.table, names.iter().map(String::as_str))
+                    .map(|h| format!("; {h}"))
+                    .unwrap_or_default();
+                Err(format!(
+                    "table `{table}` does not exist{hint} (source `{}` has: {})",
+                    table.source,
+                    if names.is_empty() {
+                        "no tables".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ))
+            }
+        }
+    }
+
+    /// The tables of a source, sorted.
+    pub fn table_names(&self, source: &str) -> Vec<String> {
+        let catalog_name = self
+            .ctx
+            .state()
+            .config()
+            .options()
+            .catalog
+            .default_catalog
+            .clone();
+        let mut names = self
+            .ctx
+            .catalog(&catalog_name)
+            .and_then(|c| c.schema(source))
+            .map(|s| s.table_names())
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    pub(crate) async fn plan(&self, sql: &str) -> std::result::Result<DataFrame, DataFusionError> {
+        self.ctx.sql_with_options(sql, read_only()).await
+    }
+
+    pub(crate) fn is_aggregate(&self, name: &str) -> bool {
+        self.ctx.state().aggregate_functions().contains_key(name)
+    }
+
+    /// Checks every metric's SQL against the sources' schemas. Returns every problem found,
+    /// not only the first, each naming the metric and where it is defined.
+    pub async fn validate(&self) -> Vec<Error> {
+        let mut errors = Vec::new();
+        for metric in self.project.metrics.values() {
+            if let Err(e) = self.validate_metric(metric).await {
+                errors.push(e);
+            }
+        }
+        errors
+    }
+
+    pub(crate) async fn validate_metric(&self, metric: &Metric) -> Result<()> {
+        match &metric.kind {
+            MetricKind::Simple(measure) => self.check_measure(metric, measure, "table").await?,
+            MetricKind::Cumulative(c) => match &c.over {
+                CumulativeOver::Measure(measure) => {
+                    self.check_measure(metric, measure, "table").await?
+                }
+                CumulativeOver::Metric(parent) => {
+                    let parent = self.project.metric(parent)?;
+                    if !matches!(parent.kind, MetricKind::Simple(_)) {
+                        return Err(invalid(
+                            metric,
+                            "cumulative",
+                            format!(
+                                "accumulates `{}`, a {} metric; only simple metrics (sums and counts) add up over time",
+                                parent.name,
+                                parent.kind.name()
+                            ),
+                            Some("to count distinct users over a window, give this metric its own table, time and measure with `cumulative: { window: 28d }`".into()),
+                        ));
+                    }
+                }
+            },
+            MetricKind::Sql { sql, .. } => self.check_sql_metric(metric, sql).await?,
+            MetricKind::Derived { expr, references } => {
+                self.check_expression(metric, "derived", expr, references)
+                    .await?
+            }
+            MetricKind::Ratio { .. } => {}
+        }
+        if let Some(formula) = &metric.formula {
+            let names: Vec<String> =
+                crate::config::expression_references(formula).unwrap_or_default();
+            self.check_expression(metric, "formula", formula, &names)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Table, time column, dimensions, filter and measure of a metric that scans rows.
+    async fn check_measure(
+        &self,
+        metric: &Metric,
+        m: &Measure,
+        table_field: &'static str,
+    ) -> Result<()> {
+        let schema = self
+            .table_schema(&m.table)
+            .await
+            .map_err(|message| invalid(metric, table_field, message, None))?;
+        let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let missing_column = |field: &'static str, what: &str, name: &str| {
+            let hint = did_you_mean(name, columns.iter().copied()).unwrap_or_else(|| {
+                format!("the columns of `{}` are: {}", m.table, columns.join(", "))
+            });
+            invalid(
+                metric,
+                field,
+                format!("{what} `{name}` is not a column of `{}`", m.table),
+                Some(hint),
+            )
+        };
+        let time_type = match schema.field_with_name(&m.time) {
+            Ok(field) => field.data_type().clone(),
+            Err(_) => return Err(missing_column("time", "time column", &m.time)),
+        };
+        if TimeKind::of(&time_type).is_none() {
+            return Err(invalid(
+                metric,
+                "time",
+                format!("time column `{}` has type {time_type}; it must be a timestamp, a date or ISO-8601 text", m.time),
+                Some("for epoch numbers, write a `sql` metric that converts them with to_timestamp()".into()),
+            ));
+        }
+        for dim in &metric.dimensions {
+            if schema.field_with_name(dim).is_err() {
+                return Err(missing_column("dimensions", "dimension", dim));
+            }
+        }
+        let table = m.table.sql();
+        if let Some(filter) = &m.filter {
+            self.plan(&format!("SELECT 1 FROM {table} WHERE ({filter})"))
+                .await
+                .map_err(|e| sql_error(metric, "filter", e, filter, &columns))?;
+        }
+        let df = self
+            .plan(&format!("SELECT {} FROM {table}", m.measure))
+            .await
+            .map_err(|e| sql_error(metric, "measure", e, &m.measure, &columns))?;
+        let aggregates = df
+            .logical_plan()
+            .exists(|p| Ok(matches!(p, LogicalPlan::Aggregate(_))))
+            .unwrap_or(false);
+        if !aggregates {
+            return Err(invalid(
+                metric,
+                "measure",
+                format!("measure `{}` is not an aggregate", m.measure),
+                Some("a measure sums up the rows of a period: sum(amount), count(*), count(distinct user_id), avg(x)".into()),
+            ));
+        }
+        let data_type = df.schema().field(0).data_type();
+        if !data_type.is_numeric() {
+            return Err(invalid(
+                metric,
+                "measure",
+                format!("measure `{}` returns {data_type}, not a number", m.measure),
+                None,
+            ));
+        }
+        Ok(())
+    }
+
+    async fn check_sql_metric(&self, metric: &Metric, sql: &str) -> Result<()> {
+        let df = self.plan(sql).await.map_err(|e| Error::Sql {
+            location: metric.location_of("sql").clone(),
+            subject: Subject::Metric(metric.name.clone()),
+            field: "sql",
+            source: Box::new(e),
+            hint: None,
+        })?;
+        let schema = df.schema();
+        let mut needed = vec!["period", "value"];
+        needed.extend(metric.dimensions.iter().map(String::as_str));
+        for column in needed {
+            if schema.field_with_unqualified_name(column).is_err() {
+                return Err(invalid(
+                    metric,
+                    "sql",
+                    format!("the query returns no column `{column}`"),
+                    Some("a sql metric returns `period` (a date or timestamp), its dimensions, and `value`".into()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Plans an expression over metric names, each standing for a number.
+    async fn check_expression(
+        &self,
+        metric: &Metric,
+        field: &'static str,
+        expr: &str,
+        names: &[String],
+    ) -> Result<()> {
+        let columns = if names.is_empty() {
+            "1 AS one".to_string()
+        } else {
+            names
+                .iter()
+                .map(|n| format!("CAST(NULL AS DOUBLE) AS {}", quote_ident(n)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let parsed =
+            plan::parse_expr(expr).map_err(|message| invalid(metric, field, message, None))?;
+        self.plan(&format!(
+            "SELECT {parsed} FROM (SELECT {columns}) AS metrics"
+        ))
+        .await
+        .map_err(|e| Error::Sql {
+            location: metric.location_of(field).clone(),
+            subject: Subject::Metric(metric.name.clone()),
+            field,
+            source: Box::new(e),
+            hint: None,
+        })?;
+        Ok(())
+    }
+}
+
+fn read_only() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+pub(crate) fn invalid(
+    metric: &Metric,
+    field: &str,
+    message: String,
+    hint: Option<String>,
+) -> Error {
+    Error::Invalid {
+        location: location_of(metric, field),
+        subject: Subject::Metric(metric.name.clone()),
+        message,
+        hint,
+    }
+}
+
+fn location_of(metric: &Metric, field: &str) -> Location {
+    metric.location_of(field).clone()
+}
+
+/// A fragment that does not plan; the hint suggests a column when a name is misspelled.
+fn sql_error(
+    metric: &Metric,
+    field: &'static str,
+    e: DataFusionError,
+    fragment: &str,
+    columns: &[&str],
+) -> Error {
+    let hint = plan::parse_expr(fragment)
+        .ok()
+        .and_then(|expr| plan::filter_columns(&expr).ok())
+        .into_iter()
+        .flatten()
+        .filter(|name| !columns.contains(&name.as_str()))
+        .find_map(|name| {
+            did_you_mean(&name, columns.iter().copied()).map(|h| format!("`{name}`: {h}"))
+        });
+    Error::Sql {
+        location: metric.location_of(field).clone(),
+        subject: Subject::Metric(metric.name.clone()),
+        field,
+        source: Box::new(e),
+        hint,
+    }
+}
+
+/// The DataFusion context: bounded memory that spills to disk, information_schema on.
+fn session(settings: &EngineSettings) -> Result<SessionContext> {
+    let memory = settings.memory_limit.unwrap_or_else(default_memory_limit);
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(memory, 1.0)
+        .with_disk_manager_builder(DiskManagerBuilder::default())
+        .build_arc()?;
+    let mut config = SessionConfig::new().with_information_schema(true);
+    if let Some(n) = settings.target_partitions {
+        config = config.with_target_partitions(n);
+    }
+    Ok(SessionContext::new_with_config_rt(config, runtime))
+}
+
+/// Half of the machine's memory: the rest is for the OS, the page cache and other programs.
+fn default_memory_limit() -> usize {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024 / 2)
+        })
+        .unwrap_or(FALLBACK_MEMORY_LIMIT)
+}
