@@ -62,6 +62,17 @@ pub struct MetricTable {
     pub metrics: Vec<String>,
     /// `period`, dimensions, metrics.
     pub batch: RecordBatch,
+    /// The queries that read the sources, in the order they ran.
+    pub scans: Vec<Scanned>,
+}
+
+/// A query a request ran against the sources: which table, for which metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scanned {
+    /// `source.table`, or `sql` for a sql metric's own query.
+    pub table: String,
+    pub metrics: Vec<String>,
+    pub sql: String,
 }
 
 impl MetricTable {
@@ -112,6 +123,7 @@ struct Part {
     name: String,
     batches: Vec<RecordBatch>,
     schema: SchemaRef,
+    scanned: Scanned,
 }
 
 const PERIOD: &str = "__period";
@@ -274,7 +286,9 @@ impl Engine {
         let sql = assemble(&closure, &requested, dims, grain, &parts, &series, &periods);
         tracing::debug!(%sql, "assembling series");
         let batches = assembly.sql(&sql).await?.collect().await?;
-        finish(grain, dims, &requested, &closure, &batches)
+        let mut table = finish(grain, dims, &requested, &closure, &batches)?;
+        table.scans = parts.into_iter().map(|p| p.scanned).collect();
+        Ok(table)
     }
 
     /// Checks `--by` and `--where` against the dimensions of every metric the request scans.
@@ -427,7 +441,9 @@ impl Engine {
             where_clause(&conditions),
             group_by.join(", ")
         );
-        self.collect_part(&sql, index).await
+        let metrics = scan.metrics.iter().map(|(m, _)| m.name.clone()).collect();
+        self.collect_part(sql, index, scan.table.to_string(), metrics)
+            .await
     }
 
     /// A cumulative metric with its own measure, aggregated afresh over each period's window.
@@ -504,7 +520,13 @@ impl Engine {
             where_clause(&conditions),
             group_by.join(", ")
         );
-        self.collect_part(&sql, index).await
+        self.collect_part(
+            sql,
+            index,
+            measure.table.to_string(),
+            vec![metric.name.clone()],
+        )
+        .await
     }
 
     #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
@@ -552,7 +574,8 @@ impl Engine {
             where_clause(&conditions),
             group_by.join(", ")
         );
-        self.collect_part(&query, index).await
+        self.collect_part(query, index, "sql".into(), vec![metric.name.clone()])
+            .await
     }
 
     /// The first and last local dates of a measure's rows.
@@ -580,15 +603,26 @@ impl Engine {
         }))
     }
 
-    async fn collect_part(&self, sql: &str, index: usize) -> Result<Part> {
+    async fn collect_part(
+        &self,
+        sql: String,
+        index: usize,
+        table: String,
+        metrics: Vec<String>,
+    ) -> Result<Part> {
         tracing::debug!(%sql, "scan");
-        let df = self.plan(sql).await?;
+        let df = self.plan(&sql).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await?;
         Ok(Part {
             name: format!("p{index}"),
             batches,
             schema,
+            scanned: Scanned {
+                table,
+                metrics,
+                sql,
+            },
         })
     }
 }
@@ -947,6 +981,7 @@ fn finish(
         dimensions: dims.to_vec(),
         metrics: requested.iter().map(|m| m.to_string()).collect(),
         batch,
+        scans: Vec::new(),
     })
 }
 
@@ -954,4 +989,111 @@ fn finite_or_null(array: &ArrayRef) -> ArrayRef {
     let floats = array.as_primitive::<datafusion::arrow::datatypes::Float64Type>();
     let out: Float64Array = floats.iter().map(|v| v.filter(|x| x.is_finite())).collect();
     Arc::new(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    const ORDERS: &str = "\
+order_id,ordered_at,status,amount,country
+1,2026-05-04T10:00:00,paid,10.0,FR
+2,2026-05-04T11:00:00,paid,20.0,DE
+3,2026-05-05T09:00:00,refunded,5.0,FR
+4,2026-05-18T09:00:00,paid,7.5,FR
+";
+
+    const PROJECT: &str = "\
+sources:
+  app: { connector: files, path: data }
+metrics:
+  orders: { table: app.orders, time: ordered_at, measure: count(*), filter: \"status = 'paid'\", dimensions: [country] }
+  revenue: { table: app.orders, time: ordered_at, measure: sum(amount), filter: \"status = 'paid'\", dimensions: [country] }
+  refunds: { table: app.orders, time: ordered_at, measure: count(*), filter: \"status = 'refunded'\", dimensions: [country] }
+  aov: { ratio: { numerator: revenue, denominator: orders } }
+  orders_to_date: { cumulative: { metric: orders } }
+  daily_orders_sql:
+    sql: SELECT CAST(ordered_at AS DATE) AS period, count(*) AS value FROM app.orders WHERE status = 'paid' GROUP BY 1
+    grain: day
+";
+
+    async fn engine() -> (tempfile::TempDir, Engine) {
+        let dir = tempfile::tempdir().unwrap();
+        fs_err::create_dir(dir.path().join("data")).unwrap();
+        fs_err::write(dir.path().join("data/orders.csv"), ORDERS).unwrap();
+        let path = dir.path().join("lodestar.yaml");
+        fs_err::write(&path, PROJECT).unwrap();
+        let project = config::load(&path).unwrap();
+        let engine = Engine::open(project).await.unwrap();
+        (dir, engine)
+    }
+
+    #[tokio::test]
+    async fn metrics_of_one_table_share_one_scan() {
+        let (_dir, engine) = engine().await;
+        let request = MetricRequest::new(["aov", "refunds", "orders_to_date"], Grain::Week);
+        let table = engine.compute(&request).await.unwrap();
+        assert_eq!(table.scans.len(), 1, "{:#?}", table.scans);
+        assert_eq!(table.scans[0].table, "app.orders");
+        let mut scanned = table.scans[0].metrics.clone();
+        scanned.sort();
+        assert_eq!(scanned, ["orders", "refunds", "revenue"]);
+        // Weeks of 05-04 (2 paid, 30.0; 1 refund), 05-11 (nothing), 05-18 (1 paid, 7.5).
+        assert_eq!(table.values("aov").unwrap(), [Some(15.0), None, Some(7.5)]);
+        assert_eq!(
+            table.values("refunds").unwrap(),
+            [Some(1.0), Some(0.0), Some(0.0)]
+        );
+        assert_eq!(
+            table.values("orders_to_date").unwrap(),
+            [Some(2.0), Some(2.0), Some(3.0)]
+        );
+    }
+
+    #[tokio::test]
+    async fn sql_metrics_roll_up_to_coarser_grains() {
+        let (_dir, engine) = engine().await;
+        let table = engine
+            .compute(&MetricRequest::new(
+                ["daily_orders_sql", "orders"],
+                Grain::Month,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(table.values("daily_orders_sql"), table.values("orders"));
+        assert_eq!(table.values("orders").unwrap(), [Some(3.0)]);
+    }
+
+    #[tokio::test]
+    async fn filters_may_only_use_dimensions() {
+        let (_dir, engine) = engine().await;
+        let mut request = MetricRequest::new(["orders"], Grain::Day);
+        request.filter = Some("status = 'paid'".into());
+        let message = engine.compute(&request).await.unwrap_err().to_string();
+        assert!(
+            message.contains("`status`, which is not a dimension of metric `orders`"),
+            "{message}"
+        );
+
+        request.filter = Some("country = 'FR'; DROP TABLE orders".into());
+        let message = engine.compute(&request).await.unwrap_err().to_string();
+        assert!(message.contains("is not an SQL predicate"), "{message}");
+
+        request.filter = Some("country IN (SELECT country FROM app.orders)".into());
+        let message = engine.compute(&request).await.unwrap_err().to_string();
+        assert!(message.contains("subqueries are not allowed"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn breakdowns_need_every_base_metric_to_have_the_dimension() {
+        let (_dir, engine) = engine().await;
+        let mut request = MetricRequest::new(["aov", "daily_orders_sql"], Grain::Day);
+        request.dimensions = vec!["country".into()];
+        let message = engine.compute(&request).await.unwrap_err().to_string();
+        assert!(
+            message.contains("not a dimension of metric `daily_orders_sql`"),
+            "{message}"
+        );
+    }
 }

@@ -39,7 +39,16 @@ pub fn find_project_file(start: &Path) -> Result<PathBuf> {
 
 /// Reads and checks a project file, taking `${VAR}` values from the process environment.
 pub fn load(path: &Path) -> Result<Project> {
-    let text = fs_err::read_to_string(path)?;
+    let text = match fs_err::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::request_hint(
+                format!("project file {} does not exist", path.display()),
+                "check the --project path, or run `lodestar` inside a project to find lodestar.yaml",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
     parse(&text, path, &|name| std::env::var(name).ok())
 }
 
@@ -628,7 +637,7 @@ fn check_name(name: &str, location: &Location, subject: Subject) -> Result<()> {
             location: location.clone(),
             subject,
             message: format!("`{name}` is not a valid name"),
-            hint: Some("names are letters, digits and underscores, starting with a letter, so that SQL can use them as they are".into()),
+            hint: Some("names are letters, digits and underscores, not starting with a digit, so that SQL can use them as they are".into()),
         })
     }
 }

@@ -13,7 +13,7 @@ pub mod periods;
 mod plan;
 pub mod tree;
 
-pub use compute::{MetricRequest, MetricTable};
+pub use compute::{MetricRequest, MetricTable, Scanned};
 pub use datafusion;
 pub use engine::Engine;
 pub use error::{Error, Result};

@@ -53,7 +53,8 @@ impl Format {
 }
 
 struct Settings {
-    delimiter: u8,
+    /// `None`: a tab for `.tsv` files, a comma otherwise.
+    delimiter: Option<u8>,
     has_header: bool,
 }
 
@@ -90,9 +91,9 @@ pub(super) async fn register(
         .transpose()?;
     let settings = Settings {
         delimiter: match string_option(source, "delimiter")? {
-            None => b',',
-            Some(d) if d.len() == 1 => d.as_bytes()[0],
-            Some("\\t") => b'\t',
+            None => None,
+            Some(d) if d.len() == 1 => Some(d.as_bytes()[0]),
+            Some("\\t") => Some(b'\t'),
             Some(d) => {
                 return Err(option_error(
                     source,
@@ -299,15 +300,22 @@ async fn listing_table(
     spec: &TableSpec,
     settings: &Settings,
 ) -> datafusion::error::Result<ListingTable> {
-    let format: Arc<dyn FileFormat> = match spec.format {
-        Format::Parquet => Arc::new(ParquetFormat::default()),
-        Format::Csv => Arc::new(
-            CsvFormat::default()
-                .with_has_header(settings.has_header)
-                .with_delimiter(settings.delimiter),
-        ),
-        Format::Json => Arc::new(JsonFormat::default()),
-    };
+    let format: Arc<dyn FileFormat> =
+        match spec.format {
+            Format::Parquet => Arc::new(ParquetFormat::default()),
+            Format::Csv => Arc::new(
+                CsvFormat::default()
+                    .with_has_header(settings.has_header)
+                    .with_delimiter(settings.delimiter.unwrap_or(
+                        if spec.extension.ends_with("tsv") {
+                            b'\t'
+                        } else {
+                            b','
+                        },
+                    )),
+            ),
+            Format::Json => Arc::new(JsonFormat::default()),
+        };
     let url = ListingTableUrl::parse(&spec.location)?;
     let options = ListingOptions::new(format).with_file_extension(&spec.extension);
     let state = ctx.state();
