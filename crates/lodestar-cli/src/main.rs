@@ -353,14 +353,16 @@ fn display_path(path: &Path) -> String {
         .to_string()
 }
 
-/// A spinner on stderr while a query runs, only when a person is watching.
+/// A spinner on stderr while a query runs, only when a person is watching (stdout and stderr
+/// both terminals: a piped or redirected result means a script is running us).
 struct Progress {
     bar: Option<ProgressBar>,
 }
 
 impl Progress {
     fn new(quiet: bool) -> Progress {
-        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+        let watched = std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
+        let bar = (!quiet && watched).then(|| {
             let bar = ProgressBar::new_spinner();
             bar.set_style(
                 ProgressStyle::with_template("{spinner} {msg} ({elapsed})")

@@ -67,12 +67,24 @@ impl Engine {
         self.ctx
             .sql_with_options(query, read_only())
             .await
-            .map_err(|e| Error::Request {
-                message: format!("the query does not compile: {e}"),
-                hint: Some(
-                    "tables are named `source.table`; `lodestar sql \"SHOW TABLES\"` lists them"
-                        .into(),
-                ),
+            .map_err(|e| {
+                let message = e.to_string();
+                let writes = ["DDL not supported", "DML not supported", "Statement not supported"]
+                    .iter()
+                    .any(|w| message.contains(w));
+                if writes {
+                    Error::request(format!(
+                        "the query is refused: Lodestar only reads data ({message})"
+                    ))
+                } else {
+                    Error::Request {
+                        message: format!("the query does not compile: {message}"),
+                        hint: Some(
+                            "tables are named `source.table`; `lodestar sql \"SHOW TABLES\"` lists them"
+                                .into(),
+                        ),
+                    }
+                }
             })
     }
 
