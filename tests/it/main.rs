@@ -1,1 +1,10 @@
-//! End-to-end tests.
+//! The end-to-end tests: the `lodestar` binary run as a user runs it, on fixture projects.
+//!
+//! One test binary for the whole crate (as ripgrep and uv keep one), with modules:
+//! `cases` (data-driven: `tests/cases/*`), `errors` (`tests/errors/*`, with snapshots of
+//! the messages in `snapshots/`), `cli` (each subcommand and option), `support` (helpers).
+
+mod cases;
+mod cli;
+mod errors;
+mod support;

@@ -43,6 +43,15 @@ pub fn write(
             Ok(())
         }
         Some(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+                && !dir.is_dir()
+            {
+                bail!(
+                    "cannot write {}: directory {} does not exist",
+                    path.display(),
+                    dir.display()
+                );
+            }
             let temporary = temporary_path(path);
             let result = (|| -> anyhow::Result<()> {
                 let mut file = std::io::BufWriter::new(fs_err::File::create(&temporary)?);

@@ -375,7 +375,7 @@ impl Engine {
     }
 
     /// The time column of a table as local wall-clock time.
-    async fn local_time_of(&self, table: &TableRef, time: &str) -> Result<String> {
+    async fn local_time_of(&self, table: &TableRef, time: &str) -> Result<(String, TimeKind)> {
         let schema = self.table_schema(table).await.map_err(Error::request)?;
         let field = schema
             .field_with_name(time)
@@ -385,7 +385,7 @@ impl Engine {
                 "time column `{time}` of `{table}` is not a timestamp, date or text"
             ))
         })?;
-        Ok(local_time(time, kind, self.project().timezone))
+        Ok((local_time(time, kind, self.project().timezone), kind))
     }
 
     async fn run_scan(
@@ -396,7 +396,7 @@ impl Engine {
         upper: Option<NaiveDate>,
         index: usize,
     ) -> Result<Part> {
-        let local = self.local_time_of(&scan.table, &scan.time).await?;
+        let (local, kind) = self.local_time_of(&scan.table, &scan.time).await?;
         let period = period_of(&local, scan.grain, self.project().week_start);
         let filters: Vec<Option<Expr>> = scan
             .metrics
@@ -442,8 +442,10 @@ impl Engine {
             group_by.join(", ")
         );
         let metrics = scan.metrics.iter().map(|(m, _)| m.name.clone()).collect();
-        self.collect_part(sql, index, scan.table.to_string(), metrics)
-            .await
+        let part = self
+            .collect_part(sql, index, scan.table.to_string(), metrics)
+            .await;
+        bad_times(part, kind, scan.metrics[0].0, &scan.time)
     }
 
     /// A cumulative metric with its own measure, aggregated afresh over each period's window.
@@ -459,7 +461,7 @@ impl Engine {
         where_expr: Option<&Expr>,
         index: usize,
     ) -> Result<Part> {
-        let local = self.local_time_of(&measure.table, &measure.time).await?;
+        let (local, kind) = self.local_time_of(&measure.table, &measure.time).await?;
         let spine_rows = if periods.is_empty() {
             // No period to compute: keep the query valid, and let it return nothing.
             format!(
@@ -520,13 +522,15 @@ impl Engine {
             where_clause(&conditions),
             group_by.join(", ")
         );
-        self.collect_part(
-            sql,
-            index,
-            measure.table.to_string(),
-            vec![metric.name.clone()],
-        )
-        .await
+        let part = self
+            .collect_part(
+                sql,
+                index,
+                measure.table.to_string(),
+                vec![metric.name.clone()],
+            )
+            .await;
+        bad_times(part, kind, metric, &measure.time)
     }
 
     #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
@@ -584,7 +588,7 @@ impl Engine {
         measure: &Measure,
         where_expr: Option<&Expr>,
     ) -> Result<Option<(NaiveDate, NaiveDate)>> {
-        let local = self.local_time_of(&measure.table, &measure.time).await?;
+        let (local, _) = self.local_time_of(&measure.table, &measure.time).await?;
         let mut conditions: Vec<String> =
             where_expr.map(|e| format!("({e})")).into_iter().collect();
         conditions.extend(measure.filter.as_ref().map(|f| format!("({f})")));
@@ -648,6 +652,18 @@ fn add_to_scan<'p>(
     scan.lower = earliest(scan.lower, lower);
     if !scan.metrics.iter().any(|(m, _)| m.name == metric.name) {
         scan.metrics.push((metric, measure));
+    }
+}
+
+/// A scan that failed on a text time value is a data problem the user can fix: say so.
+fn bad_times(part: Result<Part>, kind: TimeKind, metric: &Metric, column: &str) -> Result<Part> {
+    match part {
+        Err(Error::DataFusion(e))
+            if kind == TimeKind::Text && crate::engine::is_parse_failure(&e) =>
+        {
+            Err(crate::engine::not_timestamps(metric, column, &e))
+        }
+        other => other,
     }
 }
 

@@ -70,6 +70,17 @@ fn syntax_error(e: &serde_saphyr::Error, path: &Path) -> Error {
         Some(at) => message[..at].to_string(),
         None => message,
     };
+    // The parser's advice names its own options, which a project author cannot set.
+    let message = match message.strip_prefix("duplicate mapping key: ") {
+        Some(rest) => {
+            let key = rest
+                .split(", set DuplicateKeyPolicy")
+                .next()
+                .unwrap_or(rest);
+            format!("`{key}` is defined twice; a name may appear once in its mapping")
+        }
+        None => message,
+    };
     Error::Syntax {
         location: Location {
             file: path.to_path_buf(),
@@ -493,16 +504,15 @@ impl Builder<'_> {
                 .map(|s| s.value.clone())
                 .collect::<Vec<_>>()
         };
-        for (what, list) in [("inputs", &raw.inputs), ("guardrails", &raw.guardrails)] {
+        let mut item_locations = IndexMap::new();
+        for (field, list) in [("inputs", &raw.inputs), ("guardrails", &raw.guardrails)] {
+            if let Some(first) = list.iter().flatten().next() {
+                field_locations.insert(field, self.loc(first));
+            }
             for item in list.iter().flatten() {
-                field_locations.insert(
-                    if what == "inputs" {
-                        "inputs"
-                    } else {
-                        "guardrails"
-                    },
-                    self.loc(item),
-                );
+                item_locations
+                    .entry((field, item.value.clone()))
+                    .or_insert_with(|| self.loc(item));
             }
         }
         let formula = raw.formula.as_ref().map(|f| f.value.clone());
@@ -520,6 +530,7 @@ impl Builder<'_> {
             guardrails: spanned_names(&raw.guardrails),
             location,
             field_locations,
+            item_locations,
         })
     }
 
@@ -672,7 +683,7 @@ fn check_references(project: &Project) -> Result<()> {
         for (name, field) in refs {
             if !project.metrics.contains_key(name) {
                 return Err(Error::Invalid {
-                    location: metric.location_of(field).clone(),
+                    location: metric.location_of_item(field, name).clone(),
                     subject: Subject::Metric(metric.name.clone()),
                     message: format!("`{field}` refers to `{name}`, which is not a metric"),
                     hint: did_you_mean(name, project.metrics.keys().map(String::as_str)),
@@ -680,7 +691,7 @@ fn check_references(project: &Project) -> Result<()> {
             }
             if name == metric.name {
                 return Err(Error::Invalid {
-                    location: metric.location_of(field).clone(),
+                    location: metric.location_of_item(field, name).clone(),
                     subject: Subject::Metric(metric.name.clone()),
                     message: format!("`{field}` refers to the metric itself"),
                     hint: None,

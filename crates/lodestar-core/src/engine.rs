@@ -234,6 +234,22 @@ impl Engine {
             }
         }
         let table = m.table.sql();
+        // Parse errors are reported against the fragment as written, not the query around it.
+        for (field, fragment) in [("measure", Some(&m.measure)), ("filter", m.filter.as_ref())] {
+            if let Some(fragment) = fragment {
+                plan::parse_expr(fragment).map_err(|e| {
+                    invalid(
+                        metric,
+                        field,
+                        format!("{field} `{fragment}` is not an SQL expression: {e}"),
+                        None,
+                    )
+                })?;
+            }
+        }
+        if TimeKind::of(&time_type) == Some(TimeKind::Text) {
+            self.check_text_times(metric, m, &table).await?;
+        }
         if let Some(filter) = &m.filter {
             self.plan(&format!("SELECT 1 FROM {table} WHERE ({filter})"))
                 .await
@@ -265,6 +281,19 @@ impl Engine {
             ));
         }
         Ok(())
+    }
+
+    /// A text time column must hold timestamps; a sample of its values is read to check.
+    async fn check_text_times(&self, metric: &Metric, m: &Measure, table: &str) -> Result<()> {
+        let column = quote_ident(&m.time);
+        let sql = format!(
+            "SELECT CAST({column} AS TIMESTAMP) FROM {table} WHERE {column} IS NOT NULL LIMIT 100"
+        );
+        let result = match self.plan(&sql).await {
+            Ok(df) => df.collect().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        result.map_err(|e| not_timestamps(metric, &m.time, &e))
     }
 
     async fn check_sql_metric(&self, metric: &Metric, sql: &str) -> Result<()> {
@@ -323,6 +352,27 @@ impl Engine {
         })?;
         Ok(())
     }
+}
+
+/// A text time column holding something other than timestamps.
+pub(crate) fn not_timestamps(metric: &Metric, column: &str, e: &DataFusionError) -> Error {
+    let detail = e.to_string();
+    let detail = detail.rsplit("Parser error: ").next().unwrap_or(&detail);
+    invalid(
+        metric,
+        "time",
+        format!("time column `{column}` holds text that is not a timestamp: {detail}"),
+        Some("the time column must hold ISO-8601 timestamps such as 2026-05-04T10:00:00Z, or be a timestamp or date column".into()),
+    )
+}
+
+/// Whether a query failed on a value that does not parse (bad data, not a bad query).
+pub(crate) fn is_parse_failure(e: &DataFusionError) -> bool {
+    matches!(
+        e.find_root(),
+        DataFusionError::ArrowError(err, _)
+            if matches!(**err, datafusion::arrow::error::ArrowError::ParseError(_) | datafusion::arrow::error::ArrowError::CastError(_))
+    )
 }
 
 fn read_only() -> SQLOptions {

@@ -78,12 +78,22 @@ pub struct Metric {
     pub location: Location,
     /// Where each field was written, for errors about a single field.
     pub field_locations: IndexMap<&'static str, Location>,
+    /// Where each item of a list of names (`inputs`, `guardrails`) was written.
+    pub item_locations: IndexMap<(&'static str, String), Location>,
 }
 
 impl Metric {
     /// The location of `field`, or of the metric itself if the field was not written.
     pub fn location_of(&self, field: &str) -> &Location {
         self.field_locations.get(field).unwrap_or(&self.location)
+    }
+
+    /// The location of one name in a list field such as `inputs`.
+    pub fn location_of_item(&self, field: &str, item: &str) -> &Location {
+        self.item_locations
+            .iter()
+            .find(|((f, name), _)| *f == field && name == item)
+            .map_or_else(|| self.location_of(field), |(_, location)| location)
     }
 
     /// Metrics this one is computed from (not the tree's `inputs`, which are informative).

@@ -95,10 +95,16 @@ pub(crate) fn date_literal(date: NaiveDate) -> String {
 
 /// Parses one SQL expression, refusing trailing text (`x = 1; DROP ...`).
 pub(crate) fn parse_expr(sql: &str) -> Result<Expr, String> {
+    let message = |e: datafusion::sql::sqlparser::parser::ParserError| {
+        let text = e.to_string();
+        text.strip_prefix("sql parser error: ")
+            .map(str::to_string)
+            .unwrap_or(text)
+    };
     let mut parser = Parser::new(&GenericDialect {})
         .try_with_sql(sql)
-        .map_err(|e| e.to_string())?;
-    let expr = parser.parse_expr().map_err(|e| e.to_string())?;
+        .map_err(message)?;
+    let expr = parser.parse_expr().map_err(message)?;
     let next = parser.peek_token();
     if next.token != Token::EOF {
         return Err(format!("unexpected `{}` after the expression", next.token));

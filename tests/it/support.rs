@@ -1,0 +1,309 @@
+//! Shared helpers: finding (and building) the `lodestar` binary, running it, and copying
+//! fixture projects to scratch directories.
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use tempfile::TempDir;
+
+/// The workspace root (the parent of this crate's directory).
+pub fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the e2e crate lives one level below the workspace root")
+}
+
+/// A directory of this crate, such as `cases` or `errors`.
+pub fn test_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(name)
+}
+
+/// The `lodestar` binary under test.
+///
+/// Cargo builds binaries only for the packages being tested, and a bin-only package such as
+/// `lodestar-cli` cannot be a dependency (artifact dependencies are unstable), so
+/// `cargo test -p lodestar-e2e` on its own would not build it, and a path guessed from the
+/// test executable's directory could point at a stale binary. Instead, the first test that
+/// needs the binary runs `cargo build -p lodestar-cli --bin lodestar` with the cargo that
+/// runs the tests (`$CARGO`), in the same profile, with the inherited `CARGO_TARGET_DIR`,
+/// and takes the binary's path from cargo's JSON messages. When the binary is up to date
+/// (as after `cargo test --workspace`) this is a no-op that takes a moment.
+///
+/// `LODESTAR_BIN=/path/to/lodestar` skips the build and tests that binary instead.
+pub fn lodestar_bin() -> &'static Path {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match BIN.get_or_init(|| match std::env::var_os("LODESTAR_BIN") {
+        Some(path) => Ok(PathBuf::from(path)),
+        None => build_lodestar(),
+    }) {
+        Ok(path) => path,
+        Err(message) => panic!("{message}"),
+    }
+}
+
+fn build_lodestar() -> Result<PathBuf, String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(&cargo)
+        .current_dir(workspace_root())
+        .args(["build", "--package", "lodestar-cli", "--bin", "lodestar"])
+        .args(["--profile", &current_profile()])
+        .arg("--message-format=json-render-diagnostics")
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", Path::new(&cargo).display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "`cargo build -p lodestar-cli` failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|msg| msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "lodestar")
+        .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
+        .ok_or_else(|| "`cargo build -p lodestar-cli` reported no `lodestar` executable".into())
+}
+
+/// The cargo profile this test binary was built with, from its directory:
+/// `target/<dir>/deps/it-<hash>`, where `<dir>` is `debug` for the `dev` profile.
+fn current_profile() -> String {
+    let exe = std::env::current_exe().expect("the test executable has a path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::file_name)
+        .and_then(OsStr::to_str)
+        .unwrap_or("debug");
+    match dir {
+        "debug" => "dev".to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// A `lodestar` command with an environment that does not depend on the developer's shell.
+pub fn lodestar() -> Command {
+    let mut cmd = Command::new(lodestar_bin());
+    cmd.env_remove("RUST_LOG")
+        .env_remove("LODESTAR_PROJECT")
+        .env_remove("LODESTAR_PLUGIN_PATH")
+        .env("NO_COLOR", "1")
+        // Tests that do not choose a directory run where no project can be found by accident.
+        .current_dir(std::env::temp_dir());
+    cmd
+}
+
+/// `lodestar --project <project> <args...>`.
+pub fn lodestar_project<I, S>(project: &Path, args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = lodestar();
+    cmd.arg("--project").arg(project).args(args);
+    cmd
+}
+
+/// What a finished command did.
+#[derive(Debug)]
+pub struct Run {
+    pub command: String,
+    /// `None` when the process was killed by a signal.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Runs `cmd` to completion, capturing its output.
+    pub fn of(cmd: &mut Command) -> Run {
+        let command = describe(cmd);
+        let output = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run `{command}`: {e}"));
+        Run {
+            command,
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Panics, showing everything, unless the command exited with `code`.
+    pub fn expect_code(self, code: i32) -> Run {
+        assert_eq!(self.code, Some(code), "unexpected exit code\n{self}");
+        self
+    }
+
+    pub fn success(self) -> Run {
+        self.expect_code(0)
+    }
+}
+
+impl fmt::Display for Run {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "command: {}", self.command)?;
+        writeln!(f, "exit code: {:?}", self.code)?;
+        writeln!(f, "--- stdout\n{}", self.stdout)?;
+        write!(f, "--- stderr\n{}", self.stderr)
+    }
+}
+
+/// The command line, quoted so that it can be pasted into a shell.
+fn describe(cmd: &Command) -> String {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let args = cmd.get_args().map(|a| a.to_string_lossy().into_owned());
+    shell_words::join(std::iter::once(program).chain(args))
+}
+
+/// A scratch copy of a fixture directory, removed when dropped.
+#[derive(Debug)]
+pub struct Scratch {
+    dir: TempDir,
+}
+
+impl Scratch {
+    /// Copies `fixture` (a directory) into a new temporary directory.
+    pub fn copy_of(fixture: &Path) -> Scratch {
+        let dir = tempfile::Builder::new()
+            .prefix("lodestar-e2e-")
+            .tempdir()
+            .expect("cannot create a temporary directory");
+        copy_dir(fixture, dir.path());
+        Scratch { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The copy's `lodestar.yaml`.
+    pub fn project(&self) -> PathBuf {
+        self.dir.path().join("lodestar.yaml")
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs_err::create_dir_all(to).unwrap();
+    for entry in fs_err::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs_err::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// The sub-directories of `dir`, sorted by name.
+pub fn sub_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = fs_err::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// Reads a one-line `args` file: the arguments after `lodestar --project ...`, shell-quoted.
+pub fn read_args(file: &Path) -> Vec<String> {
+    let text = fs_err::read_to_string(file).unwrap();
+    shell_words::split(text.trim())
+        .unwrap_or_else(|e| panic!("{}: cannot split arguments: {e}", file.display()))
+}
+
+/// A parsed CSV document: its header and rows, as text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn parse(text: &str) -> Result<Table, csv::Error> {
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(true)
+            .from_reader(text.as_bytes());
+        let header = reader.headers()?.iter().map(str::to_string).collect();
+        let rows = reader
+            .records()
+            .map(|r| r.map(|r| r.iter().map(str::to_string).collect()))
+            .collect::<Result<_, _>>()?;
+        Ok(Table { header, rows })
+    }
+
+    /// The column named `name`, as text.
+    pub fn column(&self, name: &str) -> Vec<&str> {
+        let i = self
+            .header
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("no column `{name}` in {:?}", self.header));
+        self.rows
+            .iter()
+            .map(|r| r.get(i).map_or("", String::as_str))
+            .collect()
+    }
+}
+
+/// Whether an actual cell matches an expected one: the same text, both empty or null, or
+/// both numbers equal within a relative tolerance of 1e-9 (so `2` matches `2.0`, and
+/// `4.166666666666667` matches `4.1666666666666667`).
+pub fn cell_matches(expected: &str, actual: &str) -> bool {
+    let (expected, actual) = (expected.trim(), actual.trim());
+    if expected == actual {
+        return true;
+    }
+    let is_null = |s: &str| s.is_empty() || s.eq_ignore_ascii_case("null");
+    if is_null(expected) || is_null(actual) {
+        return is_null(expected) && is_null(actual);
+    }
+    match (expected.parse::<f64>(), actual.parse::<f64>()) {
+        (Ok(e), Ok(a)) if e.is_finite() && a.is_finite() => {
+            (e - a).abs() <= 1e-9 * e.abs().max(a.abs())
+        }
+        _ => false,
+    }
+}
+
+/// The 1-based line and column where `needle` first occurs in `text`, after `after` if given
+/// (to find, say, the `grain` of one metric among several).
+pub fn position_of(text: &str, after: Option<&str>, needle: &str) -> (usize, usize) {
+    let start = after.map_or(0, |a| {
+        text.find(a)
+            .unwrap_or_else(|| panic!("`{a}` does not occur in the fixture"))
+    });
+    let offset = start
+        + text[start..]
+            .find(needle)
+            .unwrap_or_else(|| panic!("`{needle}` does not occur in the fixture"));
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = offset - before.rfind('\n').map_or(0, |nl| nl + 1) + 1;
+    (line, column)
+}
+
+#[test]
+fn cells_compare_as_numbers_text_and_nulls() {
+    assert!(cell_matches("2", "2.0"));
+    assert!(cell_matches("4.166666666666667", "4.1666666666666667"));
+    assert!(cell_matches("", "null"));
+    assert!(cell_matches("DE", "DE"));
+    assert!(!cell_matches("0", ""));
+    assert!(!cell_matches("19.75", "19.76"));
+    assert!(!cell_matches("2026-03-01", "2026-03-01T00:00:00"));
+}
+
+#[test]
+fn positions_are_one_based() {
+    let text = "a: 1\nmetrics:\n  x:\n    grain: fortnight\n";
+    assert_eq!(position_of(text, None, "fortnight"), (4, 12));
+    assert_eq!(position_of(text, Some("x:"), "grain"), (4, 5));
+    assert_eq!(position_of(text, None, "a"), (1, 1));
+}
