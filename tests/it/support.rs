@@ -68,6 +68,62 @@ fn build_lodestar() -> Result<PathBuf, String> {
         .ok_or_else(|| "`cargo build -p lodestar-cli` reported no `lodestar` executable".into())
 }
 
+/// The directory holding the connector plugins under test: the workspace's plugins are
+/// built (once per test run, like the binary) into the binary's directory, which is on the
+/// CLI's plugin search path.
+pub fn plugin_dir() -> &'static Path {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match DIR.get_or_init(build_plugins) {
+        Ok(path) => path,
+        Err(message) => panic!("{message}"),
+    }
+}
+
+/// Packages of the plugins the tests load.
+pub const TEST_PLUGINS: [&str; 2] = [
+    "lodestar-connector-generate",
+    "lodestar-connector-abi-mismatch",
+];
+
+fn build_plugins() -> Result<PathBuf, String> {
+    let dir = lodestar_bin()
+        .parent()
+        .map(Path::to_path_buf)
+        .ok_or("the binary has no directory")?;
+    if std::env::var_os("LODESTAR_BIN").is_some() {
+        // Testing a binary built elsewhere: its plugins are expected beside it.
+        return Ok(dir);
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(&cargo);
+    cmd.current_dir(workspace_root())
+        .arg("build")
+        .args(["--profile", &current_profile()]);
+    for package in TEST_PLUGINS {
+        cmd.args(["--package", package]);
+    }
+    let output = cmd
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", Path::new(&cargo).display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "building the test plugins failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(dir)
+}
+
+/// The file name of connector `name`'s library on this platform.
+pub fn plugin_file(name: &str) -> String {
+    format!(
+        "{}lodestar_connector_{name}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    )
+}
+
 /// The cargo profile this test binary was built with, from its directory:
 /// `target/<dir>/deps/it-<hash>`, where `<dir>` is `debug` for the `dev` profile.
 fn current_profile() -> String {

@@ -18,11 +18,18 @@ Commands:
         Write the synthetic lodging-marketplace data set (default DIR: examples/data).
         Skips when DIR already holds it, unless --force. Output is byte-identical on
         every run and machine.
+  plugins [--release]
+        Build every connector plugin under plugins/. The libraries land in
+        target/<profile>/, beside the `lodestar` binary, where the CLI finds them.
   example
-        Run the example project: `sample` if needed, then the CLI's `validate`, `tree`
-        and `compute nights_booked bookings nights_per_booking --grain month`.
+        Run the example project: `sample` and `plugins` if needed, then the CLI's
+        `validate`, `tree` and `compute nights_booked bookings nights_per_booking --grain month`.
   test
-        Run all tests: `sample` if needed, then `cargo test --workspace --all-targets`.
+        Run all tests: `sample` and `plugins`, then `cargo test --workspace --all-targets`
+        and the documentation examples (`cargo test --workspace --doc`).
+  bench [--rows N] [--runs N]
+        Build in release mode and run the benchmarks: the plugin boundary's cost (the
+        same table natively and through its plugin, 10 million rows by default).
   help
         Print this help.
 ";
@@ -49,6 +56,16 @@ fn run(args: Vec<OsString>) -> Result<()> {
             let opts = parse_sample_args(rest)?;
             sample::run(&opts).map(|_| ())
         }
+        Some("plugins") => {
+            let release = match rest.first().and_then(|a| a.to_str()) {
+                None => false,
+                Some("--release") if rest.len() == 1 => true,
+                Some(other) => {
+                    bail!("unexpected argument `{other}` to `plugins`; it takes --release")
+                }
+            };
+            tasks::plugins(release).map(|_| ())
+        }
         Some("example") => {
             no_args("example", &rest)?;
             tasks::example()
@@ -56,6 +73,13 @@ fn run(args: Vec<OsString>) -> Result<()> {
         Some("test") => {
             no_args("test", &rest)?;
             tasks::test()
+        }
+        Some("bench") => {
+            let rest: Vec<String> = rest
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            tasks::bench(&rest)
         }
         Some("help" | "-h" | "--help") => {
             print!("{HELP}");

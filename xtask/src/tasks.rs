@@ -22,6 +22,7 @@ const EXAMPLE_PROJECT: &str = "examples/lodestar.yaml";
 /// `cargo xtask example`: the CLI's main commands on the example project.
 pub fn example() -> Result<()> {
     ensure_sample_data()?;
+    plugins(false)?;
     let lodestar = [
         "run",
         "--quiet",
@@ -58,11 +59,78 @@ pub fn example() -> Result<()> {
 /// in there, and should clean up after themselves even when the tests fail.
 pub fn test() -> Result<()> {
     ensure_sample_data()?;
+    plugins(false)?;
     run_tests()
 }
 
 fn run_tests() -> Result<()> {
-    cargo(["test", "--workspace", "--all-targets"]).context("the test suite failed")
+    cargo(["test", "--workspace", "--all-targets"]).context("the test suite failed")?;
+    // `--all-targets` leaves out doctests, and the connector guide's example is one.
+    cargo(["test", "--workspace", "--doc"]).context("the documentation examples failed")
+}
+
+/// `cargo xtask plugins`: builds every package under `plugins/`. Cargo puts each library in
+/// `target/<profile>/`, the directory of the `lodestar` binary, which is on the CLI's plugin
+/// search path; returns the packages built.
+pub fn plugins(release: bool) -> Result<Vec<String>> {
+    let packages = plugin_packages()?;
+    let mut args: Vec<String> = vec!["build".into()];
+    if release {
+        args.push("--release".into());
+    }
+    for package in &packages {
+        args.push("--package".into());
+        args.push(package.clone());
+    }
+    cargo(&args).context("building the plugins failed")?;
+    eprintln!(
+        "xtask: built {} plugin{}: {}",
+        packages.len(),
+        if packages.len() == 1 { "" } else { "s" },
+        packages.join(", ")
+    );
+    Ok(packages)
+}
+
+/// `cargo xtask bench`: builds the benchmarks and plugins in release mode and runs them.
+pub fn bench(rest: &[String]) -> Result<()> {
+    plugins(true)?;
+    let mut args: Vec<String> = [
+        "run",
+        "--release",
+        "--package",
+        "lodestar-bench",
+        "--",
+        "ffi",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(rest.iter().cloned());
+    cargo(&args).context("the benchmark failed")
+}
+
+/// The package names of `plugins/*/Cargo.toml`.
+fn plugin_packages() -> Result<Vec<String>> {
+    let dir = workspace_root().join("plugins");
+    let mut packages = Vec::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let manifest = entry?.path().join("Cargo.toml");
+        let Ok(text) = std::fs::read_to_string(&manifest) else {
+            continue;
+        };
+        // The first `name = "..."` of a manifest is the package's (it opens with [package]).
+        let name = text
+            .lines()
+            .find_map(|line| {
+                let value = line.trim().strip_prefix("name")?.trim().strip_prefix('=')?;
+                Some(value.trim().trim_matches('"').to_string())
+            })
+            .with_context(|| format!("no package name in {}", manifest.display()))?;
+        packages.push(name);
+    }
+    packages.sort();
+    Ok(packages)
 }
 
 /// Generates the example data unless it is already there: the example project and the

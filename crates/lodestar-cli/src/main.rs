@@ -90,6 +90,14 @@ Examples:
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// List the connectors: built-in, and plugins found on the plugin path
+    #[command(after_help = "\
+Plugins are looked for in LODESTAR_PLUGIN_PATH (a path list), then plugins/ beside the
+project file, then the directory of the lodestar binary.")]
+    Connectors {
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+    },
     /// Print a shell completion script (e.g. `lodestar completions bash > ~/.local/share/bash-completion/completions/lodestar`)
     Completions { shell: clap_complete::Shell },
 }
@@ -255,6 +263,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    if let Command::Connectors { format } = cli.command {
+        // A project is optional here: it only adds its plugins/ directory to the search.
+        let path = match &cli.project {
+            Some(path) => Some(path.clone()),
+            None => config::find_project_file(&std::env::current_dir()?).ok(),
+        };
+        let root = path.as_deref().and_then(Path::parent);
+        return render::connectors(root, format == ListFormat::Json);
+    }
     let path = match &cli.project {
         Some(path) => path.clone(),
         None => config::find_project_file(&std::env::current_dir()?)?,
@@ -282,7 +299,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let batches = batches.map_err(lodestar_core::Error::from)?;
             output::write(&schema, &batches, output.format, output.output.as_deref())
         }
-        Command::Completions { .. } => unreachable!("handled above"),
+        Command::Completions { .. } | Command::Connectors { .. } => {
+            unreachable!("handled above")
+        }
     }
 }
 

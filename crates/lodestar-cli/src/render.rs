@@ -1,7 +1,10 @@
 //! Text output for people: the metric list and the metric tree.
 
+use std::path::Path;
+
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{ContentArrangement, Table};
+use lodestar_core::connect::{FILES_OPTIONS, plugins};
 use lodestar_core::model::{MetricKind, Project};
 use lodestar_core::periods::label;
 use lodestar_core::{MetricTree, TreeNode};
@@ -64,6 +67,84 @@ pub fn list(project: &Project, json: bool) -> anyhow::Result<()> {
         ]);
     }
     println!("{table}");
+    Ok(())
+}
+
+/// `lodestar connectors`.
+pub fn connectors(project_root: Option<&Path>, json: bool) -> anyhow::Result<()> {
+    let dirs = plugins::search_path(project_root);
+    let found = plugins::discover(&dirs);
+    let mut rows = vec![serde_json::json!({
+        "name": "files",
+        "kind": "built-in",
+        "version": env!("CARGO_PKG_VERSION"),
+        "path": null,
+        "options": FILES_OPTIONS,
+        "error": null,
+    })];
+    for f in &found {
+        rows.push(match &f.plugin {
+            Ok(plugin) => serde_json::json!({
+                "name": f.name,
+                "kind": "plugin",
+                "version": plugin.version,
+                "datafusion_version": plugin.datafusion_version,
+                "path": f.path,
+                "options": plugin
+                    .options_schema
+                    .get("properties")
+                    .and_then(|p| p.as_object())
+                    .map(|p| p.keys().cloned().collect::<Vec<_>>())
+                    .unwrap_or_default(),
+                "error": null,
+            }),
+            Err(e) => serde_json::json!({
+                "name": f.name,
+                "kind": "refused",
+                "version": null,
+                "path": f.path,
+                "options": [],
+                "error": e.to_string(),
+            }),
+        });
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(["connector", "kind", "version", "options", "path / problem"]);
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    for row in &rows {
+        let options: Vec<String> = row["options"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(text)
+            .collect();
+        let location = match row["error"].as_str() {
+            Some(error) => error.to_string(),
+            None => text(&row["path"]),
+        };
+        table.add_row([
+            text(&row["name"]),
+            text(&row["kind"]),
+            text(&row["version"]),
+            options.join(", "),
+            location,
+        ]);
+    }
+    println!("{table}");
+    println!(
+        "plugin search path: {}",
+        dirs.iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     Ok(())
 }
 

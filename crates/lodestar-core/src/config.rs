@@ -98,7 +98,7 @@ struct RawProject {
     week_start: Option<Spanned<String>>,
     engine: Option<RawEngine>,
     #[serde(default)]
-    sources: IndexMap<Spanned<String>, Spanned<IndexMap<String, serde_json::Value>>>,
+    sources: IndexMap<Spanned<String>, Spanned<IndexMap<Spanned<String>, serde_json::Value>>>,
     #[serde(default)]
     metrics: IndexMap<Spanned<String>, Spanned<RawMetric>>,
 }
@@ -260,15 +260,18 @@ impl Builder<'_> {
     fn source(
         &self,
         name: &Spanned<String>,
-        options: Spanned<IndexMap<String, serde_json::Value>>,
+        options: Spanned<IndexMap<Spanned<String>, serde_json::Value>>,
     ) -> Result<SourceDef> {
         let location = self.loc(name);
         let subject = || Subject::Source(name.value.clone());
         check_name(&name.value, &location, subject())?;
         let mut map = serde_json::Map::new();
+        let mut option_locations = IndexMap::new();
         let mut connector = None;
         for (key, value) in options.value {
-            let value = self.interpolate(value, &name.value, &key, &location)?;
+            let key_location = self.loc(&key);
+            let key = key.value;
+            let value = self.interpolate(value, &name.value, &key, &key_location)?;
             if key == "connector" {
                 match value {
                     serde_json::Value::String(c) => connector = Some(c),
@@ -281,6 +284,7 @@ impl Builder<'_> {
                     }
                 }
             } else {
+                option_locations.insert(key.clone(), key_location);
                 map.insert(key, value);
             }
         }
@@ -294,6 +298,7 @@ impl Builder<'_> {
             name: name.value.clone(),
             connector,
             options: map,
+            option_locations,
             location,
         })
     }

@@ -45,7 +45,7 @@ impl Engine {
     pub async fn open(project: Project) -> Result<Engine> {
         let ctx = Arc::new(session(&project.engine)?);
         for source in project.sources.values() {
-            connect::connect(&ctx, source).await?;
+            connect::connect(&ctx, source, &project.root).await?;
         }
         Ok(Engine {
             project: Arc::new(project),

@@ -55,7 +55,16 @@ pub struct SourceDef {
     pub connector: String,
     /// The connector's options as written (after `${ENV}` interpolation), without `connector`.
     pub options: serde_json::Map<String, serde_json::Value>,
+    /// Where each option was written.
+    pub option_locations: IndexMap<String, Location>,
     pub location: Location,
+}
+
+impl SourceDef {
+    /// The location of option `key`, or of the source if it was not written.
+    pub fn location_of(&self, key: &str) -> &Location {
+        self.option_locations.get(key).unwrap_or(&self.location)
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -21,7 +21,7 @@ use super::{check_known_options, option_error, string_option};
 use crate::error::{Error, Result};
 use crate::model::SourceDef;
 
-const OPTIONS: &[&str] = &["path", "table", "format", "delimiter", "has_header"];
+pub const OPTIONS: &[&str] = &["path", "table", "format", "delimiter", "has_header"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {

@@ -4,7 +4,9 @@
 //! every other connector name is looked up among the plugins.
 
 mod files;
+pub mod plugins;
 
+use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
@@ -16,25 +18,24 @@ use crate::model::SourceDef;
 /// Connectors compiled into Lodestar.
 pub const BUILT_IN: &[&str] = &["files"];
 
+/// Options of the built-in `files` connector.
+pub use files::OPTIONS as FILES_OPTIONS;
+
 /// Registers the source's tables as schema `source.name` of the context's default catalog.
-pub async fn connect(ctx: &SessionContext, source: &SourceDef) -> Result<()> {
+/// `project_root` is where the project file is: relative paths and the `plugins/` directory
+/// are found from there.
+pub async fn connect(
+    ctx: &Arc<SessionContext>,
+    source: &SourceDef,
+    project_root: &Path,
+) -> Result<()> {
     let schema: Arc<dyn SchemaProvider> = match source.connector.as_str() {
         "files" => {
             let schema = Arc::new(MemorySchemaProvider::new());
             files::register(ctx, source, schema.as_ref()).await?;
             schema
         }
-        other => {
-            return Err(Error::Source {
-                location: source.location.clone(),
-                source_name: source.name.clone(),
-                message: format!(
-                    "unknown connector `{other}`; the connectors available are: {}",
-                    BUILT_IN.join(", ")
-                ),
-                source: None,
-            });
-        }
+        _ => plugins::connect(ctx, source, project_root)?,
     };
     let catalog = ctx
         .catalog(&ctx.state().config().options().catalog.default_catalog)
