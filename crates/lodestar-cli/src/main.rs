@@ -13,7 +13,8 @@ use chrono::NaiveDate;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use lodestar_core::model::Grain;
-use lodestar_core::{Engine, MetricRequest, config};
+use lodestar_core::periods;
+use lodestar_core::{Compare, Engine, MetricRequest, TreeRequest, config};
 
 use crate::output::Format;
 
@@ -67,17 +68,32 @@ Examples:
 Periods are labelled by their first day, in the project's timezone. --from and --to are
 inclusive and widen to whole periods; without them the result covers the data's periods.")]
     Compute(ComputeArgs),
-    /// Show the metric tree with each metric's latest value and its change
+    /// Show the metric tree: each metric's value, change, and contribution to the root's change
     #[command(after_help = "\
 Examples:
   lodestar tree
-  lodestar tree nights_booked --grain month")]
+  lodestar tree nights_booked --grain month
+  lodestar tree nights_booked --period 2026-W20 --compare yoy
+  lodestar tree nights_booked --period 2026-07 --compare 2026-05
+
+With a `formula`, a metric's change is split exactly between its inputs: by difference for
+sums, by LMDI for products and quotients, by Shapley values otherwise. Without one, the
+inputs' changes are shown side by side, unlinked.")]
     Tree {
         /// The root metric [default: the north stars]
         metric: Option<String>,
-        /// Period length [default: the root metric's grain, else week]
+        /// Period length [default: the --period's, the root metric's grain, else week]
         #[arg(long, value_parser = parse_grain)]
         grain: Option<Grain>,
+        /// The period: 2026-W20, 2026-05, 2026-Q2, 2026 or a date [default: the last complete one]
+        #[arg(long)]
+        period: Option<String>,
+        /// Compare with: previous, yoy, or a period like --period [default: previous]
+        #[arg(long, default_value = "previous")]
+        compare: String,
+        /// Print the tree as a table (json, csv...) instead of a drawing
+        #[arg(long, value_enum)]
+        format: Option<Format>,
     },
     /// Run a read-only SQL query over the sources (table `orders` of source `app` is app.orders)
     #[command(after_help = "\
@@ -283,12 +299,52 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Validate => validate(&engine, &progress).await,
         Command::List { format } => render::list(engine.project(), format == ListFormat::Json),
         Command::Compute(args) => compute(&engine, args, &progress).await,
-        Command::Tree { metric, grain } => {
+        Command::Tree {
+            metric,
+            grain,
+            period,
+            compare,
+            format,
+        } => {
+            let (period_grain, period) = match period.as_deref().map(periods::parse_period) {
+                Some(Ok((g, date))) => (g, Some(date)),
+                Some(Err(message)) => return Err(lodestar_core::Error::request(message).into()),
+                None => (None, None),
+            };
+            let compare = match compare.as_str() {
+                "previous" => Compare::Previous,
+                "yoy" | "year" => Compare::YearOverYear,
+                other => match periods::parse_period(other) {
+                    Ok((_, date)) => Compare::Period(date),
+                    Err(message) => {
+                        return Err(lodestar_core::Error::request_hint(
+                            message,
+                            "--compare takes previous, yoy, or a period",
+                        )
+                        .into());
+                    }
+                },
+            };
+            let request = TreeRequest {
+                root: metric,
+                grain: grain.or(period_grain),
+                period,
+                compare,
+            };
             progress.start("computing the metric tree");
-            let tree = engine.tree(metric.as_deref(), grain).await;
+            let tree = engine.tree(&request).await;
             progress.finish();
-            render::tree(engine.project(), &tree?);
-            Ok(())
+            let tree = tree?;
+            match format {
+                Some(format) => {
+                    let batch = tree.to_record_batch()?;
+                    output::write(&batch.schema(), std::slice::from_ref(&batch), format, None)
+                }
+                None => {
+                    render::tree(engine.project(), &tree);
+                    Ok(())
+                }
+            }
         }
         Command::Sql { query, output } => {
             let df = engine.sql(&query).await?;

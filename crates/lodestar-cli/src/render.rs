@@ -7,7 +7,8 @@ use comfy_table::{ContentArrangement, Table};
 use lodestar_core::connect::{FILES_OPTIONS, plugins};
 use lodestar_core::model::{MetricKind, Project};
 use lodestar_core::periods::label;
-use lodestar_core::{MetricTree, TreeNode};
+use lodestar_core::decompose::Method;
+use lodestar_core::{Link, MetricTree, TreeNode};
 
 /// `lodestar list`.
 pub fn list(project: &Project, json: bool) -> anyhow::Result<()> {
@@ -150,88 +151,94 @@ pub fn connectors(project_root: Option<&Path>, json: bool) -> anyhow::Result<()>
 
 /// `lodestar tree`: one metric per line, inputs indented under it.
 pub fn tree(project: &Project, tree: &MetricTree) {
-    let (Some(period), Some(previous)) = (tree.period, tree.previous_period) else {
-        match tree.period {
-            Some(period) => println!(
-                "{} {}: only one period of data, nothing to compare with",
-                tree.grain,
-                label(period, tree.grain)
-            ),
-            None => println!("no data yet"),
-        }
-        for root in &tree.roots {
-            print_node(project, root, "", "", true);
-        }
-        return;
-    };
-    println!(
-        "{} {} compared with {}",
-        tree.grain,
-        label(period, tree.grain),
-        label(previous, tree.grain)
-    );
+    match (tree.period, tree.previous_period) {
+        (Some(period), Some(previous)) => println!(
+            "{} {} compared with {}",
+            tree.grain,
+            label(period, tree.grain),
+            label(previous, tree.grain)
+        ),
+        _ => println!("no data yet"),
+    }
     for root in &tree.roots {
         println!();
-        print_node(project, root, "", "", true);
+        print_node(project, root, "", "");
+    }
+    let mut notes = Vec::new();
+    for root in &tree.roots {
+        collect_notes(root, &mut notes);
+    }
+    if !notes.is_empty() {
+        println!();
+        for note in notes {
+            println!("{note}");
+        }
     }
 }
 
-fn print_node(project: &Project, node: &TreeNode, first: &str, rest: &str, show_change: bool) {
-    let star = if node.north_star {
-        " ★ north star"
-    } else {
-        ""
-    };
+fn print_node(project: &Project, node: &TreeNode, first: &str, rest: &str) {
+    let star = if node.north_star { " ★ north star" } else { "" };
     let owner = project.metrics[&node.metric]
         .owner
         .as_deref()
         .map(|o| format!("  [{o}]"))
         .unwrap_or_default();
-    let change = if show_change {
-        change_text(node)
-    } else {
-        String::new()
+    let share = match (node.contribution, node.inputs.is_empty() && first.is_empty()) {
+        (Some(c), false) if !first.is_empty() => format!("  → {}{} of the root's change", sign(c), number(Some(c.abs()))),
+        _ => String::new(),
     };
     println!(
-        "{first}{}{star}  {}{change}{owner}",
+        "{first}{}{star}  {}{}{share}{owner}",
         node.metric,
-        number(node.value)
+        number(node.value),
+        change_text(node.change(), node.relative_change())
     );
-    for guardrail in &node.guardrails {
-        println!(
-            "{rest}  guardrail: {}  {}{}",
-            guardrail.metric,
-            number(guardrail.value),
-            change_text(guardrail)
-        );
+    for g in &node.guardrails {
+        let flag = if g.breached { "  ⚠ worsened beyond its threshold while this rose" } else { "" };
+        let change = match (g.value, g.previous) {
+            (Some(v), Some(p)) => change_text(Some(v - p), (p != 0.0).then(|| (v - p) / p.abs())),
+            _ => String::new(),
+        };
+        println!("{rest}  guardrail: {}  {}{change}{flag}", g.rule.metric, number(g.value));
+    }
+    match &node.link {
+        Link::NotQuantified => println!("{rest}  (no formula: the inputs' link to this change is not quantified)"),
+        Link::Undecomposable => println!("{rest}  (the formula cannot be evaluated for these values)"),
+        Link::Decomposed { method, residual } if residual.abs() > 1e-9 * node.value.unwrap_or(1.0).abs().max(1.0) => {
+            println!("{rest}  (split by {}; the formula misses {} of the change)", method.as_str(), number(Some(*residual)))
+        }
+        _ => {}
     }
     let count = node.inputs.len();
     for (i, input) in node.inputs.iter().enumerate() {
         let last = i + 1 == count;
-        let (branch, continuation) = if last {
-            ("└─ ", "   ")
-        } else {
-            ("├─ ", "│  ")
-        };
-        print_node(
-            project,
-            input,
-            &format!("{rest}{branch}"),
-            &format!("{rest}{continuation}"),
-            show_change,
-        );
+        let (branch, continuation) = if last { ("└─ ", "   ") } else { ("├─ ", "│  ") };
+        print_node(project, input, &format!("{rest}{branch}"), &format!("{rest}{continuation}"));
     }
 }
 
-fn change_text(node: &TreeNode) -> String {
-    match (node.change(), node.relative_change()) {
+fn collect_notes(node: &TreeNode, notes: &mut Vec<String>) {
+    if let Link::Decomposed { method, .. } = &node.link {
+        let note = format!(
+            "{}: change split between inputs by {}",
+            node.metric,
+            match method {
+                Method::Difference => "difference (a sum of inputs)",
+                Method::Lmdi => "LMDI (a product of inputs; log-mean weights)",
+                Method::Shapley => "Shapley values (each input's average marginal effect)",
+            }
+        );
+        notes.push(note);
+    }
+    for input in &node.inputs {
+        collect_notes(input, notes);
+    }
+}
+
+fn change_text(change: Option<f64>, relative: Option<f64>) -> String {
+    match (change, relative) {
         (Some(change), Some(relative)) => {
-            format!(
-                "  ({}{}, {:+.1}%)",
-                sign(change),
-                number(Some(change.abs())),
-                relative * 100.0
-            )
+            format!("  ({}{}, {:+.1}%)", sign(change), number(Some(change.abs())), relative * 100.0)
         }
         (Some(change), None) => format!("  ({}{})", sign(change), number(Some(change.abs()))),
         _ => String::new(),

@@ -16,7 +16,7 @@ use std::ops::ControlFlow;
 
 use crate::error::{Error, Location, Result, Subject, did_you_mean};
 use crate::model::{
-    Cumulative, CumulativeOver, EngineSettings, Grain, Measure, Metric, MetricKind, Project,
+    Cumulative, CumulativeOver, EngineSettings, Grain, Guardrail, Measure, Metric, MetricKind, Project,
     SourceDef, TableRef, Target,
 };
 
@@ -129,7 +129,29 @@ struct RawMetric {
     inputs: Option<Vec<Spanned<String>>>,
     formula: Option<Spanned<String>>,
     target: Option<Spanned<RawTarget>>,
-    guardrails: Option<Vec<Spanned<String>>>,
+    guardrails: Option<Vec<Spanned<RawGuardrail>>>,
+}
+
+/// `guardrails:` items: a metric name, or a metric with when it counts as worse.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawGuardrail {
+    Name(String),
+    Rule {
+        metric: String,
+        /// `up` (the default: refunds, cancellations) or `down` (quality, satisfaction).
+        worse: Option<String>,
+        /// A relative change such as `5%` or `0.05`; worsening beyond it is flagged.
+        threshold: Option<serde_json::Value>,
+    },
+}
+
+impl RawGuardrail {
+    fn metric(&self) -> &str {
+        match self {
+            RawGuardrail::Name(name) | RawGuardrail::Rule { metric: name, .. } => name,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -510,16 +532,29 @@ impl Builder<'_> {
                 .collect::<Vec<_>>()
         };
         let mut item_locations = IndexMap::new();
-        for (field, list) in [("inputs", &raw.inputs), ("guardrails", &raw.guardrails)] {
-            if let Some(first) = list.iter().flatten().next() {
-                field_locations.insert(field, self.loc(first));
+        let inputs = raw.inputs.iter().flatten().map(|i| (i.value.as_str(), self.loc(i)));
+        let guardrail_names = raw
+            .guardrails
+            .iter()
+            .flatten()
+            .map(|g| (g.value.metric(), self.loc(g)));
+        for (field, items) in [
+            ("inputs", inputs.collect::<Vec<_>>()),
+            ("guardrails", guardrail_names.collect()),
+        ] {
+            if let Some((_, first)) = items.first() {
+                field_locations.insert(field, first.clone());
             }
-            for item in list.iter().flatten() {
-                item_locations
-                    .entry((field, item.value.clone()))
-                    .or_insert_with(|| self.loc(item));
+            for (item, location) in items {
+                item_locations.entry((field, item.to_string())).or_insert(location);
             }
         }
+        let guardrails = raw
+            .guardrails
+            .iter()
+            .flatten()
+            .map(|g| self.guardrail(g, &name.value))
+            .collect::<Result<Vec<_>>>()?;
         let formula = raw.formula.as_ref().map(|f| f.value.clone());
         Ok(Metric {
             name: name.value.clone(),
@@ -532,7 +567,7 @@ impl Builder<'_> {
             dimensions,
             grain,
             target,
-            guardrails: spanned_names(&raw.guardrails),
+            guardrails,
             location,
             field_locations,
             item_locations,
@@ -615,6 +650,33 @@ impl Builder<'_> {
         })
     }
 
+    fn guardrail(&self, g: &Spanned<RawGuardrail>, metric: &str) -> Result<Guardrail> {
+        let invalid = |message: String| self.invalid(self.loc(g), Subject::Metric(metric.to_string()), message);
+        Ok(match &g.value {
+            RawGuardrail::Name(name) => Guardrail::new(name.clone()),
+            RawGuardrail::Rule { metric: name, worse, threshold } => Guardrail {
+                metric: name.clone(),
+                worse_when_up: match worse.as_deref() {
+                    None | Some("up") => true,
+                    Some("down") => false,
+                    Some(other) => {
+                        return Err(invalid(format!(
+                            "guardrail `{name}`: `worse` is `{other}`; write `up` or `down`"
+                        )));
+                    }
+                },
+                threshold: match threshold {
+                    None => 0.0,
+                    Some(value) => parse_fraction(value).ok_or_else(|| {
+                        invalid(format!(
+                            "guardrail `{name}`: threshold {value} is not a relative change such as 5% or 0.05"
+                        ))
+                    })?,
+                },
+            },
+        })
+    }
+
     fn target(&self, t: &Spanned<RawTarget>, metric: &str) -> Result<Target> {
         let subject = || Subject::Metric(metric.to_string());
         let date = |s: &Spanned<String>| {
@@ -674,7 +736,7 @@ fn check_references(project: &Project) -> Result<()> {
             })
             .collect();
         refs.extend(metric.inputs.iter().map(|i| (i.as_str(), "inputs")));
-        refs.extend(metric.guardrails.iter().map(|g| (g.as_str(), "guardrails")));
+        refs.extend(metric.guardrails.iter().map(|g| (g.metric.as_str(), "guardrails")));
         let formula_refs = match &metric.formula {
             Some(f) => expression_references(f).map_err(|m| Error::Invalid {
                 location: metric.location_of("formula").clone(),
@@ -868,6 +930,19 @@ fn interpolate_str(
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// `5%`, `0.05` or `5 %` as a fraction.
+fn parse_fraction(value: &serde_json::Value) -> Option<f64> {
+    let fraction = match value {
+        serde_json::Value::Number(n) => n.as_f64()?,
+        serde_json::Value::String(s) => match s.trim().strip_suffix('%') {
+            Some(percent) => percent.trim().parse::<f64>().ok()? / 100.0,
+            None => s.trim().parse().ok()?,
+        },
+        _ => return None,
+    };
+    (fraction.is_finite() && fraction >= 0.0).then_some(fraction)
 }
 
 /// `28d`, `4w`, or a bare number of days.

@@ -134,14 +134,14 @@ impl Error {
         }
     }
 
-    pub(crate) fn request(message: impl Into<String>) -> Self {
+    pub fn request(message: impl Into<String>) -> Self {
         Error::Request {
             message: message.into(),
             hint: None,
         }
     }
 
-    pub(crate) fn request_hint(message: impl Into<String>, hint: impl Into<String>) -> Self {
+    pub fn request_hint(message: impl Into<String>, hint: impl Into<String>) -> Self {
         Error::Request {
             message: message.into(),
             hint: Some(hint.into()),

@@ -6,6 +6,7 @@
 pub mod compute;
 pub mod config;
 pub mod connect;
+pub mod decompose;
 pub mod engine;
 pub mod error;
 pub mod model;
@@ -17,4 +18,4 @@ pub use compute::{MetricRequest, MetricTable, Scanned};
 pub use datafusion;
 pub use engine::Engine;
 pub use error::{Error, Result};
-pub use tree::{MetricTree, TreeNode};
+pub use tree::{Compare, GuardrailStatus, Link, MetricTree, TreeNode, TreeRequest};

@@ -83,7 +83,8 @@ pub struct Metric {
     /// The grain the metric is usually read at (`tree`, `list`); requests may ask for another.
     pub grain: Option<Grain>,
     pub target: Option<Target>,
-    pub guardrails: Vec<String>,
+    /// Counter-metrics watched beside this one.
+    pub guardrails: Vec<Guardrail>,
     pub location: Location,
     /// Where each field was written, for errors about a single field.
     pub field_locations: IndexMap<&'static str, Location>,
@@ -206,6 +207,38 @@ impl TableRef {
 /// Quotes an SQL identifier.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A counter-metric: if the metric rises while this one worsens by more than `threshold`
+/// (relative change), the period is flagged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Guardrail {
+    pub metric: String,
+    /// Whether a rise is the bad direction (refund rate) rather than a fall (satisfaction).
+    pub worse_when_up: bool,
+    /// Relative change tolerated in the bad direction, as a fraction (0.05 for 5%).
+    pub threshold: f64,
+}
+
+impl Guardrail {
+    /// A guardrail where any rise counts as worse.
+    pub fn new(metric: String) -> Guardrail {
+        Guardrail {
+            metric,
+            worse_when_up: true,
+            threshold: 0.0,
+        }
+    }
+
+    /// Whether a move from `before` to `after` worsens beyond the threshold.
+    pub fn breached(&self, before: f64, after: f64) -> bool {
+        if before == 0.0 {
+            return if self.worse_when_up { after > 0.0 } else { false };
+        }
+        let change = (after - before) / before.abs();
+        let worse = if self.worse_when_up { change } else { -change };
+        worse > self.threshold
+    }
 }
 
 /// A North Star target: reach `value` per `period` by the date `by`.

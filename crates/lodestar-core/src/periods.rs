@@ -120,3 +120,65 @@ mod tests {
         assert_eq!(label(d("2026-07-01"), Grain::Quarter), "2026-Q3");
     }
 }
+
+/// A period as people write it: `2026-W20` (ISO week), `2026-05`, `2026-Q2`, `2026`, or a
+/// date `2026-05-14` (the period of the grain in use that contains it). Returns the grain the
+/// text implies (none for a date) and a date inside the period.
+pub fn parse_period(text: &str) -> Result<(Option<Grain>, NaiveDate), String> {
+    let text = text.trim();
+    let bad = || {
+        format!("`{text}` is not a period: write 2026-W20, 2026-05, 2026-Q2, 2026 or a date 2026-05-14")
+    };
+    if let Ok(date) = text.parse::<NaiveDate>() {
+        return Ok((None, date));
+    }
+    if let Some((year, week)) = text.split_once("-W") {
+        let (year, week) = (year.parse().map_err(|_| bad())?, week.parse().map_err(|_| bad())?);
+        let monday = NaiveDate::from_isoywd_opt(year, week, Weekday::Mon).ok_or_else(bad)?;
+        return Ok((Some(Grain::Week), monday));
+    }
+    if let Some((year, quarter)) = text.split_once("-Q") {
+        let (year, quarter): (i32, u32) =
+            (year.parse().map_err(|_| bad())?, quarter.parse().map_err(|_| bad())?);
+        if !(1..=4).contains(&quarter) {
+            return Err(bad());
+        }
+        let start = NaiveDate::from_ymd_opt(year, (quarter - 1) * 3 + 1, 1).ok_or_else(bad)?;
+        return Ok((Some(Grain::Quarter), start));
+    }
+    if let Some((year, month)) = text.split_once('-') {
+        let (year, month) = (year.parse().map_err(|_| bad())?, month.parse().map_err(|_| bad())?);
+        let start = NaiveDate::from_ymd_opt(year, month, 1).ok_or_else(bad)?;
+        return Ok((Some(Grain::Month), start));
+    }
+    let year: i32 = text.parse().map_err(|_| bad())?;
+    let start = NaiveDate::from_ymd_opt(year, 1, 1).ok_or_else(bad)?;
+    Ok((Some(Grain::Year), start))
+}
+
+/// The same period a year earlier: 52 weeks (364 days) back for days and weeks, so that
+/// weekdays line up; 12 months back otherwise.
+pub fn year_before(start: NaiveDate, grain: Grain, week_start: Weekday) -> NaiveDate {
+    match grain {
+        Grain::Day | Grain::Week => period_start(start - Days::new(364), grain, week_start),
+        Grain::Month | Grain::Quarter | Grain::Year => start - Months::new(12),
+    }
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::*;
+
+    #[test]
+    fn periods_parse_as_written() {
+        let d = |s: &str| s.parse::<NaiveDate>().unwrap();
+        assert_eq!(parse_period("2026-W20").unwrap(), (Some(Grain::Week), d("2026-05-11")));
+        assert_eq!(parse_period("2026-05").unwrap(), (Some(Grain::Month), d("2026-05-01")));
+        assert_eq!(parse_period("2026-Q3").unwrap(), (Some(Grain::Quarter), d("2026-07-01")));
+        assert_eq!(parse_period("2026").unwrap(), (Some(Grain::Year), d("2026-01-01")));
+        assert_eq!(parse_period("2026-05-14").unwrap(), (None, d("2026-05-14")));
+        assert!(parse_period("2026-Q5").is_err());
+        assert!(parse_period("May").is_err());
+        assert_eq!(year_before(d("2026-05-11"), Grain::Week, Weekday::Mon), d("2025-05-12"));
+    }
+}

@@ -1,28 +1,79 @@
-//! The metric tree: north stars and their inputs, each with its latest value and change.
+//! The metric tree: north stars and their inputs, each with its value in a period, its change
+//! against a comparison period, and its contribution to the root's change.
 //!
-//! All metrics of the tree are computed in one request, so metrics sharing a table are read in
-//! one scan. "Latest" is the last complete period of the data (a period the data runs to the
-//! end of), compared with the period before; only those two periods are scanned.
+//! All metrics of the tree are computed in one request covering both periods, so metrics
+//! sharing a table are read in one scan. Where a metric has a `formula`, its change is split
+//! exactly between its inputs (see [`crate::decompose`]); a child's contribution to the root
+//! is its part of its parent's change, scaled by the parent's share of the root's change.
+//! Without a formula the inputs' changes are shown side by side, unlinked.
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{Days, NaiveDate};
+use datafusion::arrow::array::{ArrayRef, Float64Builder, RecordBatch, StringBuilder, UInt32Builder};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
 use crate::compute::MetricRequest;
+use crate::decompose::{Formula, Method};
 use crate::engine::Engine;
-use crate::error::Result;
-use crate::model::{Cumulative, CumulativeOver, Grain, MetricKind, Project};
-use crate::periods::{next_period, period_start, previous_period};
+use crate::error::{Error, Result};
+use crate::model::{Cumulative, CumulativeOver, Grain, Guardrail, MetricKind, Project};
+use crate::periods::{next_period, period_start, previous_period, year_before};
 
 /// Used when neither the request nor the root metric names a grain.
 pub const DEFAULT_TREE_GRAIN: Grain = Grain::Week;
 
+/// What the current period is compared with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compare {
+    /// The period just before.
+    #[default]
+    Previous,
+    /// The same period a year earlier (52 weeks for days and weeks).
+    YearOverYear,
+    /// The period containing this date.
+    Period(NaiveDate),
+}
+
+/// Which tree, at which grain, for which period.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TreeRequest {
+    /// The root metric; `None`: every north star (every top-level metric if there are none).
+    pub root: Option<String>,
+    pub grain: Option<Grain>,
+    /// A date inside the period to look at; `None`: the last complete period of the data.
+    pub period: Option<NaiveDate>,
+    pub compare: Compare,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricTree {
     pub grain: Grain,
-    /// The latest period of the data, if there is any.
+    /// The period looked at, if there is data.
     pub period: Option<NaiveDate>,
     /// The period it is compared with.
     pub previous_period: Option<NaiveDate>,
     pub roots: Vec<TreeNode>,
+}
+
+/// How a node's change relates to its inputs' changes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Link {
+    /// No inputs.
+    Leaf,
+    /// Inputs without a formula: their changes are shown, not linked to this one's.
+    NotQuantified,
+    /// The formula splits the change exactly between the inputs.
+    Decomposed {
+        method: Method,
+        /// The metric's actual change minus the formula's change: how far the formula is from
+        /// reproducing the metric (zero when it is an identity such as a × (b / a)).
+        residual: f64,
+    },
+    /// The formula could not be evaluated for these values (a division by zero, a missing
+    /// value).
+    Undecomposable,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -31,10 +82,15 @@ pub struct TreeNode {
     pub north_star: bool,
     pub value: Option<f64>,
     pub previous: Option<f64>,
+    pub link: Link,
+    /// This metric's part of its parent's change, when the parent has a formula.
+    pub contribution_to_parent: Option<f64>,
+    /// This metric's part of the root's change (for the root: its change).
+    pub contribution: Option<f64>,
     /// The metric's inputs, recursively.
     pub inputs: Vec<TreeNode>,
-    /// Counter-metrics watched beside this one (not expanded further).
-    pub guardrails: Vec<TreeNode>,
+    /// Counter-metrics watched beside this one.
+    pub guardrails: Vec<GuardrailStatus>,
 }
 
 impl TreeNode {
@@ -50,57 +106,106 @@ impl TreeNode {
     }
 }
 
+/// A guardrail beside a metric, in the two periods.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuardrailStatus {
+    pub rule: Guardrail,
+    pub value: Option<f64>,
+    pub previous: Option<f64>,
+    /// The metric rose while this guardrail worsened beyond its threshold.
+    pub breached: bool,
+}
+
 impl Engine {
-    /// The tree under `root`, or under every north star (every top-level metric if the
-    /// project names none).
-    pub async fn tree(&self, root: Option<&str>, grain: Option<Grain>) -> Result<MetricTree> {
+    /// The metric tree in one period compared with another.
+    pub async fn tree(&self, request: &TreeRequest) -> Result<MetricTree> {
         let project = self.project();
-        let roots: Vec<String> = match root {
+        let roots: Vec<String> = match &request.root {
             Some(name) => vec![project.metric(name)?.name.clone()],
             None => default_roots(project),
         };
-        let grain = grain
+        let grain = request
+            .grain
             .or_else(|| roots.first().and_then(|r| project.metrics[r].grain))
             .unwrap_or(DEFAULT_TREE_GRAIN);
+        let week_start = project.week_start;
         let mut names = Vec::new();
         for root in &roots {
             collect(project, root, &mut names);
         }
-        let mut request = MetricRequest::new(names, grain);
-        if let Some(last_day) = self.last_data_day(&request.metrics).await? {
-            let week_start = project.week_start;
-            let mut latest = period_start(last_day, grain, week_start);
-            if next_period(latest, grain) > last_day + Days::new(1) {
-                // The data stops inside this period: comparing it would show a false drop.
-                latest = previous_period(latest, grain);
-            }
-            request.from = Some(previous_period(latest, grain));
-            request.to = Some(latest);
+        let current = match request.period {
+            Some(date) => Some(period_start(date, grain, week_start)),
+            None => self.last_complete_period(&names, grain).await?,
+        };
+        let Some(current) = current else {
+            // No data at all: the tree's shape, without values.
+            let values = Values::default();
+            return Ok(MetricTree {
+                grain,
+                period: None,
+                previous_period: None,
+                roots: roots.iter().map(|r| build(project, r, &values)).collect(),
+            });
+        };
+        let compared = match request.compare {
+            Compare::Previous => previous_period(current, grain),
+            Compare::YearOverYear => year_before(current, grain, week_start),
+            Compare::Period(date) => period_start(date, grain, week_start),
+        };
+        if compared == current {
+            return Err(Error::request(format!(
+                "the comparison period is the period itself ({current}); compare with another"
+            )));
         }
-        let table = self.compute(&request).await?;
+        // One request over both periods: one scan per table for the whole tree.
+        let mut metrics_request = MetricRequest::new(names, grain);
+        metrics_request.from = Some(compared.min(current));
+        metrics_request.to = Some(compared.max(current));
+        let table = self.compute(&metrics_request).await?;
         let periods = table.periods();
-        let last = periods.len().checked_sub(1);
-        let previous = periods.len().checked_sub(2);
-        let value_at = |metric: &str, row: Option<usize>| -> Option<f64> {
-            table.values(metric)?.get(row?).copied().flatten()
-        };
-        let build = |name: &str| -> TreeNode {
-            node(project, name, &|m, latest| {
-                value_at(m, if latest { last } else { previous })
-            })
-        };
+        let row_of = |p: NaiveDate| periods.iter().position(|d| *d == p);
+        let (now, then) = (row_of(current), row_of(compared));
+        let mut values = Values::default();
+        for metric in &table.metrics {
+            let column = table.values(metric).unwrap_or_default();
+            let at = |row: Option<usize>| row.and_then(|r| column.get(r).copied().flatten());
+            values.now.insert(metric.clone(), at(now));
+            values.then.insert(metric.clone(), at(then));
+        }
+        let mut roots: Vec<TreeNode> = roots.iter().map(|r| build(project, r, &values)).collect();
+        for root in &mut roots {
+            root.contribution = root.change();
+            let formula_change = match root.link {
+                Link::Decomposed { residual, .. } => root.change().map(|c| c - residual),
+                _ => None,
+            };
+            attribute(root, formula_change);
+        }
         Ok(MetricTree {
             grain,
-            period: last.map(|i| periods[i]),
-            previous_period: previous.map(|i| periods[i]),
-            roots: roots.iter().map(|r| build(r)).collect(),
+            period: Some(current),
+            previous_period: Some(compared),
+            roots,
         })
     }
-}
 
-impl Engine {
+    /// The last period of `grain` that the data covers to its end.
+    async fn last_complete_period(&self, names: &[String], grain: Grain) -> Result<Option<NaiveDate>> {
+        let Some(last_day) = self.last_data_day(names).await? else {
+            return Ok(None);
+        };
+        let week_start = self.project().week_start;
+        let latest = period_start(last_day, grain, week_start);
+        Ok(Some(if next_period(latest, grain) > last_day + Days::new(1) {
+            // The data stops inside this period: comparing it would show a false drop.
+            previous_period(latest, grain)
+        } else {
+            latest
+        }))
+    }
+
     /// The last day any of the metrics' tables has rows for.
-    async fn last_data_day(&self, names: &[String]) -> Result<Option<NaiveDate>> {
+    pub(crate) async fn last_data_day(&self, names: &[String]) -> Result<Option<NaiveDate>> {
         let mut last = None;
         for name in names {
             let measure = match &self.project().metrics[name].kind {
@@ -119,6 +224,19 @@ impl Engine {
     }
 }
 
+/// Every metric's value in the current and the comparison period.
+#[derive(Debug, Default)]
+struct Values {
+    now: HashMap<String, Option<f64>>,
+    then: HashMap<String, Option<f64>>,
+}
+
+impl Values {
+    fn known(map: &HashMap<String, Option<f64>>) -> HashMap<String, f64> {
+        map.iter().filter_map(|(k, v)| Some((k.clone(), (*v)?))).collect()
+    }
+}
+
 fn default_roots(project: &Project) -> Vec<String> {
     let stars: Vec<String> = project.north_stars().map(|m| m.name.clone()).collect();
     if !stars.is_empty() {
@@ -132,37 +250,177 @@ fn default_roots(project: &Project) -> Vec<String> {
         .collect()
 }
 
-fn collect(project: &Project, name: &str, out: &mut Vec<String>) {
+/// The metrics of the tree under `name`, with their guardrails.
+pub(crate) fn collect(project: &Project, name: &str, out: &mut Vec<String>) {
     if out.iter().any(|n| n == name) {
         return;
     }
     out.push(name.to_string());
     let metric = &project.metrics[name];
-    for child in metric.inputs.iter().chain(&metric.guardrails) {
+    for child in &metric.inputs {
         collect(project, child, out);
+    }
+    for guardrail in &metric.guardrails {
+        if !out.contains(&guardrail.metric) {
+            out.push(guardrail.metric.clone());
+        }
     }
 }
 
-fn node(project: &Project, name: &str, value: &dyn Fn(&str, bool) -> Option<f64>) -> TreeNode {
+fn build(project: &Project, name: &str, values: &Values) -> TreeNode {
     let metric = &project.metrics[name];
-    let leaf = |n: &String| TreeNode {
-        metric: n.clone(),
-        north_star: project.metrics[n].north_star,
-        value: value(n, true),
-        previous: value(n, false),
-        inputs: Vec::new(),
-        guardrails: Vec::new(),
+    let value = values.now.get(name).copied().flatten();
+    let previous = values.then.get(name).copied().flatten();
+    let mut inputs: Vec<TreeNode> = metric.inputs.iter().map(|i| build(project, i, values)).collect();
+    let link = if inputs.is_empty() {
+        Link::Leaf
+    } else {
+        match metric.formula.as_deref().map(Formula::parse) {
+            None | Some(Err(_)) => Link::NotQuantified,
+            Some(Ok(formula)) => {
+                let parts = formula.decompose(&Values::known(&values.then), &Values::known(&values.now));
+                match (parts, value, previous) {
+                    (Some(d), Some(v), Some(p)) => {
+                        for input in &mut inputs {
+                            input.contribution_to_parent =
+                                d.parts.iter().find(|(n, _)| *n == input.metric).map(|(_, part)| *part);
+                        }
+                        Link::Decomposed {
+                            method: d.method,
+                            residual: (v - p) - (d.after - d.before),
+                        }
+                    }
+                    _ => Link::Undecomposable,
+                }
+            }
+        }
     };
+    let rose = matches!((value, previous), (Some(v), Some(p)) if v > p);
+    let guardrails = metric
+        .guardrails
+        .iter()
+        .map(|rule| {
+            let value = values.now.get(&rule.metric).copied().flatten();
+            let previous = values.then.get(&rule.metric).copied().flatten();
+            let breached = rose
+                && matches!((previous, value), (Some(p), Some(v)) if rule.breached(p, v));
+            GuardrailStatus {
+                rule: rule.clone(),
+                value,
+                previous,
+                breached,
+            }
+        })
+        .collect();
     TreeNode {
         metric: name.to_string(),
         north_star: metric.north_star,
-        value: value(name, true),
-        previous: value(name, false),
-        inputs: metric
-            .inputs
-            .iter()
-            .map(|i| node(project, i, value))
-            .collect(),
-        guardrails: metric.guardrails.iter().map(leaf).collect(),
+        value,
+        previous,
+        link,
+        contribution_to_parent: None,
+        contribution: None,
+        inputs,
+        guardrails,
+    }
+}
+
+/// Passes the root's change down: each input gets its part of its parent's formula change,
+/// scaled by the parent's share of the root's change.
+fn attribute(node: &mut TreeNode, formula_change: Option<f64>) {
+    let scale = match (node.contribution, formula_change) {
+        (Some(share), Some(change)) if change != 0.0 => Some(share / change),
+        (Some(share), Some(_)) if share == 0.0 => Some(0.0),
+        _ => None,
+    };
+    for input in &mut node.inputs {
+        input.contribution = match (input.contribution_to_parent, scale) {
+            (Some(part), Some(scale)) => Some(part * scale),
+            _ => None,
+        };
+        let input_formula_change = match input.link {
+            Link::Decomposed { residual, .. } => input.change().map(|c| c - residual),
+            _ => None,
+        };
+        attribute(input, input_formula_change);
+    }
+}
+
+impl MetricTree {
+    /// The tree as a table, one row per node in depth-first order: `metric`, `parent`,
+    /// `depth`, `value`, `previous`, `change`, `relative_change`, `contribution_to_parent`,
+    /// `contribution`, `method`.
+    pub fn to_record_batch(&self) -> Result<RecordBatch> {
+        let mut metric = StringBuilder::new();
+        let mut parent = StringBuilder::new();
+        let mut depth = UInt32Builder::new();
+        let mut method = StringBuilder::new();
+        let mut numbers: Vec<Float64Builder> = (0..6).map(|_| Float64Builder::new()).collect();
+        fn walk(
+            node: &TreeNode,
+            parent_name: Option<&str>,
+            level: u32,
+            out: &mut Vec<(String, Option<String>, u32, [Option<f64>; 6], Option<&'static str>)>,
+        ) {
+            let method = match &node.link {
+                Link::Decomposed { method, .. } => Some(method.as_str()),
+                Link::NotQuantified => Some("not quantified"),
+                Link::Undecomposable => Some("undecomposable"),
+                Link::Leaf => None,
+            };
+            out.push((
+                node.metric.clone(),
+                parent_name.map(str::to_string),
+                level,
+                [
+                    node.value,
+                    node.previous,
+                    node.change(),
+                    node.relative_change(),
+                    node.contribution_to_parent,
+                    node.contribution,
+                ],
+                method,
+            ));
+            for input in &node.inputs {
+                walk(input, Some(&node.metric), level + 1, out);
+            }
+        }
+        let mut rows = Vec::new();
+        for root in &self.roots {
+            walk(root, None, 0, &mut rows);
+        }
+        for (m, p, d, nums, how) in rows {
+            metric.append_value(m);
+            parent.append_option(p);
+            depth.append_value(d);
+            for (builder, n) in numbers.iter_mut().zip(nums) {
+                builder.append_option(n);
+            }
+            method.append_option(how);
+        }
+        let number_names = [
+            "value",
+            "previous",
+            "change",
+            "relative_change",
+            "contribution_to_parent",
+            "contribution",
+        ];
+        let mut fields = vec![
+            Field::new("metric", DataType::Utf8, false),
+            Field::new("parent", DataType::Utf8, true),
+            Field::new("depth", DataType::UInt32, false),
+        ];
+        fields.extend(number_names.iter().map(|n| Field::new(*n, DataType::Float64, true)));
+        fields.push(Field::new("method", DataType::Utf8, true));
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(metric.finish()),
+            Arc::new(parent.finish()),
+            Arc::new(depth.finish()),
+        ];
+        columns.extend(numbers.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+        columns.push(Arc::new(method.finish()));
+        Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
     }
 }
