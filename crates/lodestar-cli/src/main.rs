@@ -95,6 +95,17 @@ inputs' changes are shown side by side, unlinked.")]
         #[arg(long, value_enum)]
         format: Option<Format>,
     },
+    /// Show each target: actual, expected to date, projected, and on track / at risk / off track
+    #[command(after_help = "\
+Expected: linear pacing from the value at the target's start to the target at its date.
+Projected: a least-squares line through the last 8 complete periods, extended to that date.
+On track if the projection reaches the target; at risk if it covers 90% of the way.")]
+    Targets {
+        /// Only this metric's target
+        metric: Option<String>,
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+    },
     /// Run a read-only SQL query over the sources (table `orders` of source `app` is app.orders)
     #[command(after_help = "\
 Examples:
@@ -341,7 +352,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     output::write(&batch.schema(), std::slice::from_ref(&batch), format, None)
                 }
                 None => {
+                    // Targets of the tree's metrics, shown under it.
+                    let mut statuses = Vec::new();
+                    for root in &tree.roots {
+                        if engine.project().metrics[&root.metric].target.is_some() {
+                            statuses.extend(engine.targets(Some(&root.metric)).await?);
+                        }
+                    }
                     render::tree(engine.project(), &tree);
+                    if !statuses.is_empty() {
+                        println!();
+                        render::targets(&statuses);
+                    }
+                    Ok(())
+                }
+            }
+        }
+        Command::Targets { metric, format } => {
+            progress.start("computing targets");
+            let statuses = engine.targets(metric.as_deref()).await;
+            progress.finish();
+            let statuses = statuses?;
+            match format {
+                Some(format) => {
+                    let batch = lodestar_core::targets::to_record_batch(&statuses)?;
+                    output::write(&batch.schema(), std::slice::from_ref(&batch), format, None)
+                }
+                None => {
+                    render::targets(&statuses);
                     Ok(())
                 }
             }
@@ -407,6 +445,17 @@ async fn compute(engine: &Engine, args: ComputeArgs, progress: &Progress) -> any
     let table = engine.compute(&request).await;
     progress.finish();
     let table = table?;
+    for breach in engine.guardrail_breaches(&table).await? {
+        eprintln!(
+            "warning: {} {}: {} rose while its guardrail {} worsened from {} to {}",
+            grain,
+            periods::label(breach.period, grain),
+            breach.metric,
+            breach.guardrail,
+            breach.before,
+            breach.after
+        );
+    }
     output::write(
         &table.schema(),
         std::slice::from_ref(&table.batch),

@@ -8,6 +8,7 @@ use lodestar_core::connect::{FILES_OPTIONS, plugins};
 use lodestar_core::model::{MetricKind, Project};
 use lodestar_core::periods::label;
 use lodestar_core::decompose::Method;
+use lodestar_core::targets::TargetStatus;
 use lodestar_core::{Link, MetricTree, TreeNode};
 
 /// `lodestar list`.
@@ -242,6 +243,34 @@ fn change_text(change: Option<f64>, relative: Option<f64>) -> String {
         }
         (Some(change), None) => format!("  ({}{})", sign(change), number(Some(change.abs()))),
         _ => String::new(),
+    }
+}
+
+/// `lodestar targets`, and the targets under `lodestar tree`.
+pub fn targets(statuses: &[TargetStatus]) {
+    if statuses.is_empty() {
+        println!("no metric has a target");
+        return;
+    }
+    for s in statuses {
+        let period = s
+            .period
+            .map(|p| label(p, s.target.period))
+            .unwrap_or_else(|| "no complete period yet".into());
+        println!(
+            "target {}: {} per {} by {} — {}",
+            s.metric,
+            number(Some(s.target.value)),
+            s.target.period,
+            s.target.by,
+            s.status.as_str().to_uppercase()
+        );
+        println!(
+            "  {period}: actual {}, expected {} by now, projected {} at the target date",
+            number(s.actual),
+            number(s.expected),
+            number(s.projected)
+        );
     }
 }
 

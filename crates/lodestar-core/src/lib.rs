@@ -9,9 +9,11 @@ pub mod connect;
 pub mod decompose;
 pub mod engine;
 pub mod error;
+pub mod guardrails;
 pub mod model;
 pub mod periods;
 mod plan;
+pub mod targets;
 pub mod tree;
 
 pub use compute::{MetricRequest, MetricTable, Scanned};
