@@ -12,7 +12,8 @@ use anyhow::Context;
 use chrono::NaiveDate;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use lodestar_core::model::Grain;
+use lodestar_core::model::{Grain, TableRef};
+use lodestar_core::retention::{DayMode, EventSpec, Mode, RetentionRequest};
 use lodestar_core::periods;
 use lodestar_core::{Compare, Engine, MetricRequest, TreeRequest, config};
 
@@ -106,6 +107,17 @@ On track if the projection reaches the target; at risk if it covers 90% of the w
         #[arg(long, value_enum)]
         format: Option<Format>,
     },
+    /// Cohort retention: of the entities that started in a period, how many came back
+    #[command(after_help = "\
+Examples:
+  lodestar retention --cohort app.users.signed_up_at --activity app.events.event_time --entity user_id
+  lodestar retention --cohort app.users.signed_up_at --activity app.bookings.booked_at \\
+      --entity user_id --grain month --mode on-or-after --value 'sum(price)'
+  lodestar retention --cohort app.users.signed_up_at --activity app.events.event_time \\
+      --entity user_id --grain day --brackets 1-1,2-7,8-14,15-30 --calendar
+
+A cohort too young for a period to have ended is left blank in that column.")]
+    Retention(RetentionArgs),
     /// Run a read-only SQL query over the sources (table `orders` of source `app` is app.orders)
     #[command(after_help = "\
 Examples:
@@ -151,6 +163,55 @@ struct ComputeArgs {
     filter: Option<String>,
     #[command(flatten)]
     output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+struct RetentionArgs {
+    /// The cohort event: source.table.time_column (each entity's first row defines its cohort)
+    #[arg(long, value_name = "SOURCE.TABLE.COLUMN")]
+    cohort: String,
+    /// The activity: source.table.time_column
+    #[arg(long, value_name = "SOURCE.TABLE.COLUMN")]
+    activity: String,
+    /// The entity column (in both tables, unless --activity-entity is given)
+    #[arg(long)]
+    entity: String,
+    /// The entity column of the activity table, if named differently
+    #[arg(long)]
+    activity_entity: Option<String>,
+    /// Only cohort rows matching this SQL predicate
+    #[arg(long)]
+    cohort_filter: Option<String>,
+    /// Only activity rows matching this SQL predicate (e.g. "event = 'booking'")
+    #[arg(long)]
+    activity_filter: Option<String>,
+    /// Cohort and period length: day, week or month
+    #[arg(long, value_parser = parse_grain, default_value = "week")]
+    grain: Grain,
+    /// Show periods 0..=N [default: as far as the data reaches]
+    #[arg(long)]
+    periods: Option<u32>,
+    /// on: active in period N; on-or-after: in N or later
+    #[arg(long, default_value = "on", value_parser = ["on", "on-or-after"])]
+    mode: String,
+    /// Custom brackets of periods, e.g. 1-1,2-7,8-30 (overrides --mode)
+    #[arg(long)]
+    brackets: Option<String>,
+    /// Count periods on the calendar instead of 24-hour windows from each cohort event
+    #[arg(long)]
+    calendar: bool,
+    /// Also aggregate this over activity rows (revenue retention), e.g. "sum(price)"
+    #[arg(long)]
+    value: Option<String>,
+    /// First cohort day (YYYY-MM-DD)
+    #[arg(long, value_parser = parse_date)]
+    from: Option<NaiveDate>,
+    /// Last cohort day (YYYY-MM-DD)
+    #[arg(long, value_parser = parse_date)]
+    to: Option<NaiveDate>,
+    /// Print the long table (csv, json...) instead of the triangle
+    #[arg(long, value_enum)]
+    format: Option<Format>,
 }
 
 #[derive(Debug, Args)]
@@ -384,6 +445,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Retention(args) => {
+            let format = args.format;
+            let request = retention_request(args)?;
+            progress.start("computing retention");
+            let result = engine.retention(&request).await;
+            progress.finish();
+            let result = result?;
+            match format {
+                Some(format) => {
+                    let batch = result.to_record_batch()?;
+                    output::write(&batch.schema(), std::slice::from_ref(&batch), format, None)
+                }
+                None => {
+                    render::retention(&result, request.value.is_some());
+                    Ok(())
+                }
+            }
+        }
         Command::Sql { query, output } => {
             let df = engine.sql(&query).await?;
             let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
@@ -463,6 +542,62 @@ async fn compute(engine: &Engine, args: ComputeArgs, progress: &Progress) -> any
         args.output.output.as_deref(),
     )
     .context("writing the result")
+}
+
+/// `source.table.column` as a table and a column.
+fn event_spec(path: &str, entity: String, filter: Option<String>) -> anyhow::Result<EventSpec> {
+    let mut parts = path.splitn(3, '.');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(source), Some(table), Some(column)) if !column.is_empty() => Ok(EventSpec {
+            table: TableRef {
+                source: source.to_string(),
+                table: table.to_string(),
+            },
+            time: column.to_string(),
+            entity,
+            filter,
+        }),
+        _ => Err(lodestar_core::Error::request(format!(
+            "`{path}` does not name a time column: write source.table.column, e.g. app.users.signed_up_at"
+        ))
+        .into()),
+    }
+}
+
+fn retention_request(args: RetentionArgs) -> anyhow::Result<RetentionRequest> {
+    let mode = match &args.brackets {
+        Some(text) => {
+            let mut brackets = Vec::new();
+            for part in text.split(',') {
+                let (a, b) = part.split_once('-').unwrap_or((part, part));
+                let (a, b) = match (a.trim().parse::<u32>(), b.trim().parse::<u32>()) {
+                    (Ok(a), Ok(b)) if a <= b => (a, b),
+                    _ => {
+                        return Err(lodestar_core::Error::request(format!(
+                            "bracket `{part}` is not a range of periods like 2-7"
+                        ))
+                        .into());
+                    }
+                };
+                brackets.push((a, b));
+            }
+            Mode::Brackets(brackets)
+        }
+        None if args.mode == "on-or-after" => Mode::OnOrAfter,
+        None => Mode::On,
+    };
+    let activity_entity = args.activity_entity.clone().unwrap_or_else(|| args.entity.clone());
+    Ok(RetentionRequest {
+        cohort: event_spec(&args.cohort, args.entity, args.cohort_filter)?,
+        activity: event_spec(&args.activity, activity_entity, args.activity_filter)?,
+        grain: args.grain,
+        mode,
+        days: if args.calendar { DayMode::Calendar } else { DayMode::Rolling },
+        periods: args.periods,
+        value: args.value,
+        from: args.from,
+        to: args.to,
+    })
 }
 
 fn plural(n: usize, noun: &str) -> String {

@@ -8,6 +8,7 @@ use lodestar_core::connect::{FILES_OPTIONS, plugins};
 use lodestar_core::model::{MetricKind, Project};
 use lodestar_core::periods::label;
 use lodestar_core::decompose::Method;
+use lodestar_core::retention::Retention;
 use lodestar_core::targets::TargetStatus;
 use lodestar_core::{Link, MetricTree, TreeNode};
 
@@ -272,6 +273,38 @@ pub fn targets(statuses: &[TargetStatus]) {
             number(s.projected)
         );
     }
+}
+
+/// `lodestar retention`: the cohort triangle, rates in percent.
+pub fn retention(result: &Retention, with_value: bool) {
+    let mut table = Table::new();
+    let mut header = vec!["cohort".to_string(), "size".to_string()];
+    header.extend(result.columns.iter().map(|c| format!("{} {c}", result.grain)));
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header);
+    let mut cohorts: Vec<_> = result.cells.iter().map(|c| c.cohort).collect();
+    cohorts.dedup();
+    for cohort in cohorts {
+        let cells: Vec<_> = result.cells.iter().filter(|c| c.cohort == cohort).collect();
+        let mut row = vec![label(cohort, result.grain), cells[0].cohort_size.to_string()];
+        row.extend(cells.iter().map(|c| match (c.rate, with_value, c.value) {
+            (Some(rate), false, _) => format!("{:.1}%", rate * 100.0),
+            (Some(rate), true, value) => format!("{:.1}% · {}", rate * 100.0, number(value)),
+            _ => String::new(),
+        }));
+        table.add_row(row);
+    }
+    println!("{table}");
+    if let Some(mean) = mean(result.repeat_rates.iter().map(|(_, r)| *r)) {
+        println!("active again after their first event: {:.1}% of entities on average across cohorts", mean * 100.0);
+    }
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    (n > 0).then(|| sum / n as f64)
 }
 
 fn sign(x: f64) -> &'static str {

@@ -1,0 +1,462 @@
+//! Retention and cohorts: of the entities whose cohort event fell in a period, how many came
+//! back N periods later.
+//!
+//! - Cohorts are cut at day, week or month grain by each entity's first cohort event.
+//! - Period N of an entity is counted either in **rolling** windows from its own cohort event
+//!   (24 hours for days, 7 × 24 hours for weeks, 30 × 24 hours for months) or in **calendar**
+//!   periods (day, week, month boundaries in the project's timezone).
+//! - "On" N counts entities active in period N; "on or after" N counts those active in N or
+//!   any later period; brackets `[a, b]` count those active in any period from a to b.
+//! - A cohort too young for period N to have ended by the end of the data is left out of
+//!   that column (null), not counted as churned.
+//! - With a `value` aggregate (such as `sum(amount)`), the table also sums it per period:
+//!   revenue retention, its rate relative to period 0.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use chrono::{Days, Months, NaiveDate, NaiveDateTime};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Date32Array, Float64Array, Int64Array, RecordBatch,
+    StringArray,
+};
+use datafusion::arrow::datatypes::{DataType, Date32Type, Field, Float64Type, Int64Type, Schema};
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::model::{Grain, TableRef, quote_ident};
+use crate::plan::{self, TimeKind, local_time, period_of, timestamp_literal};
+
+/// Where an event is: a table, its time column, the entity column, and an optional filter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventSpec {
+    pub table: TableRef,
+    pub time: String,
+    pub entity: String,
+    pub filter: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DayMode {
+    /// Windows of 24 hours (× 7, × 30) from each entity's cohort event.
+    #[default]
+    Rolling,
+    /// Calendar periods in the project's timezone.
+    Calendar,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Active in period N.
+    #[default]
+    On,
+    /// Active in period N or later.
+    OnOrAfter,
+    /// Active in any period of each bracket `[from, to]`.
+    Brackets(Vec<(u32, u32)>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetentionRequest {
+    pub cohort: EventSpec,
+    pub activity: EventSpec,
+    pub grain: Grain,
+    pub mode: Mode,
+    pub days: DayMode,
+    /// Periods 0..=N to show; `None`: as many as the data reaches.
+    pub periods: Option<u32>,
+    /// An aggregate over activity rows (revenue retention), besides the entity counts.
+    pub value: Option<String>,
+    /// Cohorts from and to (inclusive dates).
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+}
+
+/// One cell of the cohort triangle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cell {
+    pub cohort: NaiveDate,
+    /// `N` for "on" and "on or after", the bracket's label otherwise.
+    pub period: String,
+    pub cohort_size: i64,
+    /// `false`: the cohort is too young for this period to have ended.
+    pub eligible: bool,
+    pub retained: i64,
+    pub rate: Option<f64>,
+    pub value: Option<f64>,
+    /// `value` relative to the cohort's period-0 value.
+    pub value_rate: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retention {
+    pub grain: Grain,
+    pub columns: Vec<String>,
+    pub cells: Vec<Cell>,
+    /// Per cohort: the share of entities active again after their cohort event (any time
+    /// later); with the same event as cohort and activity, the repeat purchase rate.
+    pub repeat_rates: Vec<(NaiveDate, f64)>,
+}
+
+/// An entity's cohort: when it started, and the periods it was active in.
+type Activity = BTreeMap<NaiveDate, CohortRows>;
+
+#[derive(Debug, Default)]
+struct CohortRows {
+    size: i64,
+    /// The latest cohort event in the cohort (for rolling eligibility).
+    last_start: Option<NaiveDateTime>,
+    /// Entity → the periods it was active in.
+    active: HashMap<String, Vec<u32>>,
+    /// Period → the value aggregate.
+    values: HashMap<u32, f64>,
+    repeaters: i64,
+}
+
+impl Engine {
+    pub async fn retention(&self, request: &RetentionRequest) -> Result<Retention> {
+        if !matches!(request.grain, Grain::Day | Grain::Week | Grain::Month) {
+            return Err(Error::request(format!(
+                "retention is cut by day, week or month, not by {}",
+                request.grain
+            )));
+        }
+        let week_start = self.project().week_start;
+        let cohort_time = self.event_time(&request.cohort).await?;
+        let activity_time = self.event_time(&request.activity).await?;
+        let cohort_period = period_of("c.\"__start\"", request.grain, week_start);
+        let mut cohort_conditions: Vec<String> = request
+            .cohort
+            .filter
+            .iter()
+            .map(|f| parsed(f, "cohort filter"))
+            .collect::<Result<_>>()?;
+        let activity_conditions: Vec<String> = request
+            .activity
+            .filter
+            .iter()
+            .map(|f| parsed(f, "activity filter"))
+            .collect::<Result<_>>()?;
+        let mut outer = Vec::new();
+        if let Some(from) = request.from {
+            outer.push(format!("c.\"__start\" >= {}", timestamp_literal(from)));
+        }
+        if let Some(to) = request.to {
+            outer.push(format!("c.\"__start\" < {}", timestamp_literal(to + Days::new(1))));
+        }
+        cohort_conditions.push(format!("{} IS NOT NULL", quote_ident(&request.cohort.entity)));
+        let cohorts = format!(
+            "SELECT CAST({} AS VARCHAR) AS \"__e\", min({cohort_time}) AS \"__start\" FROM {}{} GROUP BY 1",
+            quote_ident(&request.cohort.entity),
+            request.cohort.table.sql(),
+            where_clause(&cohort_conditions),
+        );
+        let cohorts = format!(
+            "SELECT c.\"__e\", c.\"__start\", {cohort_period} AS \"__cohort\" FROM ({cohorts}) AS c{}",
+            where_clause(&outer)
+        );
+        let activity = format!(
+            "SELECT *, CAST({} AS VARCHAR) AS \"__ae\", {activity_time} AS \"__at\" FROM {}{}",
+            quote_ident(&request.activity.entity),
+            request.activity.table.sql(),
+            where_clause(&activity_conditions),
+        );
+        let n = self.period_number(request);
+        let joined = format!(
+            "FROM ({cohorts}) AS c JOIN ({activity}) AS a ON a.\"__ae\" = c.\"__e\" AND a.\"__at\" >= c.\"__start\""
+        );
+        let query = |sql: String| async move {
+            let df = self.plan(&sql).await.map_err(|e| Error::Request {
+                message: format!("the retention query does not compile: {e}"),
+                hint: Some("check the tables, columns and filters given".into()),
+            })?;
+            Ok::<_, Error>(df.collect().await?)
+        };
+
+        let mut by_cohort: Activity = BTreeMap::new();
+        // Cohort sizes, and the latest start in each (rolling eligibility).
+        for batch in query(format!(
+            "SELECT \"__cohort\", count(*), max(\"__start\") FROM ({cohorts}) AS c GROUP BY 1"
+        ))
+        .await?
+        {
+            let cohort = batch.column(0).as_primitive::<Date32Type>();
+            let size = batch.column(1).as_primitive::<Int64Type>();
+            let last = datafusion::arrow::compute::cast(batch.column(2), &DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None))?;
+            let last = last.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
+            for i in 0..batch.num_rows() {
+                let rows = by_cohort.entry(date(cohort.value(i))).or_default();
+                rows.size = size.value(i);
+                rows.last_start = last.is_valid(i).then(|| micros(last.value(i))).flatten();
+            }
+        }
+        // Each entity's active periods.
+        for batch in query(format!(
+            "SELECT c.\"__cohort\", c.\"__e\", {n} AS \"__n\" {joined} GROUP BY 1, 2, 3"
+        ))
+        .await?
+        {
+            let cohort = batch.column(0).as_primitive::<Date32Type>();
+            let entity = datafusion::arrow::compute::cast(batch.column(1), &DataType::Utf8)?;
+            let entity = entity.as_string::<i32>();
+            let n = datafusion::arrow::compute::cast(batch.column(2), &DataType::Int64)?;
+            let n = n.as_primitive::<Int64Type>();
+            for i in 0..batch.num_rows() {
+                let Ok(period) = u32::try_from(n.value(i)) else {
+                    continue;
+                };
+                by_cohort
+                    .entry(date(cohort.value(i)))
+                    .or_default()
+                    .active
+                    .entry(entity.value(i).to_string())
+                    .or_default()
+                    .push(period);
+            }
+        }
+        if let Some(value) = &request.value {
+            let value = parsed(value, "value")?;
+            for batch in query(format!(
+                "SELECT c.\"__cohort\", {n} AS \"__n\", CAST({value} AS DOUBLE) {joined} GROUP BY 1, 2"
+            ))
+            .await?
+            {
+                let cohort = batch.column(0).as_primitive::<Date32Type>();
+                let n = datafusion::arrow::compute::cast(batch.column(1), &DataType::Int64)?;
+                let n = n.as_primitive::<Int64Type>();
+                let v = batch.column(2).as_primitive::<Float64Type>();
+                for i in 0..batch.num_rows() {
+                    if let (Ok(period), true) = (u32::try_from(n.value(i)), v.is_valid(i)) {
+                        by_cohort.entry(date(cohort.value(i))).or_default().values.insert(period, v.value(i));
+                    }
+                }
+            }
+        }
+        for batch in query(format!(
+            "SELECT c.\"__cohort\", count(DISTINCT c.\"__e\") FROM ({cohorts}) AS c JOIN ({activity}) AS a ON a.\"__ae\" = c.\"__e\" AND a.\"__at\" > c.\"__start\" GROUP BY 1"
+        ))
+        .await?
+        {
+            let cohort = batch.column(0).as_primitive::<Date32Type>();
+            let count = batch.column(1).as_primitive::<Int64Type>();
+            for i in 0..batch.num_rows() {
+                by_cohort.entry(date(cohort.value(i))).or_default().repeaters = count.value(i);
+            }
+        }
+        // The end of the data: periods ending after it have not been seen whole.
+        let data_end = query(format!(
+            "SELECT max({activity_time}) FROM {}{}",
+            request.activity.table.sql(),
+            where_clause(&activity_conditions)
+        ))
+        .await?
+        .into_iter()
+        .find(|b| b.num_rows() > 0)
+        .and_then(|b| {
+            let column = datafusion::arrow::compute::cast(b.column(0), &DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None)).ok()?;
+            let column = column.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
+            column.is_valid(0).then(|| micros(column.value(0))).flatten()
+        });
+        Ok(assemble(request, &by_cohort, data_end))
+    }
+
+    /// The time column as local wall-clock time, checked.
+    async fn event_time(&self, spec: &EventSpec) -> Result<String> {
+        let schema = self.table_schema(&spec.table).await.map_err(Error::request)?;
+        for column in [&spec.time, &spec.entity] {
+            if schema.field_with_name(column).is_err() {
+                let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                let hint = crate::error::did_you_mean(column, names.iter().copied())
+                    .unwrap_or_else(|| format!("its columns are: {}", names.join(", ")));
+                return Err(Error::request_hint(
+                    format!("`{column}` is not a column of `{}`", spec.table),
+                    hint,
+                ));
+            }
+        }
+        let field = schema.field_with_name(&spec.time).expect("checked above");
+        let kind = TimeKind::of(field.data_type()).ok_or_else(|| {
+            Error::request(format!(
+                "`{}` of `{}` is not a timestamp, date or text column",
+                spec.time, spec.table
+            ))
+        })?;
+        Ok(local_time(&spec.time, kind, self.project().timezone))
+    }
+
+    /// SQL for the period number of activity `a` relative to cohort event `c`.
+    fn period_number(&self, request: &RetentionRequest) -> String {
+        let week_start = self.project().week_start;
+        let (start, at) = ("c.\"__start\"", "a.\"__at\"");
+        match request.days {
+            DayMode::Rolling => {
+                let seconds = match request.grain {
+                    Grain::Day => 86_400,
+                    Grain::Week => 7 * 86_400,
+                    _ => 30 * 86_400,
+                };
+                format!("CAST(floor((to_unixtime({at}) - to_unixtime({start})) / {seconds}.0) AS BIGINT)")
+            }
+            DayMode::Calendar => match request.grain {
+                Grain::Month => format!(
+                    "CAST((date_part('year', {at}) * 12 + date_part('month', {at})) - (date_part('year', {start}) * 12 + date_part('month', {start})) AS BIGINT)"
+                ),
+                grain => {
+                    let days = if grain == Grain::Week { 7 } else { 1 };
+                    let (pa, pc) = (period_of(at, grain, week_start), period_of(start, grain, week_start));
+                    format!(
+                        "CAST(round((to_unixtime(CAST({pa} AS TIMESTAMP)) - to_unixtime(CAST({pc} AS TIMESTAMP))) / {}.0) AS BIGINT)",
+                        days * 86_400
+                    )
+                }
+            },
+        }
+    }
+}
+
+fn parsed(fragment: &str, what: &str) -> Result<String> {
+    plan::parse_expr(fragment)
+        .map(|e| format!("({e})"))
+        .map_err(|e| Error::request(format!("the {what} `{fragment}` is not an SQL expression: {e}")))
+}
+
+fn where_clause(conditions: &[String]) -> String {
+    if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    }
+}
+
+fn date(days: i32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date") + chrono::TimeDelta::days(i64::from(days))
+}
+
+fn micros(us: i64) -> Option<NaiveDateTime> {
+    chrono::DateTime::from_timestamp_micros(us).map(|t| t.naive_utc())
+}
+
+/// The end (exclusive) of period `n` of a cohort, for eligibility.
+fn period_end(request: &RetentionRequest, cohort: NaiveDate, rows: &CohortRows, n: u32) -> Option<NaiveDateTime> {
+    let periods = n + 1;
+    match request.days {
+        DayMode::Rolling => {
+            let days = match request.grain {
+                Grain::Day => 1,
+                Grain::Week => 7,
+                _ => 30,
+            } * u64::from(periods);
+            rows.last_start.map(|s| s + Days::new(days))
+        }
+        DayMode::Calendar => {
+            let start = cohort.and_hms_opt(0, 0, 0)?;
+            Some(match request.grain {
+                Grain::Day => start + Days::new(u64::from(periods)),
+                Grain::Week => start + Days::new(7 * u64::from(periods)),
+                _ => start.checked_add_months(Months::new(periods))?,
+            })
+        }
+    }
+}
+
+/// The cohort triangle from the per-entity activity.
+fn assemble(request: &RetentionRequest, by_cohort: &Activity, data_end: Option<NaiveDateTime>) -> Retention {
+    let max_seen = by_cohort
+        .values()
+        .flat_map(|c| c.active.values().flatten())
+        .copied()
+        .max()
+        .unwrap_or(0);
+    let last = request.periods.unwrap_or(max_seen);
+    let columns: Vec<(String, u32, u32)> = match &request.mode {
+        Mode::On | Mode::OnOrAfter => (0..=last).map(|n| (n.to_string(), n, n)).collect(),
+        Mode::Brackets(brackets) => brackets
+            .iter()
+            .map(|(a, b)| (format!("{a}-{b}"), *a, *b))
+            .collect(),
+    };
+    let mut cells = Vec::new();
+    let mut repeat_rates = Vec::new();
+    for (cohort, rows) in by_cohort {
+        if rows.size == 0 {
+            continue;
+        }
+        repeat_rates.push((*cohort, rows.repeaters as f64 / rows.size as f64));
+        let base_value = rows.values.get(&0).copied();
+        for (label, from, to) in &columns {
+            let eligible = match (period_end(request, *cohort, rows, *to), data_end) {
+                (Some(end), Some(data_end)) => end <= data_end,
+                _ => false,
+            };
+            let in_column = |n: u32| match request.mode {
+                Mode::OnOrAfter => n >= *from,
+                _ => n >= *from && n <= *to,
+            };
+            let retained = rows
+                .active
+                .values()
+                .filter(|periods| periods.iter().any(|n| in_column(*n)))
+                .count() as i64;
+            let value = request.value.as_ref().map(|_| {
+                rows.values
+                    .iter()
+                    .filter(|(n, _)| in_column(**n))
+                    .map(|(_, v)| v)
+                    .sum::<f64>()
+            });
+            cells.push(Cell {
+                cohort: *cohort,
+                period: label.clone(),
+                cohort_size: rows.size,
+                eligible,
+                retained: if eligible { retained } else { 0 },
+                rate: eligible.then(|| retained as f64 / rows.size as f64),
+                value: if eligible { value } else { None },
+                value_rate: match (eligible, value, base_value) {
+                    (true, Some(v), Some(b)) if b != 0.0 => Some(v / b),
+                    _ => None,
+                },
+            });
+        }
+    }
+    Retention {
+        grain: request.grain,
+        columns: columns.into_iter().map(|(l, _, _)| l).collect(),
+        cells,
+        repeat_rates,
+    }
+}
+
+impl Retention {
+    /// The triangle in long form: `cohort`, `period`, `cohort_size`, `eligible`, `retained`,
+    /// `rate`, `value`, `value_rate`, `repeat_rate`.
+    pub fn to_record_batch(&self) -> Result<RecordBatch> {
+        let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
+        let days = |d: NaiveDate| (d - epoch).num_days() as i32;
+        let repeat: HashMap<NaiveDate, f64> = self.repeat_rates.iter().copied().collect();
+        let schema = Schema::new(vec![
+            Field::new("cohort", DataType::Date32, false),
+            Field::new("period", DataType::Utf8, false),
+            Field::new("cohort_size", DataType::Int64, false),
+            Field::new("eligible", DataType::Boolean, false),
+            Field::new("retained", DataType::Int64, true),
+            Field::new("rate", DataType::Float64, true),
+            Field::new("value", DataType::Float64, true),
+            Field::new("value_rate", DataType::Float64, true),
+            Field::new("repeat_rate", DataType::Float64, true),
+        ]);
+        let c = &self.cells;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Date32Array::from_iter_values(c.iter().map(|x| days(x.cohort)))),
+            Arc::new(StringArray::from_iter_values(c.iter().map(|x| x.period.as_str()))),
+            Arc::new(Int64Array::from_iter_values(c.iter().map(|x| x.cohort_size))),
+            Arc::new(BooleanArray::from(c.iter().map(|x| x.eligible).collect::<Vec<_>>())),
+            Arc::new(c.iter().map(|x| x.eligible.then_some(x.retained)).collect::<Int64Array>()),
+            Arc::new(c.iter().map(|x| x.rate).collect::<Float64Array>()),
+            Arc::new(c.iter().map(|x| x.value).collect::<Float64Array>()),
+            Arc::new(c.iter().map(|x| x.value_rate).collect::<Float64Array>()),
+            Arc::new(c.iter().map(|x| repeat.get(&x.cohort).copied()).collect::<Float64Array>()),
+        ];
+        Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
+    }
+}
