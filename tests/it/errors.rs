@@ -263,7 +263,7 @@ fn unset_env_variable_is_named_with_its_source() {
     let f = fail("unset_env");
     // The source's own key or the option that uses the variable are both the right place.
     let at_source = f.place_after("sources:", "app:");
-    let at_option = f.place_after("sources:", "${");
+    let at_option = f.place_after("sources:", "path:");
     let error = f
         .run
         .stderr

@@ -9,4 +9,5 @@ mod cases;
 mod cli;
 mod errors;
 mod plugins;
+mod retention;
 mod support;

@@ -146,9 +146,7 @@ pub async fn run(engine: &Engine, args: DiscoverArgs) -> anyhow::Result<()> {
     match args.format {
         Some(format) => {
             let batch = discovery.to_record_batch()?;
-            eprintln!(
-                "note: these are correlations, not causes; see the summary without --format"
-            );
+            eprintln!("note: these are correlations, not causes; see the summary without --format");
             output::write(
                 &batch.schema(),
                 std::slice::from_ref(&batch),
@@ -247,7 +245,7 @@ fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);

@@ -13,8 +13,8 @@ use chrono::NaiveDate;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use lodestar_core::model::{Grain, TableRef};
-use lodestar_core::retention::{DayMode, EventSpec, Mode, RetentionRequest};
 use lodestar_core::periods;
+use lodestar_core::retention::{DayMode, EventSpec, Mode, RetentionRequest};
 use lodestar_core::{Compare, Engine, MetricRequest, TreeRequest, config};
 
 use crate::output::Format;
@@ -586,13 +586,20 @@ fn retention_request(args: RetentionArgs) -> anyhow::Result<RetentionRequest> {
         None if args.mode == "on-or-after" => Mode::OnOrAfter,
         None => Mode::On,
     };
-    let activity_entity = args.activity_entity.clone().unwrap_or_else(|| args.entity.clone());
+    let activity_entity = args
+        .activity_entity
+        .clone()
+        .unwrap_or_else(|| args.entity.clone());
     Ok(RetentionRequest {
         cohort: event_spec(&args.cohort, args.entity, args.cohort_filter)?,
         activity: event_spec(&args.activity, activity_entity, args.activity_filter)?,
         grain: args.grain,
         mode,
-        days: if args.calendar { DayMode::Calendar } else { DayMode::Rolling },
+        days: if args.calendar {
+            DayMode::Calendar
+        } else {
+            DayMode::Rolling
+        },
         periods: args.periods,
         value: args.value,
         from: args.from,

@@ -5,9 +5,9 @@ use std::path::Path;
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{ContentArrangement, Table};
 use lodestar_core::connect::{FILES_OPTIONS, plugins};
+use lodestar_core::decompose::Method;
 use lodestar_core::model::{MetricKind, Project};
 use lodestar_core::periods::label;
-use lodestar_core::decompose::Method;
 use lodestar_core::retention::Retention;
 use lodestar_core::targets::TargetStatus;
 use lodestar_core::{Link, MetricTree, TreeNode};
@@ -179,14 +179,25 @@ pub fn tree(project: &Project, tree: &MetricTree) {
 }
 
 fn print_node(project: &Project, node: &TreeNode, first: &str, rest: &str) {
-    let star = if node.north_star { " ★ north star" } else { "" };
+    let star = if node.north_star {
+        " ★ north star"
+    } else {
+        ""
+    };
     let owner = project.metrics[&node.metric]
         .owner
         .as_deref()
         .map(|o| format!("  [{o}]"))
         .unwrap_or_default();
-    let share = match (node.contribution, node.inputs.is_empty() && first.is_empty()) {
-        (Some(c), false) if !first.is_empty() => format!("  → {}{} of the root's change", sign(c), number(Some(c.abs()))),
+    let share = match (
+        node.contribution,
+        node.inputs.is_empty() && first.is_empty(),
+    ) {
+        (Some(c), false) if !first.is_empty() => format!(
+            "  → {}{} of the root's change",
+            sign(c),
+            number(Some(c.abs()))
+        ),
         _ => String::new(),
     };
     println!(
@@ -196,26 +207,53 @@ fn print_node(project: &Project, node: &TreeNode, first: &str, rest: &str) {
         change_text(node.change(), node.relative_change())
     );
     for g in &node.guardrails {
-        let flag = if g.breached { "  ⚠ worsened beyond its threshold while this rose" } else { "" };
+        let flag = if g.breached {
+            "  ⚠ worsened beyond its threshold while this rose"
+        } else {
+            ""
+        };
         let change = match (g.value, g.previous) {
             (Some(v), Some(p)) => change_text(Some(v - p), (p != 0.0).then(|| (v - p) / p.abs())),
             _ => String::new(),
         };
-        println!("{rest}  guardrail: {}  {}{change}{flag}", g.rule.metric, number(g.value));
+        println!(
+            "{rest}  guardrail: {}  {}{change}{flag}",
+            g.rule.metric,
+            number(g.value)
+        );
     }
     match &node.link {
-        Link::NotQuantified => println!("{rest}  (no formula: the inputs' link to this change is not quantified)"),
-        Link::Undecomposable => println!("{rest}  (the formula cannot be evaluated for these values)"),
-        Link::Decomposed { method, residual } if residual.abs() > 1e-9 * node.value.unwrap_or(1.0).abs().max(1.0) => {
-            println!("{rest}  (split by {}; the formula misses {} of the change)", method.as_str(), number(Some(*residual)))
+        Link::NotQuantified => {
+            println!("{rest}  (no formula: the inputs' link to this change is not quantified)")
+        }
+        Link::Undecomposable => {
+            println!("{rest}  (the formula cannot be evaluated for these values)")
+        }
+        Link::Decomposed { method, residual }
+            if residual.abs() > 1e-9 * node.value.unwrap_or(1.0).abs().max(1.0) =>
+        {
+            println!(
+                "{rest}  (split by {}; the formula misses {} of the change)",
+                method.as_str(),
+                number(Some(*residual))
+            )
         }
         _ => {}
     }
     let count = node.inputs.len();
     for (i, input) in node.inputs.iter().enumerate() {
         let last = i + 1 == count;
-        let (branch, continuation) = if last { ("└─ ", "   ") } else { ("├─ ", "│  ") };
-        print_node(project, input, &format!("{rest}{branch}"), &format!("{rest}{continuation}"));
+        let (branch, continuation) = if last {
+            ("└─ ", "   ")
+        } else {
+            ("├─ ", "│  ")
+        };
+        print_node(
+            project,
+            input,
+            &format!("{rest}{branch}"),
+            &format!("{rest}{continuation}"),
+        );
     }
 }
 
@@ -240,7 +278,12 @@ fn collect_notes(node: &TreeNode, notes: &mut Vec<String>) {
 fn change_text(change: Option<f64>, relative: Option<f64>) -> String {
     match (change, relative) {
         (Some(change), Some(relative)) => {
-            format!("  ({}{}, {:+.1}%)", sign(change), number(Some(change.abs())), relative * 100.0)
+            format!(
+                "  ({}{}, {:+.1}%)",
+                sign(change),
+                number(Some(change.abs())),
+                relative * 100.0
+            )
         }
         (Some(change), None) => format!("  ({}{})", sign(change), number(Some(change.abs()))),
         _ => String::new(),
@@ -279,7 +322,12 @@ pub fn targets(statuses: &[TargetStatus]) {
 pub fn retention(result: &Retention, with_value: bool) {
     let mut table = Table::new();
     let mut header = vec!["cohort".to_string(), "size".to_string()];
-    header.extend(result.columns.iter().map(|c| format!("{} {c}", result.grain)));
+    header.extend(
+        result
+            .columns
+            .iter()
+            .map(|c| format!("{} {c}", result.grain)),
+    );
     table
         .load_preset(UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic)
@@ -288,7 +336,10 @@ pub fn retention(result: &Retention, with_value: bool) {
     cohorts.dedup();
     for cohort in cohorts {
         let cells: Vec<_> = result.cells.iter().filter(|c| c.cohort == cohort).collect();
-        let mut row = vec![label(cohort, result.grain), cells[0].cohort_size.to_string()];
+        let mut row = vec![
+            label(cohort, result.grain),
+            cells[0].cohort_size.to_string(),
+        ];
         row.extend(cells.iter().map(|c| match (c.rate, with_value, c.value) {
             (Some(rate), false, _) => format!("{:.1}%", rate * 100.0),
             (Some(rate), true, value) => format!("{:.1}% · {}", rate * 100.0, number(value)),
@@ -298,7 +349,10 @@ pub fn retention(result: &Retention, with_value: bool) {
     }
     println!("{table}");
     if let Some(mean) = mean(result.repeat_rates.iter().map(|(_, r)| *r)) {
-        println!("active again after their first event: {:.1}% of entities on average across cohorts", mean * 100.0);
+        println!(
+            "active again after their first event: {:.1}% of entities on average across cohorts",
+            mean * 100.0
+        );
     }
 }
 

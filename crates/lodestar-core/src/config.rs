@@ -16,8 +16,8 @@ use std::ops::ControlFlow;
 
 use crate::error::{Error, Location, Result, Subject, did_you_mean};
 use crate::model::{
-    Cumulative, CumulativeOver, EngineSettings, Grain, Guardrail, Measure, Metric, MetricKind, Project,
-    SourceDef, TableRef, Target,
+    Cumulative, CumulativeOver, EngineSettings, Grain, Guardrail, Measure, Metric, MetricKind,
+    Project, SourceDef, TableRef, Target,
 };
 
 /// The name `lodestar` looks for.
@@ -532,7 +532,11 @@ impl Builder<'_> {
                 .collect::<Vec<_>>()
         };
         let mut item_locations = IndexMap::new();
-        let inputs = raw.inputs.iter().flatten().map(|i| (i.value.as_str(), self.loc(i)));
+        let inputs = raw
+            .inputs
+            .iter()
+            .flatten()
+            .map(|i| (i.value.as_str(), self.loc(i)));
         let guardrail_names = raw
             .guardrails
             .iter()
@@ -546,7 +550,9 @@ impl Builder<'_> {
                 field_locations.insert(field, first.clone());
             }
             for (item, location) in items {
-                item_locations.entry((field, item.to_string())).or_insert(location);
+                item_locations
+                    .entry((field, item.to_string()))
+                    .or_insert(location);
             }
         }
         let guardrails = raw
@@ -651,7 +657,9 @@ impl Builder<'_> {
     }
 
     fn guardrail(&self, g: &Spanned<RawGuardrail>, metric: &str) -> Result<Guardrail> {
-        let invalid = |message: String| self.invalid(self.loc(g), Subject::Metric(metric.to_string()), message);
+        let invalid = |message: String| {
+            self.invalid(self.loc(g), Subject::Metric(metric.to_string()), message)
+        };
         Ok(match &g.value {
             RawGuardrail::Name(name) => Guardrail::new(name.clone()),
             RawGuardrail::Rule { metric: name, worse, threshold } => Guardrail {
@@ -736,7 +744,12 @@ fn check_references(project: &Project) -> Result<()> {
             })
             .collect();
         refs.extend(metric.inputs.iter().map(|i| (i.as_str(), "inputs")));
-        refs.extend(metric.guardrails.iter().map(|g| (g.metric.as_str(), "guardrails")));
+        refs.extend(
+            metric
+                .guardrails
+                .iter()
+                .map(|g| (g.metric.as_str(), "guardrails")),
+        );
         let formula_refs = match &metric.formula {
             Some(f) => expression_references(f).map_err(|m| Error::Invalid {
                 location: metric.location_of("formula").clone(),

@@ -92,11 +92,18 @@ impl Formula {
                     Some((name.clone(), c * delta(name)?))
                 })
                 .collect::<Option<Vec<_>>>()?;
-            return Some(Decomposition { method: Method::Difference, parts, before: v0, after: v1 });
+            return Some(Decomposition {
+                method: Method::Difference,
+                parts,
+                before: v0,
+                after: v1,
+            });
         }
         if let Some((exponents, _)) = product(&self.expr) {
             let positive = |values: &HashMap<String, f64>| {
-                self.inputs.iter().all(|n| values.get(n).is_some_and(|v| *v > 0.0))
+                self.inputs
+                    .iter()
+                    .all(|n| values.get(n).is_some_and(|v| *v > 0.0))
             };
             if v0 > 0.0 && v1 > 0.0 && positive(before) && positive(after) {
                 let weight = log_mean(v1, v0);
@@ -108,7 +115,12 @@ impl Formula {
                         (name.clone(), weight * e * (after[name] / before[name]).ln())
                     })
                     .collect();
-                return Some(Decomposition { method: Method::Lmdi, parts, before: v0, after: v1 });
+                return Some(Decomposition {
+                    method: Method::Lmdi,
+                    parts,
+                    before: v0,
+                    after: v1,
+                });
             }
         }
         self.shapley(before, after, v0, v1)
@@ -153,7 +165,12 @@ impl Formula {
                 (name.clone(), part)
             })
             .collect();
-        Some(Decomposition { method: Method::Shapley, parts, before: v0, after: v1 })
+        Some(Decomposition {
+            method: Method::Shapley,
+            parts,
+            before: v0,
+            after: v1,
+        })
     }
 }
 
@@ -184,9 +201,16 @@ fn check(expr: &Expr, inputs: &mut Vec<String>) -> Result<(), String> {
             }
             Expr::Value(v) if number(&v.value).is_some() => {}
             Expr::Nested(_) => {}
-            Expr::UnaryOp { op: UnaryOperator::Minus | UnaryOperator::Plus, .. } => {}
+            Expr::UnaryOp {
+                op: UnaryOperator::Minus | UnaryOperator::Plus,
+                ..
+            } => {}
             Expr::BinaryOp {
-                op: BinaryOperator::Plus | BinaryOperator::Minus | BinaryOperator::Multiply | BinaryOperator::Divide,
+                op:
+                    BinaryOperator::Plus
+                    | BinaryOperator::Minus
+                    | BinaryOperator::Multiply
+                    | BinaryOperator::Divide,
                 ..
             } => {}
             other => {
@@ -206,8 +230,14 @@ fn eval(expr: &Expr, values: &HashMap<String, f64>) -> Option<f64> {
         Expr::Identifier(ident) => *values.get(&ident.value)?,
         Expr::Value(v) => number(&v.value)?,
         Expr::Nested(inner) => eval(inner, values)?,
-        Expr::UnaryOp { op: UnaryOperator::Minus, expr } => -eval(expr, values)?,
-        Expr::UnaryOp { op: UnaryOperator::Plus, expr } => eval(expr, values)?,
+        Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => -eval(expr, values)?,
+        Expr::UnaryOp {
+            op: UnaryOperator::Plus,
+            expr,
+        } => eval(expr, values)?,
         Expr::BinaryOp { left, op, right } => {
             let (l, r) = (eval(left, values)?, eval(right, values)?);
             match op {
@@ -232,13 +262,23 @@ fn linear(expr: &Expr) -> Option<(HashMap<String, f64>, f64)> {
         Expr::Identifier(ident) => Some((HashMap::from([(ident.value.clone(), 1.0)]), 0.0)),
         Expr::Value(v) => Some((HashMap::new(), number(&v.value)?)),
         Expr::Nested(inner) => linear(inner),
-        Expr::UnaryOp { op: UnaryOperator::Minus, expr } => Some(scale(linear(expr)?, -1.0)),
-        Expr::UnaryOp { op: UnaryOperator::Plus, expr } => linear(expr),
+        Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => Some(scale(linear(expr)?, -1.0)),
+        Expr::UnaryOp {
+            op: UnaryOperator::Plus,
+            expr,
+        } => linear(expr),
         Expr::BinaryOp { left, op, right } => {
             let (l, r) = (linear(left)?, linear(right)?);
             match op {
                 BinaryOperator::Plus | BinaryOperator::Minus => {
-                    let sign = if *op == BinaryOperator::Plus { 1.0 } else { -1.0 };
+                    let sign = if *op == BinaryOperator::Plus {
+                        1.0
+                    } else {
+                        -1.0
+                    };
                     let (mut c, k) = l;
                     for (name, v) in r.0 {
                         *c.entry(name).or_default() += sign * v;
@@ -289,7 +329,10 @@ mod tests {
     fn assert_exact(d: &Decomposition) {
         let sum: f64 = d.parts.iter().map(|(_, p)| p).sum();
         let total = d.after - d.before;
-        assert!((sum - total).abs() <= 1e-9 * total.abs().max(1.0), "{d:?}: parts sum to {sum}, change is {total}");
+        assert!(
+            (sum - total).abs() <= 1e-9 * total.abs().max(1.0),
+            "{d:?}: parts sum to {sum}, change is {total}"
+        );
     }
 
     #[test]
@@ -297,12 +340,27 @@ mod tests {
         let f = Formula::parse("signups + 2 * reactivations - churned").unwrap();
         let d = f
             .decompose(
-                &values(&[("signups", 100.0), ("reactivations", 10.0), ("churned", 30.0)]),
-                &values(&[("signups", 120.0), ("reactivations", 15.0), ("churned", 40.0)]),
+                &values(&[
+                    ("signups", 100.0),
+                    ("reactivations", 10.0),
+                    ("churned", 30.0),
+                ]),
+                &values(&[
+                    ("signups", 120.0),
+                    ("reactivations", 15.0),
+                    ("churned", 40.0),
+                ]),
             )
             .unwrap();
         assert_eq!(d.method, Method::Difference);
-        assert_eq!(d.parts, vec![("signups".into(), 20.0), ("reactivations".into(), 10.0), ("churned".into(), -10.0)]);
+        assert_eq!(
+            d.parts,
+            vec![
+                ("signups".into(), 20.0),
+                ("reactivations".into(), 10.0),
+                ("churned".into(), -10.0)
+            ]
+        );
         assert_exact(&d);
     }
 
@@ -341,7 +399,10 @@ mod tests {
     fn zeros_fall_back_to_shapley_which_is_exact_too() {
         let f = Formula::parse("a * b").unwrap();
         let d = f
-            .decompose(&values(&[("a", 0.0), ("b", 5.0)]), &values(&[("a", 4.0), ("b", 6.0)]))
+            .decompose(
+                &values(&[("a", 0.0), ("b", 5.0)]),
+                &values(&[("a", 4.0), ("b", 6.0)]),
+            )
             .unwrap();
         assert_eq!(d.method, Method::Shapley);
         assert_exact(&d);
@@ -363,6 +424,9 @@ mod tests {
     fn only_arithmetic_is_accepted() {
         assert!(Formula::parse("sum(a)").is_err());
         assert!(Formula::parse("a > b").is_err());
-        assert_eq!(Formula::parse("(a - b) / c").unwrap().inputs(), ["a", "b", "c"]);
+        assert_eq!(
+            Formula::parse("(a - b) / c").unwrap().inputs(),
+            ["a", "b", "c"]
+        );
     }
 }

@@ -98,7 +98,7 @@ impl Span {
 
     /// In words: `1 day`, `14 days`, `36 hours`.
     pub fn describe(self) -> String {
-        let (n, unit) = if self.seconds % DAY == 0 {
+        let (n, unit) = if self.seconds.is_multiple_of(DAY) {
             (self.seconds / DAY, "day")
         } else {
             (self.seconds / HOUR, "hour")
@@ -109,7 +109,7 @@ impl Span {
 
 impl fmt::Display for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.seconds % DAY == 0 {
+        if self.seconds.is_multiple_of(DAY) {
             write!(f, "{}d", self.seconds / DAY)
         } else {
             write!(f, "{}h", self.seconds / HOUR)
@@ -405,20 +405,27 @@ impl Setup {
         }
     }
 
-    /// What retained means, in words: `active between day 14 and day 21`.
+    /// What retained means, in words: `active again between day 14 and day 21 after
+    /// onboarding` (days count from 0, as 24-hour spans from the onboarding moment).
     pub fn retention_text(&self) -> String {
+        let at = |span: Span| {
+            if span.seconds.is_multiple_of(DAY) {
+                format!("day {}", span.seconds / DAY)
+            } else {
+                format!("hour {}", span.seconds / HOUR)
+            }
+        };
         match self.window {
             Some(w) => format!(
                 "active again between {} and {} after onboarding",
-                self.retained.describe(),
-                Span {
+                at(self.retained),
+                at(Span {
                     seconds: self.retained.seconds + w.seconds
-                }
-                .describe()
+                })
             ),
             None => format!(
-                "active again {} or more after onboarding",
-                self.retained.describe()
+                "active again on {} after onboarding or later",
+                at(self.retained)
             ),
         }
     }
@@ -617,7 +624,14 @@ pub(crate) struct Counts {
 }
 
 impl Counts {
-    pub(crate) fn add(&mut self, activity: &str, count: u32, retained: bool, users: u64, max_k: u32) {
+    pub(crate) fn add(
+        &mut self,
+        activity: &str,
+        count: u32,
+        retained: bool,
+        users: u64,
+        max_k: u32,
+    ) {
         let row = self
             .by_activity
             .entry(activity.to_string())
@@ -787,6 +801,13 @@ impl Engine {
         }
         .map_err(|e| self.query_error(e, &setup))?;
         let (training_counts, validation_counts) = read_counts(&batches, setup.max_k)?;
+        let nobody = |c: &Counts| c.users + c.too_young == 0;
+        if let Onboarding::Event(name) = &setup.onboarded
+            && nobody(&training_counts)
+            && nobody(&validation_counts)
+        {
+            self.check_event_exists(&setup, name).await?;
+        }
 
         let min_training = MinSupport::threshold(request.min_support, training_counts.users);
         let (mut ranked, below) = candidates(&training_counts, setup.max_k, min_training);
@@ -829,7 +850,11 @@ impl Engine {
             .clone()
             .unwrap_or_else(|| DEFAULT_ENTITY.to_string());
         for (what, name, flag) in [
-            ("time column", &activity_time, "--activity SOURCE.TABLE.COLUMN"),
+            (
+                "time column",
+                &activity_time,
+                "--activity SOURCE.TABLE.COLUMN",
+            ),
             ("entity column", &entity, "--entity COLUMN"),
         ] {
             require_column(&columns, &activity, what, name, flag)?;
@@ -866,8 +891,20 @@ impl Engine {
                     Some(name) => name.clone(),
                     None => guess_time_column(&cohort_schema, table)?,
                 };
-                require_column(&cohort_columns, table, "time column", &time, "--onboarded SOURCE.TABLE.COLUMN")?;
-                require_column(&cohort_columns, table, "entity column", &entity, "--entity COLUMN")?;
+                require_column(
+                    &cohort_columns,
+                    table,
+                    "time column",
+                    &time,
+                    "--onboarded SOURCE.TABLE.COLUMN",
+                )?;
+                require_column(
+                    &cohort_columns,
+                    table,
+                    "entity column",
+                    &entity,
+                    "--entity COLUMN",
+                )?;
                 time_column(&cohort_schema, table, &time)?;
                 Some(time)
             }
@@ -902,13 +939,19 @@ impl Engine {
         match found.as_slice() {
             [one] => Ok(one.clone()),
             [] => Err(Error::request_hint(
-                format!("no source has a table called `{DEFAULT_ACTIVITY_TABLE}` to take activity from"),
+                format!(
+                    "no source has a table called `{DEFAULT_ACTIVITY_TABLE}` to take activity from"
+                ),
                 "name the activity table with --activity SOURCE.TABLE.TIME_COLUMN, e.g. app.events.event_time",
             )),
             several => Err(Error::request_hint(
                 format!(
                     "several sources have an `{DEFAULT_ACTIVITY_TABLE}` table: {}",
-                    several.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                    several
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
                 "choose one with --activity SOURCE.TABLE.TIME_COLUMN",
             )),
@@ -922,14 +965,18 @@ impl Engine {
     }
 
     async fn check_filter(&self, filter: &str, table: &TableRef, columns: &[&str]) -> Result<()> {
-        let expr = plan::parse_expr(filter)
-            .map_err(|e| Error::request(format!("the filter `{filter}` is not an SQL expression: {e}")))?;
+        let expr = plan::parse_expr(filter).map_err(|e| {
+            Error::request(format!(
+                "the filter `{filter}` is not an SQL expression: {e}"
+            ))
+        })?;
         let names = plan::filter_columns(&expr)
             .map_err(|e| Error::request(format!("the filter `{filter}`: {e}")))?;
         for name in names {
             if !columns.contains(&name.as_str()) {
-                let hint = did_you_mean(&name, columns.iter().copied())
-                    .unwrap_or_else(|| format!("the columns of `{table}` are: {}", columns.join(", ")));
+                let hint = did_you_mean(&name, columns.iter().copied()).unwrap_or_else(|| {
+                    format!("the columns of `{table}` are: {}", columns.join(", "))
+                });
                 return Err(Error::request_hint(
                     format!("the filter names `{name}`, which is not a column of `{table}`"),
                     hint,
@@ -942,6 +989,41 @@ impl Engine {
         Ok(())
     }
 
+    /// When no one is onboarded by an event: an error if the event type does not exist.
+    async fn check_event_exists(&self, setup: &Setup, name: &str) -> Result<()> {
+        let event = quote_ident(&setup.event_column);
+        let sql = format!(
+            "SELECT DISTINCT CAST({event} AS VARCHAR) AS kind FROM {} WHERE {event} IS NOT NULL ORDER BY kind LIMIT 1000",
+            setup.activity.sql()
+        );
+        let batches = self.plan(&sql).await?.collect().await?;
+        let mut kinds = Vec::new();
+        for batch in &batches {
+            let column = cast(batch.column(0), &DataType::Utf8)?;
+            let column = column.as_string::<i32>();
+            kinds.extend((0..column.len()).map(|i| column.value(i).to_string()));
+        }
+        if kinds.iter().any(|k| k == name) {
+            return Ok(());
+        }
+        let hint = did_you_mean(name, kinds.iter().map(String::as_str)).unwrap_or_else(|| {
+            let shown: Vec<&str> = kinds.iter().take(20).map(String::as_str).collect();
+            format!(
+                "the event types of `{}.{}` include: {}",
+                setup.activity,
+                setup.event_column,
+                shown.join(", ")
+            )
+        });
+        Err(Error::request_hint(
+            format!(
+                "no `{name}` event in `{}` (column `{}`) to onboard users with",
+                setup.activity, setup.event_column
+            ),
+            format!("{hint}; or onboard by a cohort table's column with SOURCE.TABLE.COLUMN"),
+        ))
+    }
+
     /// The last local time with activity.
     async fn data_end(
         &self,
@@ -949,7 +1031,10 @@ impl Engine {
         local: &str,
         time: &TimeColumn,
     ) -> Result<Option<NaiveDateTime>> {
-        let sql = format!("SELECT CAST(max({local}) AS TIMESTAMP) FROM {}", table.sql());
+        let sql = format!(
+            "SELECT CAST(max({local}) AS TIMESTAMP) FROM {}",
+            table.sql()
+        );
         let batches = match self.plan(&sql).await {
             Ok(df) => df.collect().await,
             Err(e) => Err(e),
@@ -1040,10 +1125,7 @@ impl Engine {
 
         let local = local_time(&act_time.name, act_time.kind, tz);
         let filter = match &setup.filter {
-            Some(f) => format!(
-                " AND ({})",
-                plan::parse_expr(f).map_err(Error::request)?
-            ),
+            Some(f) => format!(" AND ({})", plan::parse_expr(f).map_err(Error::request)?),
             None => String::new(),
         };
         let part = match validation {
@@ -1069,7 +1151,7 @@ impl Engine {
         // The onboarding event itself is not an activity; its repeats after it are.
         let early = match onboarding_event {
             Some(name) => format!(
-                "a.t < c.t0 + {x} AND (a.kind IS DISTINCT FROM {0} OR a.t > c.t0)",
+                "a.t < c.t0 + {x} AND ((a.kind IS DISTINCT FROM {0}) OR a.t > c.t0)",
                 string_literal(name)
             ),
             None => format!("a.t < c.t0 + {x}"),
@@ -1133,7 +1215,9 @@ fn split_ranges(request: &DiscoveryRequest) -> Result<(DateRange, Option<DateRan
     if training == DateRange::default() {
         let Some(start) = validation.from else {
             return Err(Error::request_hint(
-                format!("the validation cohorts `{validation}` have no start, so the cohorts before them are not defined"),
+                format!(
+                    "the validation cohorts `{validation}` have no start, so the cohorts before them are not defined"
+                ),
                 "give --validate-on a start date, or name the training cohorts with --from/--to",
             ));
         };
@@ -1141,7 +1225,9 @@ fn split_ranges(request: &DiscoveryRequest) -> Result<(DateRange, Option<DateRan
     }
     if training.overlaps(&validation) {
         return Err(Error::request_hint(
-            format!("the training cohorts ({training}) overlap the validation cohorts ({validation})"),
+            format!(
+                "the training cohorts ({training}) overlap the validation cohorts ({validation})"
+            ),
             "validation checks candidates on users they were not found on: choose ranges that do not overlap",
         ));
     }
@@ -1191,7 +1277,7 @@ fn read_counts(batches: &[RecordBatch], max_k: u32) -> Result<(Counts, Counts)> 
                 counts.retained += users;
             }
             let doers = u64::try_from(doers.value(row)).unwrap_or(0);
-            let count = n.is_valid(row).then(|| n.value(row)).unwrap_or(0);
+            let count = if n.is_valid(row) { n.value(row) } else { 0 };
             if kind.is_valid(row) && doers > 0 && count > 0 {
                 let count = u32::try_from(count).unwrap_or(max_k);
                 counts.add(kind.value(row), count, is_retained, doers, max_k);
@@ -1347,9 +1433,11 @@ impl Discovery {
             Arc::new(StringArray::from_iter_values(
                 rows.iter().map(|c| c.activity.as_str()),
             )),
-            Arc::new(UInt32Array::from_iter_values(rows.iter().map(|c| c.at_least))),
+            Arc::new(UInt32Array::from_iter_values(
+                rows.iter().map(|c| c.at_least),
+            )),
         ];
-        let int_columns: [(&str, &dyn Fn(&Candidate) -> Option<u64>); 6] = [
+        let int_columns: [IntColumn<'_>; 6] = [
             ("users", &|c| Some(c.table.users())),
             ("doers", &|c| Some(c.table.doers())),
             ("doers_retained", &|c| Some(c.table.doers_retained)),
@@ -1361,7 +1449,7 @@ impl Discovery {
             fields.push(Field::new(name, DataType::Int64, false));
             columns.push(ints(f));
         }
-        let float_columns: [(&str, &dyn Fn(&Candidate) -> Option<f64>); 9] = [
+        let float_columns: [FloatColumn<'_>; 9] = [
             ("support", &|c| c.table.support()),
             ("retention_did", &|c| c.table.retention_did()),
             ("retention_not", &|c| c.table.retention_not()),
@@ -1376,7 +1464,7 @@ impl Discovery {
             fields.push(Field::new(name, DataType::Float64, true));
             columns.push(floats(f));
         }
-        let validation_ints: [(&str, &dyn Fn(&Candidate) -> Option<u64>); 2] = [
+        let validation_ints: [IntColumn<'_>; 2] = [
             ("validation_users", &|c| valid(c).map(|t| t.users())),
             ("validation_doers", &|c| valid(c).map(|t| t.doers())),
         ];
@@ -1384,13 +1472,17 @@ impl Discovery {
             fields.push(Field::new(name, DataType::Int64, true));
             columns.push(ints(f));
         }
-        let validation_floats: [(&str, &dyn Fn(&Candidate) -> Option<f64>); 6] = [
+        let validation_floats: [FloatColumn<'_>; 6] = [
             ("validation_retention_did", &|c| valid(c)?.retention_did()),
             ("validation_retention_not", &|c| valid(c)?.retention_not()),
             ("validation_lift", &|c| valid(c)?.lift()),
             ("validation_phi", &|c| valid(c)?.phi()),
-            ("validation_phi_low", &|c| Some(valid(c)?.phi_interval(Z_95)?.0)),
-            ("validation_phi_high", &|c| Some(valid(c)?.phi_interval(Z_95)?.1)),
+            ("validation_phi_low", &|c| {
+                Some(valid(c)?.phi_interval(Z_95)?.0)
+            }),
+            ("validation_phi_high", &|c| {
+                Some(valid(c)?.phi_interval(Z_95)?.1)
+            }),
         ];
         for (name, f) in validation_floats {
             fields.push(Field::new(name, DataType::Float64, true));
@@ -1402,7 +1494,10 @@ impl Discovery {
                 .map(|c| c.validation.map(|v| v.verdict.as_str()))
                 .collect::<StringArray>(),
         ));
-        Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+        Ok(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns,
+        )?)
     }
 
     /// A plain-language account of the `top` best candidates, with the caveats.
@@ -1410,6 +1505,10 @@ impl Discovery {
         summary(self, top)
     }
 }
+
+/// A named column of the ranking and how each candidate fills it.
+type IntColumn<'a> = (&'a str, &'a dyn Fn(&Candidate) -> Option<u64>);
+type FloatColumn<'a> = (&'a str, &'a dyn Fn(&Candidate) -> Option<f64>);
 
 fn percent(x: Option<f64>) -> String {
     x.map_or_else(|| "–".into(), |x| format!("{:.1}%", x * 100.0))
@@ -1419,11 +1518,50 @@ fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
     }
+    out
+}
+
+/// "users onboarded from 2026-03-01 up to 2026-08-10 23:59": the judged span of a cohort.
+fn onboarded_span(cohort: &Cohort, latest: NaiveDateTime) -> String {
+    let from = cohort
+        .range
+        .from
+        .map(|d| format!(" from {d}"))
+        .unwrap_or_default();
+    let to = match cohort.range.to {
+        Some(to) if NaiveDateTime::from(to + Days::new(1)) <= latest => format!(" to {to}"),
+        _ => format!(" up to {}", latest.format("%Y-%m-%d %H:%M")),
+    };
+    format!("onboarded{from}{to}")
+}
+
+/// One sentence per cohort: how many were judged, how many retained, how many too young.
+fn cohort_text(name: &str, cohort: &Cohort, latest: NaiveDateTime) -> String {
+    let mut out = if cohort.users == 0 {
+        format!(
+            "{name}: no user {} is old enough to be judged.",
+            onboarded_span(cohort, latest)
+        )
+    } else {
+        format!(
+            "{name}: {} users {} are old enough to be judged; {} of them were retained.",
+            thousands(cohort.users),
+            onboarded_span(cohort, latest),
+            percent(cohort.retention())
+        )
+    };
+    if cohort.too_young > 0 {
+        out.push_str(&format!(
+            " {} onboarded later are too recent and were left out.",
+            thousands(cohort.too_young)
+        ));
+    }
+    out.push('\n');
     out
 }
 
@@ -1439,89 +1577,57 @@ fn summary(d: &Discovery, top: usize) -> String {
         out.push_str("\nThere is no activity data to judge anyone on.\n");
         return out;
     };
-    let t = &d.training;
-    let range = match (t.range.from, t.range.to) {
-        (None, None) => "users onboarded".to_string(),
-        _ => format!("users onboarded in {}", t.range),
-    };
-    out.push_str(&format!(
-        "\n{} {range} up to {} are old enough to be judged; {} of them were retained.",
-        thousands(t.users),
-        latest.format("%Y-%m-%d %H:%M"),
-        percent(t.retention())
-    ));
-    if t.too_young > 0 {
-        out.push_str(&format!(
-            " {} onboarded later are too recent and were left out.",
-            thousands(t.too_young)
-        ));
-    }
     out.push('\n');
-    let tested = d.candidates.len() + d.below_support.len();
-    let positive: Vec<&Candidate> = d
-        .candidates
+    out.push_str(&cohort_text("Cohorts analysed", &d.training, latest));
+    if let Some(v) = &d.validation {
+        out.push_str(&cohort_text("Validation cohorts", v, latest));
+    }
+
+    // Each activity at its best threshold, and only where the interval excludes chance.
+    let mut seen = Vec::new();
+    let mut best = Vec::new();
+    for c in &d.candidates {
+        if !seen.contains(&c.activity) {
+            seen.push(c.activity.clone());
+            best.push(c);
+        }
+    }
+    let clear: Vec<&Candidate> = best
         .iter()
-        .filter(|c| c.table.phi().is_some_and(|phi| phi > 0.0))
-        .take(top)
+        .copied()
+        .filter(|c| c.phi_interval().is_some_and(|(low, _)| low > 0.0))
         .collect();
+    let others = best.len() - clear.len();
     if d.candidates.is_empty() {
         out.push_str(&format!(
             "\nNo activity has at least {} users both among those who did it and those who did not; lower the minimum support or widen the cohorts.\n",
-            thousands(t.min_support)
+            thousands(d.training.min_support)
         ));
-    } else if positive.is_empty() {
-        out.push_str("\nNo activity goes with higher retention.\n");
+    } else if clear.is_empty() {
+        out.push_str("\nNo activity goes with retention clearly enough to tell it from chance: every 95% interval of phi reaches zero or below.\n");
     } else {
-        out.push_str("\nTop candidates:\n");
-        for (i, c) in positive.iter().enumerate() {
-            let table = &c.table;
-            let times = if c.at_least == 1 {
-                "at least once".to_string()
-            } else {
-                format!("at least {} times", c.at_least)
-            };
-            let lift = table
-                .lift()
-                .map(|l| format!("{l:.2}× as likely"))
-                .unwrap_or_else(|| "no one else was".into());
-            let interval = c
-                .phi_interval()
-                .map(|(lo, hi)| format!(" (95% CI {lo:.2} to {hi:.2})"))
-                .unwrap_or_default();
-            let weak = if c.phi_interval().is_some_and(|(lo, _)| lo <= 0.0) {
-                " The interval includes no association at all."
-            } else {
-                ""
-            };
-            let validation = match c.validation {
-                Some(v) => match v.verdict {
-                    Verdict::Holds => " It holds on the validation cohorts.".to_string(),
-                    Verdict::Weaker => format!(
-                        " On the validation cohorts it is weaker (phi {:.2}).",
-                        v.table.phi().unwrap_or_default()
-                    ),
-                    Verdict::Fails => " It does NOT hold on the validation cohorts.".to_string(),
-                    Verdict::TooFewUsers => {
-                        " The validation cohorts have too few users to tell.".to_string()
-                    }
-                },
-                None => String::new(),
-            };
+        out.push_str("\nTop candidates (each activity at its best threshold):\n");
+        for (i, c) in clear.iter().take(top).enumerate() {
+            out.push_str(&format!("  {}. {}\n", i + 1, candidate_text(c)));
+        }
+        if clear.len() > top {
             out.push_str(&format!(
-                "  {}. {} {times}: {} of users did; {} of them were retained against {} of the others ({lift}). phi {:.2}{interval}; {} of retained users had done it.{weak}{validation}\n",
-                i + 1,
-                c.activity,
-                percent(table.support()),
-                percent(table.retention_did()),
-                percent(table.retention_not()),
-                table.phi().unwrap_or_default(),
-                percent(table.recall()),
+                "{} more with a clear association {} in the ranking.\n",
+                plural(clear.len() - top, "activity", "activities"),
+                if clear.len() - top == 1 { "is" } else { "are" }
+            ));
+        }
+        if others > 0 {
+            out.push_str(&format!(
+                "{others} other {} no association distinguishable from chance, or a negative one.\n",
+                if others == 1 { "activity shows" } else { "activities show" }
             ));
         }
     }
+    let tested = d.candidates.len() + d.below_support.len();
     out.push_str(&format!(
-        "\nThis is correlation, not causation: users who do these things may simply be the ones who were going to stay anyway. Test a candidate (an experiment that gets more users to do it) before making it a goal. {} candidates were tested, so some can look strong by chance; {}\n",
-        tested,
+        "\nThis is correlation, not causation: users who do these things may simply be the ones who were going to stay anyway. Test a candidate (an experiment that gets more users to do it) before making it a goal. {} tested, so some can look strong by chance; {}\n",
+        plural(tested, "candidate was", "candidates were"),
         if d.validation.is_some() {
             "trust those that hold on the validation cohorts."
         } else {
@@ -1529,6 +1635,50 @@ fn summary(d: &Discovery, top: usize) -> String {
         }
     ));
     out
+}
+
+fn candidate_text(c: &Candidate) -> String {
+    let t = &c.table;
+    let times = if c.at_least == 1 {
+        "at least once".to_string()
+    } else {
+        format!("at least {} times", c.at_least)
+    };
+    let lift = t
+        .lift()
+        .map(|l| format!("{l:.2}× as likely"))
+        .unwrap_or_else(|| "none of the others was".into());
+    let interval = c
+        .phi_interval()
+        .map(|(low, high)| format!(" (95% CI {low:.2} to {high:.2})"))
+        .unwrap_or_default();
+    let validation = match c.validation {
+        Some(v) => match v.verdict {
+            Verdict::Holds => " It holds on the validation cohorts.".to_string(),
+            Verdict::Weaker => format!(
+                " On the validation cohorts it is weaker (phi {:.2}).",
+                v.table.phi().unwrap_or_default()
+            ),
+            Verdict::Fails => " It does NOT hold on the validation cohorts.".to_string(),
+            Verdict::TooFewUsers => {
+                " The validation cohorts have too few users to tell.".to_string()
+            }
+        },
+        None => String::new(),
+    };
+    format!(
+        "{} {times}: {} of users did; {} of them were retained against {} of the others ({lift}). phi {:.2}{interval}; {} of retained users had done it.{validation}",
+        c.activity,
+        percent(t.support()),
+        percent(t.retention_did()),
+        percent(t.retention_not()),
+        t.phi().unwrap_or_default(),
+        percent(t.recall()),
+    )
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 #[cfg(test)]
@@ -1553,7 +1703,10 @@ mod tests {
     fn statistics_of_a_hand_computed_table() {
         // 100 users: 30 did it (20 retained), 70 did not (14 retained).
         let t = table(20, 10, 14, 56);
-        assert_eq!((t.users(), t.doers(), t.others(), t.retained()), (100, 30, 70, 34));
+        assert_eq!(
+            (t.users(), t.doers(), t.others(), t.retained()),
+            (100, 30, 70, 34)
+        );
         close(t.support(), 0.3);
         close(t.retention_did(), 20.0 / 30.0);
         close(t.retention_not(), 0.2);
@@ -1649,7 +1802,10 @@ mod tests {
         // save ≥ 1: phi = (4·5 − 0)/√(5·5·4·6) = 0.8165; save ≥ 2: 18/√(3·7·4·6) = 0.8018;
         // save ≥ 3: 6/√(1·9·4·6) = 0.4082. "open" was done by everyone: no comparison.
         assert_eq!(labels, ["save ≥ 1", "save ≥ 2", "save ≥ 3"]);
-        assert_eq!(below.iter().map(Candidate::label).collect::<Vec<_>>(), ["open ≥ 1"]);
+        assert_eq!(
+            below.iter().map(Candidate::label).collect::<Vec<_>>(),
+            ["open ≥ 1"]
+        );
         // A support of 2 drops "save ≥ 3" (one doer).
         let (ranked, below) = candidates(&c, 3, 2);
         assert_eq!(ranked.len(), 2);
@@ -1661,7 +1817,10 @@ mod tests {
         assert_eq!(MinSupport::threshold(None, 500), 30);
         assert_eq!(MinSupport::threshold(None, 10_001), 101);
         assert_eq!(MinSupport::threshold(Some(MinSupport::Users(5)), 10_000), 5);
-        assert_eq!(MinSupport::threshold(Some(MinSupport::Share(0.02)), 1_000), 20);
+        assert_eq!(
+            MinSupport::threshold(Some(MinSupport::Share(0.02)), 1_000),
+            20
+        );
         assert_eq!("2%".parse::<MinSupport>(), Ok(MinSupport::Share(0.02)));
         assert_eq!("50".parse::<MinSupport>(), Ok(MinSupport::Users(50)));
         assert!("many".parse::<MinSupport>().is_err());
@@ -1671,20 +1830,32 @@ mod tests {
     fn validation_verdicts() {
         let training = table(200, 100, 140, 560); // phi ≈ 0.45
         // The same proportions, ten times fewer users: the interval contains 0.45.
-        assert_eq!(verdict(&training, &table(20, 10, 14, 56), 5), Verdict::Holds);
+        assert_eq!(
+            verdict(&training, &table(20, 10, 14, 56), 5),
+            Verdict::Holds
+        );
         // Still positive but clearly smaller: phi ≈ 0.21, interval about 0.15 to 0.27.
         let smaller = table(150, 150, 200, 500);
         let (low, high) = smaller.phi_interval(Z_95).unwrap();
         assert!(low > 0.0 && high < 0.45, "{low} {high}");
         assert_eq!(verdict(&training, &smaller, 5), Verdict::Weaker);
         // No association (lift 1) or the reverse: fails.
-        assert_eq!(verdict(&training, &table(100, 300, 100, 300), 5), Verdict::Fails);
+        assert_eq!(
+            verdict(&training, &table(100, 300, 100, 300), 5),
+            Verdict::Fails
+        );
         assert_eq!(verdict(&training, &table(5, 45, 25, 25), 5), Verdict::Fails);
         // Below the support in one group: cannot tell.
-        assert_eq!(verdict(&training, &table(3, 1, 40, 60), 5), Verdict::TooFewUsers);
+        assert_eq!(
+            verdict(&training, &table(3, 1, 40, 60), 5),
+            Verdict::TooFewUsers
+        );
         // A negative training association holds when the validation one is negative too.
         let negative = table(10, 90, 50, 50);
-        assert_eq!(verdict(&negative, &table(12, 88, 48, 52), 5), Verdict::Holds);
+        assert_eq!(
+            verdict(&negative, &table(12, 88, 48, 52), 5),
+            Verdict::Holds
+        );
     }
 
     #[test]
@@ -1734,5 +1905,53 @@ mod tests {
         assert_eq!(training.to, NaiveDate::from_ymd_opt(2026, 6, 30));
         request.cohorts = "2026-06-01..2026-07-10".parse().unwrap();
         assert!(split_ranges(&request).is_err());
+    }
+
+    #[test]
+    fn the_summary_names_each_activity_once_and_says_what_this_is_not() {
+        let c = counts();
+        let (candidates, below_support) = super::candidates(&c, 3, 1);
+        let setup = Setup {
+            onboarded: Onboarding::Event("signup".into()),
+            onboarded_time: None,
+            activity: table_ref("app", "events"),
+            activity_time: "event_time".into(),
+            entity: "user_id".into(),
+            event_column: "event_type".into(),
+            filter: None,
+            within: Span::days(1),
+            retained: Span::days(14),
+            window: Some(Span::days(7)),
+            max_k: 3,
+        };
+        let latest = NaiveDate::from_ymd_opt(2026, 8, 10)
+            .unwrap()
+            .and_hms_opt(12, 0, 0)
+            .unwrap();
+        let d = Discovery {
+            setup,
+            data_end: Some(latest + TimeDelta::days(21)),
+            latest_onboarding: Some(latest),
+            training: super::cohort(DateRange::default(), &c, 1),
+            validation: None,
+            candidates,
+            below_support,
+        };
+        let text = d.summary(3);
+        assert!(
+            text.contains("between day 14 and day 21 after onboarding"),
+            "{text}"
+        );
+        assert!(
+            text.contains("10 users onboarded up to 2026-08-10 12:00"),
+            "{text}"
+        );
+        assert!(text.contains("1. save at least once"), "{text}");
+        assert!(!text.contains("2. save"), "{text}");
+        assert!(text.contains("correlation, not causation"), "{text}");
+        assert!(text.contains("4 candidates were tested"), "{text}");
+        let batch = d.to_record_batch().unwrap();
+        assert_eq!(batch.num_rows(), 3);
+        assert_eq!(batch.num_columns(), 27);
     }
 }

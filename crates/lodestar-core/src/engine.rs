@@ -185,10 +185,9 @@ impl Engine {
             MetricKind::Ratio { .. } => {}
         }
         if let Some(formula) = &metric.formula {
-            let names: Vec<String> =
-                crate::config::expression_references(formula).unwrap_or_default();
-            self.check_expression(metric, "formula", formula, &names)
-                .await?;
+            // Only arithmetic over inputs: the tree evaluates and decomposes it.
+            crate::decompose::Formula::parse(formula)
+                .map_err(|message| invalid(metric, "formula", message, None))?;
         }
         Ok(())
     }

@@ -13,8 +13,8 @@ pub mod error;
 pub mod guardrails;
 pub mod model;
 pub mod periods;
-pub mod retention;
 mod plan;
+pub mod retention;
 pub mod targets;
 pub mod tree;
 

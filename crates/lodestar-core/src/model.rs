@@ -233,7 +233,11 @@ impl Guardrail {
     /// Whether a move from `before` to `after` worsens beyond the threshold.
     pub fn breached(&self, before: f64, after: f64) -> bool {
         if before == 0.0 {
-            return if self.worse_when_up { after > 0.0 } else { false };
+            return if self.worse_when_up {
+                after > 0.0
+            } else {
+                false
+            };
         }
         let change = (after - before) / before.abs();
         let worse = if self.worse_when_up { change } else { -change };

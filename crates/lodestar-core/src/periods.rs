@@ -127,19 +127,26 @@ mod tests {
 pub fn parse_period(text: &str) -> Result<(Option<Grain>, NaiveDate), String> {
     let text = text.trim();
     let bad = || {
-        format!("`{text}` is not a period: write 2026-W20, 2026-05, 2026-Q2, 2026 or a date 2026-05-14")
+        format!(
+            "`{text}` is not a period: write 2026-W20, 2026-05, 2026-Q2, 2026 or a date 2026-05-14"
+        )
     };
     if let Ok(date) = text.parse::<NaiveDate>() {
         return Ok((None, date));
     }
     if let Some((year, week)) = text.split_once("-W") {
-        let (year, week) = (year.parse().map_err(|_| bad())?, week.parse().map_err(|_| bad())?);
+        let (year, week) = (
+            year.parse().map_err(|_| bad())?,
+            week.parse().map_err(|_| bad())?,
+        );
         let monday = NaiveDate::from_isoywd_opt(year, week, Weekday::Mon).ok_or_else(bad)?;
         return Ok((Some(Grain::Week), monday));
     }
     if let Some((year, quarter)) = text.split_once("-Q") {
-        let (year, quarter): (i32, u32) =
-            (year.parse().map_err(|_| bad())?, quarter.parse().map_err(|_| bad())?);
+        let (year, quarter): (i32, u32) = (
+            year.parse().map_err(|_| bad())?,
+            quarter.parse().map_err(|_| bad())?,
+        );
         if !(1..=4).contains(&quarter) {
             return Err(bad());
         }
@@ -147,7 +154,10 @@ pub fn parse_period(text: &str) -> Result<(Option<Grain>, NaiveDate), String> {
         return Ok((Some(Grain::Quarter), start));
     }
     if let Some((year, month)) = text.split_once('-') {
-        let (year, month) = (year.parse().map_err(|_| bad())?, month.parse().map_err(|_| bad())?);
+        let (year, month) = (
+            year.parse().map_err(|_| bad())?,
+            month.parse().map_err(|_| bad())?,
+        );
         let start = NaiveDate::from_ymd_opt(year, month, 1).ok_or_else(bad)?;
         return Ok((Some(Grain::Month), start));
     }
@@ -172,13 +182,28 @@ mod parse_tests {
     #[test]
     fn periods_parse_as_written() {
         let d = |s: &str| s.parse::<NaiveDate>().unwrap();
-        assert_eq!(parse_period("2026-W20").unwrap(), (Some(Grain::Week), d("2026-05-11")));
-        assert_eq!(parse_period("2026-05").unwrap(), (Some(Grain::Month), d("2026-05-01")));
-        assert_eq!(parse_period("2026-Q3").unwrap(), (Some(Grain::Quarter), d("2026-07-01")));
-        assert_eq!(parse_period("2026").unwrap(), (Some(Grain::Year), d("2026-01-01")));
+        assert_eq!(
+            parse_period("2026-W20").unwrap(),
+            (Some(Grain::Week), d("2026-05-11"))
+        );
+        assert_eq!(
+            parse_period("2026-05").unwrap(),
+            (Some(Grain::Month), d("2026-05-01"))
+        );
+        assert_eq!(
+            parse_period("2026-Q3").unwrap(),
+            (Some(Grain::Quarter), d("2026-07-01"))
+        );
+        assert_eq!(
+            parse_period("2026").unwrap(),
+            (Some(Grain::Year), d("2026-01-01"))
+        );
         assert_eq!(parse_period("2026-05-14").unwrap(), (None, d("2026-05-14")));
         assert!(parse_period("2026-Q5").is_err());
         assert!(parse_period("May").is_err());
-        assert_eq!(year_before(d("2026-05-11"), Grain::Week, Weekday::Mon), d("2025-05-12"));
+        assert_eq!(
+            year_before(d("2026-05-11"), Grain::Week, Weekday::Mon),
+            d("2025-05-12")
+        );
     }
 }

@@ -142,9 +142,15 @@ impl Engine {
             outer.push(format!("c.\"__start\" >= {}", timestamp_literal(from)));
         }
         if let Some(to) = request.to {
-            outer.push(format!("c.\"__start\" < {}", timestamp_literal(to + Days::new(1))));
+            outer.push(format!(
+                "c.\"__start\" < {}",
+                timestamp_literal(to + Days::new(1))
+            ));
         }
-        cohort_conditions.push(format!("{} IS NOT NULL", quote_ident(&request.cohort.entity)));
+        cohort_conditions.push(format!(
+            "{} IS NOT NULL",
+            quote_ident(&request.cohort.entity)
+        ));
         let cohorts = format!(
             "SELECT CAST({} AS VARCHAR) AS \"__e\", min({cohort_time}) AS \"__start\" FROM {}{} GROUP BY 1",
             quote_ident(&request.cohort.entity),
@@ -182,8 +188,12 @@ impl Engine {
         {
             let cohort = batch.column(0).as_primitive::<Date32Type>();
             let size = batch.column(1).as_primitive::<Int64Type>();
-            let last = datafusion::arrow::compute::cast(batch.column(2), &DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None))?;
-            let last = last.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
+            let last = datafusion::arrow::compute::cast(
+                batch.column(2),
+                &DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None),
+            )?;
+            let last =
+                last.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
             for i in 0..batch.num_rows() {
                 let rows = by_cohort.entry(date(cohort.value(i))).or_default();
                 rows.size = size.value(i);
@@ -253,16 +263,27 @@ impl Engine {
         .into_iter()
         .find(|b| b.num_rows() > 0)
         .and_then(|b| {
-            let column = datafusion::arrow::compute::cast(b.column(0), &DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None)).ok()?;
-            let column = column.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
-            column.is_valid(0).then(|| micros(column.value(0))).flatten()
+            let column = datafusion::arrow::compute::cast(
+                b.column(0),
+                &DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None),
+            )
+            .ok()?;
+            let column =
+                column.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
+            column
+                .is_valid(0)
+                .then(|| micros(column.value(0)))
+                .flatten()
         });
         Ok(assemble(request, &by_cohort, data_end))
     }
 
     /// The time column as local wall-clock time, checked.
     async fn event_time(&self, spec: &EventSpec) -> Result<String> {
-        let schema = self.table_schema(&spec.table).await.map_err(Error::request)?;
+        let schema = self
+            .table_schema(&spec.table)
+            .await
+            .map_err(Error::request)?;
         for column in [&spec.time, &spec.entity] {
             if schema.field_with_name(column).is_err() {
                 let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
@@ -295,7 +316,9 @@ impl Engine {
                     Grain::Week => 7 * 86_400,
                     _ => 30 * 86_400,
                 };
-                format!("CAST(floor((to_unixtime({at}) - to_unixtime({start})) / {seconds}.0) AS BIGINT)")
+                format!(
+                    "CAST(floor((to_unixtime({at}) - to_unixtime({start})) / {seconds}.0) AS BIGINT)"
+                )
             }
             DayMode::Calendar => match request.grain {
                 Grain::Month => format!(
@@ -303,7 +326,10 @@ impl Engine {
                 ),
                 grain => {
                     let days = if grain == Grain::Week { 7 } else { 1 };
-                    let (pa, pc) = (period_of(at, grain, week_start), period_of(start, grain, week_start));
+                    let (pa, pc) = (
+                        period_of(at, grain, week_start),
+                        period_of(start, grain, week_start),
+                    );
                     format!(
                         "CAST(round((to_unixtime(CAST({pa} AS TIMESTAMP)) - to_unixtime(CAST({pc} AS TIMESTAMP))) / {}.0) AS BIGINT)",
                         days * 86_400
@@ -317,7 +343,11 @@ impl Engine {
 fn parsed(fragment: &str, what: &str) -> Result<String> {
     plan::parse_expr(fragment)
         .map(|e| format!("({e})"))
-        .map_err(|e| Error::request(format!("the {what} `{fragment}` is not an SQL expression: {e}")))
+        .map_err(|e| {
+            Error::request(format!(
+                "the {what} `{fragment}` is not an SQL expression: {e}"
+            ))
+        })
 }
 
 fn where_clause(conditions: &[String]) -> String {
@@ -329,7 +359,8 @@ fn where_clause(conditions: &[String]) -> String {
 }
 
 fn date(days: i32) -> NaiveDate {
-    NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date") + chrono::TimeDelta::days(i64::from(days))
+    NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date")
+        + chrono::TimeDelta::days(i64::from(days))
 }
 
 fn micros(us: i64) -> Option<NaiveDateTime> {
@@ -337,7 +368,12 @@ fn micros(us: i64) -> Option<NaiveDateTime> {
 }
 
 /// The end (exclusive) of period `n` of a cohort, for eligibility.
-fn period_end(request: &RetentionRequest, cohort: NaiveDate, rows: &CohortRows, n: u32) -> Option<NaiveDateTime> {
+fn period_end(
+    request: &RetentionRequest,
+    cohort: NaiveDate,
+    rows: &CohortRows,
+    n: u32,
+) -> Option<NaiveDateTime> {
     let periods = n + 1;
     match request.days {
         DayMode::Rolling => {
@@ -360,7 +396,11 @@ fn period_end(request: &RetentionRequest, cohort: NaiveDate, rows: &CohortRows, 
 }
 
 /// The cohort triangle from the per-entity activity.
-fn assemble(request: &RetentionRequest, by_cohort: &Activity, data_end: Option<NaiveDateTime>) -> Retention {
+fn assemble(
+    request: &RetentionRequest,
+    by_cohort: &Activity,
+    data_end: Option<NaiveDateTime>,
+) -> Retention {
     let max_seen = by_cohort
         .values()
         .flat_map(|c| c.active.values().flatten())
@@ -401,8 +441,7 @@ fn assemble(request: &RetentionRequest, by_cohort: &Activity, data_end: Option<N
                 rows.values
                     .iter()
                     .filter(|(n, _)| in_column(**n))
-                    .map(|(_, v)| v)
-                    .sum::<f64>()
+                    .fold(0.0, |sum, (_, v)| sum + v)
             });
             cells.push(Cell {
                 cohort: *cohort,
@@ -447,15 +486,31 @@ impl Retention {
         ]);
         let c = &self.cells;
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(Date32Array::from_iter_values(c.iter().map(|x| days(x.cohort)))),
-            Arc::new(StringArray::from_iter_values(c.iter().map(|x| x.period.as_str()))),
-            Arc::new(Int64Array::from_iter_values(c.iter().map(|x| x.cohort_size))),
-            Arc::new(BooleanArray::from(c.iter().map(|x| x.eligible).collect::<Vec<_>>())),
-            Arc::new(c.iter().map(|x| x.eligible.then_some(x.retained)).collect::<Int64Array>()),
+            Arc::new(Date32Array::from_iter_values(
+                c.iter().map(|x| days(x.cohort)),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                c.iter().map(|x| x.period.as_str()),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                c.iter().map(|x| x.cohort_size),
+            )),
+            Arc::new(BooleanArray::from(
+                c.iter().map(|x| x.eligible).collect::<Vec<_>>(),
+            )),
+            Arc::new(
+                c.iter()
+                    .map(|x| x.eligible.then_some(x.retained))
+                    .collect::<Int64Array>(),
+            ),
             Arc::new(c.iter().map(|x| x.rate).collect::<Float64Array>()),
             Arc::new(c.iter().map(|x| x.value).collect::<Float64Array>()),
             Arc::new(c.iter().map(|x| x.value_rate).collect::<Float64Array>()),
-            Arc::new(c.iter().map(|x| repeat.get(&x.cohort).copied()).collect::<Float64Array>()),
+            Arc::new(
+                c.iter()
+                    .map(|x| repeat.get(&x.cohort).copied())
+                    .collect::<Float64Array>(),
+            ),
         ];
         Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
     }

@@ -96,7 +96,9 @@ impl Engine {
             if complete {
                 Some(latest)
             } else {
-                latest.pred_opt().map(|d| period_start(d, grain, week_start))
+                latest
+                    .pred_opt()
+                    .map(|d| period_start(d, grain, week_start))
             }
         });
         let series: Vec<(NaiveDate, f64)> = if request.to.is_some() {
@@ -116,7 +118,12 @@ impl Engine {
 }
 
 /// The pure part: pacing, trend and status from a metric's series.
-fn assess(name: &str, target: Target, series: &[(NaiveDate, f64)], by_period: NaiveDate) -> TargetStatus {
+fn assess(
+    name: &str,
+    target: Target,
+    series: &[(NaiveDate, f64)],
+    by_period: NaiveDate,
+) -> TargetStatus {
     let x = |d: NaiveDate| (d - NaiveDate::MIN).num_days() as f64;
     let (period, actual) = match series.last() {
         Some((p, v)) => (Some(*p), Some(*v)),
@@ -198,14 +205,25 @@ pub fn to_record_batch(statuses: &[TargetStatus]) -> Result<RecordBatch> {
         Field::new("status", DataType::Utf8, false),
     ]);
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(statuses.iter().map(|s| s.metric.as_str()))),
-        Arc::new(statuses.iter().map(|s| s.period.map(days)).collect::<Date32Array>()),
+        Arc::new(StringArray::from_iter_values(
+            statuses.iter().map(|s| s.metric.as_str()),
+        )),
+        Arc::new(
+            statuses
+                .iter()
+                .map(|s| s.period.map(days))
+                .collect::<Date32Array>(),
+        ),
         floats(&|s| s.actual),
         floats(&|s| s.expected),
         floats(&|s| s.projected),
         floats(&|s| Some(s.target.value)),
-        Arc::new(Date32Array::from_iter_values(statuses.iter().map(|s| days(s.target.by)))),
-        Arc::new(StringArray::from_iter_values(statuses.iter().map(|s| s.status.as_str()))),
+        Arc::new(Date32Array::from_iter_values(
+            statuses.iter().map(|s| days(s.target.by)),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            statuses.iter().map(|s| s.status.as_str()),
+        )),
     ];
     Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
 }
@@ -220,7 +238,12 @@ mod tests {
     }
 
     fn target(value: f64) -> Target {
-        Target { value, period: Grain::Month, by: d("2026-12-31"), start: None }
+        Target {
+            value,
+            period: Grain::Month,
+            by: d("2026-12-31"),
+            start: None,
+        }
     }
 
     fn months(values: &[f64]) -> Vec<(NaiveDate, f64)> {
@@ -250,15 +273,24 @@ mod tests {
     fn falling_short_is_at_risk_then_off_track() {
         let series = months(&[1000.0, 1100.0, 1200.0, 1300.0, 1400.0, 1500.0]);
         // 1110 of the 1200 needed is 92.5%: at risk; of 2000 needed, 55%: off track.
-        assert_eq!(assess("m", target(2200.0), &series, d("2026-12-01")).status, Status::AtRisk);
-        assert_eq!(assess("m", target(3000.0), &series, d("2026-12-01")).status, Status::OffTrack);
+        assert_eq!(
+            assess("m", target(2200.0), &series, d("2026-12-01")).status,
+            Status::AtRisk
+        );
+        assert_eq!(
+            assess("m", target(3000.0), &series, d("2026-12-01")).status,
+            Status::OffTrack
+        );
     }
 
     #[test]
     fn targets_below_the_start_count_falls_as_progress() {
         // A churn target: from 500 down to 300.
         let series = months(&[500.0, 470.0, 440.0, 410.0]);
-        assert_eq!(assess("m", target(300.0), &series, d("2026-12-01")).status, Status::OnTrack);
+        assert_eq!(
+            assess("m", target(300.0), &series, d("2026-12-01")).status,
+            Status::OnTrack
+        );
     }
 
     #[test]

@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{Days, NaiveDate};
-use datafusion::arrow::array::{ArrayRef, Float64Builder, RecordBatch, StringBuilder, UInt32Builder};
+use datafusion::arrow::array::{
+    ArrayRef, Float64Builder, RecordBatch, StringBuilder, UInt32Builder,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
 use crate::compute::MetricRequest;
@@ -190,18 +192,24 @@ impl Engine {
     }
 
     /// The last period of `grain` that the data covers to its end.
-    async fn last_complete_period(&self, names: &[String], grain: Grain) -> Result<Option<NaiveDate>> {
+    async fn last_complete_period(
+        &self,
+        names: &[String],
+        grain: Grain,
+    ) -> Result<Option<NaiveDate>> {
         let Some(last_day) = self.last_data_day(names).await? else {
             return Ok(None);
         };
         let week_start = self.project().week_start;
         let latest = period_start(last_day, grain, week_start);
-        Ok(Some(if next_period(latest, grain) > last_day + Days::new(1) {
-            // The data stops inside this period: comparing it would show a false drop.
-            previous_period(latest, grain)
-        } else {
-            latest
-        }))
+        Ok(Some(
+            if next_period(latest, grain) > last_day + Days::new(1) {
+                // The data stops inside this period: comparing it would show a false drop.
+                previous_period(latest, grain)
+            } else {
+                latest
+            },
+        ))
     }
 
     /// The last day any of the metrics' tables has rows for.
@@ -233,7 +241,9 @@ struct Values {
 
 impl Values {
     fn known(map: &HashMap<String, Option<f64>>) -> HashMap<String, f64> {
-        map.iter().filter_map(|(k, v)| Some((k.clone(), (*v)?))).collect()
+        map.iter()
+            .filter_map(|(k, v)| Some((k.clone(), (*v)?)))
+            .collect()
     }
 }
 
@@ -271,19 +281,27 @@ fn build(project: &Project, name: &str, values: &Values) -> TreeNode {
     let metric = &project.metrics[name];
     let value = values.now.get(name).copied().flatten();
     let previous = values.then.get(name).copied().flatten();
-    let mut inputs: Vec<TreeNode> = metric.inputs.iter().map(|i| build(project, i, values)).collect();
+    let mut inputs: Vec<TreeNode> = metric
+        .inputs
+        .iter()
+        .map(|i| build(project, i, values))
+        .collect();
     let link = if inputs.is_empty() {
         Link::Leaf
     } else {
         match metric.formula.as_deref().map(Formula::parse) {
             None | Some(Err(_)) => Link::NotQuantified,
             Some(Ok(formula)) => {
-                let parts = formula.decompose(&Values::known(&values.then), &Values::known(&values.now));
+                let parts =
+                    formula.decompose(&Values::known(&values.then), &Values::known(&values.now));
                 match (parts, value, previous) {
                     (Some(d), Some(v), Some(p)) => {
                         for input in &mut inputs {
-                            input.contribution_to_parent =
-                                d.parts.iter().find(|(n, _)| *n == input.metric).map(|(_, part)| *part);
+                            input.contribution_to_parent = d
+                                .parts
+                                .iter()
+                                .find(|(n, _)| *n == input.metric)
+                                .map(|(_, part)| *part);
                         }
                         Link::Decomposed {
                             method: d.method,
@@ -302,8 +320,8 @@ fn build(project: &Project, name: &str, values: &Values) -> TreeNode {
         .map(|rule| {
             let value = values.now.get(&rule.metric).copied().flatten();
             let previous = values.then.get(&rule.metric).copied().flatten();
-            let breached = rose
-                && matches!((previous, value), (Some(p), Some(v)) if rule.breached(p, v));
+            let breached =
+                rose && matches!((previous, value), (Some(p), Some(v)) if rule.breached(p, v));
             GuardrailStatus {
                 rule: rule.clone(),
                 value,
@@ -360,7 +378,13 @@ impl MetricTree {
             node: &TreeNode,
             parent_name: Option<&str>,
             level: u32,
-            out: &mut Vec<(String, Option<String>, u32, [Option<f64>; 6], Option<&'static str>)>,
+            out: &mut Vec<(
+                String,
+                Option<String>,
+                u32,
+                [Option<f64>; 6],
+                Option<&'static str>,
+            )>,
         ) {
             let method = match &node.link {
                 Link::Decomposed { method, .. } => Some(method.as_str()),
@@ -412,7 +436,11 @@ impl MetricTree {
             Field::new("parent", DataType::Utf8, true),
             Field::new("depth", DataType::UInt32, false),
         ];
-        fields.extend(number_names.iter().map(|n| Field::new(*n, DataType::Float64, true)));
+        fields.extend(
+            number_names
+                .iter()
+                .map(|n| Field::new(*n, DataType::Float64, true)),
+        );
         fields.push(Field::new("method", DataType::Utf8, true));
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(metric.finish()),
@@ -421,6 +449,9 @@ impl MetricTree {
         ];
         columns.extend(numbers.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
         columns.push(Arc::new(method.finish()));
-        Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+        Ok(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns,
+        )?)
     }
 }
