@@ -348,7 +348,7 @@ fn build(project: &Project, name: &str, values: &Values) -> TreeNode {
 fn attribute(node: &mut TreeNode, formula_change: Option<f64>) {
     let scale = match (node.contribution, formula_change) {
         (Some(share), Some(change)) if change != 0.0 => Some(share / change),
-        (Some(share), Some(_)) if share == 0.0 => Some(0.0),
+        (Some(0.0), Some(_)) => Some(0.0),
         _ => None,
     };
     for input in &mut node.inputs {
@@ -364,6 +364,15 @@ fn attribute(node: &mut TreeNode, formula_change: Option<f64>) {
     }
 }
 
+/// One row of the tree table: metric, parent, depth, the six numbers, the method.
+type TreeRow = (
+    String,
+    Option<String>,
+    u32,
+    [Option<f64>; 6],
+    Option<&'static str>,
+);
+
 impl MetricTree {
     /// The tree as a table, one row per node in depth-first order: `metric`, `parent`,
     /// `depth`, `value`, `previous`, `change`, `relative_change`, `contribution_to_parent`,
@@ -374,18 +383,7 @@ impl MetricTree {
         let mut depth = UInt32Builder::new();
         let mut method = StringBuilder::new();
         let mut numbers: Vec<Float64Builder> = (0..6).map(|_| Float64Builder::new()).collect();
-        fn walk(
-            node: &TreeNode,
-            parent_name: Option<&str>,
-            level: u32,
-            out: &mut Vec<(
-                String,
-                Option<String>,
-                u32,
-                [Option<f64>; 6],
-                Option<&'static str>,
-            )>,
-        ) {
+        fn walk(node: &TreeNode, parent_name: Option<&str>, level: u32, out: &mut Vec<TreeRow>) {
             let method = match &node.link {
                 Link::Decomposed { method, .. } => Some(method.as_str()),
                 Link::NotQuantified => Some("not quantified"),
