@@ -3,11 +3,16 @@
 //! One test binary for the whole crate (as ripgrep and uv keep one), with modules:
 //! `cases` (data-driven: `tests/cases/*`), `errors` (`tests/errors/*`, with snapshots of
 //! the messages in `snapshots/`), `cli` (each subcommand and option), `plugins` (connector
-//! plugins loaded from real shared libraries), `support` (helpers).
+//! plugins loaded from real shared libraries), `s3` (the S3 connector against an in-process S3
+//! server), `postgres` (the Postgres connector against a throwaway
+//! cluster that `postgres_server` runs), `support` (helpers).
 
 mod cases;
 mod cli;
 mod errors;
 mod plugins;
+mod postgres;
+mod postgres_server;
 mod retention;
+mod s3;
 mod support;

@@ -80,9 +80,11 @@ pub fn plugin_dir() -> &'static Path {
 }
 
 /// Packages of the plugins the tests load.
-pub const TEST_PLUGINS: [&str; 2] = [
+pub const TEST_PLUGINS: &[&str] = &[
     "lodestar-connector-generate",
     "lodestar-connector-abi-mismatch",
+    "lodestar-connector-s3",
+    "lodestar-connector-postgres",
 ];
 
 fn build_plugins() -> Result<PathBuf, String> {
@@ -100,7 +102,7 @@ fn build_plugins() -> Result<PathBuf, String> {
         .arg("build")
         .args(["--profile", &current_profile()]);
     for package in TEST_PLUGINS {
-        cmd.args(["--package", package]);
+        cmd.args(["--package", *package]);
     }
     let output = cmd
         .output()
