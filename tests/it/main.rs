@@ -15,4 +15,5 @@ mod postgres;
 mod postgres_server;
 mod retention;
 mod s3;
+mod segments;
 mod support;

@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lodestar_core::model::{Grain, TableRef};
 use lodestar_core::periods;
 use lodestar_core::retention::{DayMode, EventSpec, Mode, RetentionRequest};
-use lodestar_core::{Compare, Engine, MetricRequest, TreeRequest, config};
+use lodestar_core::{Compare, Engine, MetricRequest, SegmentRequest, TreeRequest, config};
 
 use crate::output::Format;
 
@@ -93,6 +93,35 @@ inputs' changes are shown side by side, unlinked.")]
         #[arg(long, default_value = "previous")]
         compare: String,
         /// Print the tree as a table (json, csv...) instead of a drawing
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+    },
+    /// Which segments of a dimension explain a metric's change between two periods
+    #[command(after_help = "\
+Examples:
+  lodestar segments bookings --by country
+  lodestar segments conversion_rate --by platform --period 2026-W20 --compare yoy
+  lodestar segments revenue --by country --period 2026-07 --format csv
+
+A metric that adds up over segments (a count, a sum) is split by each segment's change. A ratio
+is split into each segment's rate effect (its own ratio moved) and mix effect (its share of the
+denominator moved); the parts sum to the ratio's change. Where segments overlap, the remainder
+is shown as the residual.")]
+    Segments {
+        metric: String,
+        /// The dimension to break the change down by
+        #[arg(long = "by", value_name = "DIMENSION")]
+        by: String,
+        /// Period length [default: the --period's, the metric's grain, else week]
+        #[arg(long, value_parser = parse_grain)]
+        grain: Option<Grain>,
+        /// The period: 2026-W20, 2026-05, 2026-Q2, 2026 or a date [default: the last complete one]
+        #[arg(long)]
+        period: Option<String>,
+        /// Compare with: previous, yoy, or a period like --period [default: previous]
+        #[arg(long, default_value = "previous")]
+        compare: String,
+        /// Print the segments as a table (json, csv...) instead of a summary
         #[arg(long, value_enum)]
         format: Option<Format>,
     },
@@ -227,6 +256,32 @@ struct OutputArgs {
 enum ListFormat {
     Table,
     Json,
+}
+
+/// `--period` (which may also set the grain) and `--compare`, as `tree` and `segments` take them.
+fn period_and_compare(
+    period: Option<&str>,
+    compare: &str,
+) -> Result<(Option<Grain>, Option<NaiveDate>, Compare), lodestar_core::Error> {
+    let (grain, period) = match period.map(periods::parse_period) {
+        Some(Ok((g, date))) => (g, Some(date)),
+        Some(Err(message)) => return Err(lodestar_core::Error::request(message)),
+        None => (None, None),
+    };
+    let compare = match compare {
+        "previous" => Compare::Previous,
+        "yoy" | "year" => Compare::YearOverYear,
+        other => match periods::parse_period(other) {
+            Ok((_, date)) => Compare::Period(date),
+            Err(message) => {
+                return Err(lodestar_core::Error::request_hint(
+                    message,
+                    "--compare takes previous, yoy, or a period",
+                ));
+            }
+        },
+    };
+    Ok((grain, period, compare))
 }
 
 fn parse_grain(s: &str) -> Result<Grain, String> {
@@ -378,25 +433,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             compare,
             format,
         } => {
-            let (period_grain, period) = match period.as_deref().map(periods::parse_period) {
-                Some(Ok((g, date))) => (g, Some(date)),
-                Some(Err(message)) => return Err(lodestar_core::Error::request(message).into()),
-                None => (None, None),
-            };
-            let compare = match compare.as_str() {
-                "previous" => Compare::Previous,
-                "yoy" | "year" => Compare::YearOverYear,
-                other => match periods::parse_period(other) {
-                    Ok((_, date)) => Compare::Period(date),
-                    Err(message) => {
-                        return Err(lodestar_core::Error::request_hint(
-                            message,
-                            "--compare takes previous, yoy, or a period",
-                        )
-                        .into());
-                    }
-                },
-            };
+            let (period_grain, period, compare) = period_and_compare(period.as_deref(), &compare)?;
             let request = TreeRequest {
                 root: metric,
                 grain: grain.or(period_grain),
@@ -425,6 +462,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         println!();
                         render::targets(&statuses);
                     }
+                    Ok(())
+                }
+            }
+        }
+        Command::Segments {
+            metric,
+            by,
+            grain,
+            period,
+            compare,
+            format,
+        } => {
+            let (period_grain, period, compare) = period_and_compare(period.as_deref(), &compare)?;
+            let request = SegmentRequest {
+                metric,
+                dimension: by,
+                grain: grain.or(period_grain),
+                period,
+                compare,
+            };
+            progress.start("computing segments");
+            let analysis = engine.segments(&request).await;
+            progress.finish();
+            let analysis = analysis?;
+            match format {
+                Some(format) => {
+                    let batch = analysis.to_record_batch()?;
+                    output::write(&batch.schema(), std::slice::from_ref(&batch), format, None)
+                }
+                None => {
+                    render::segments(&analysis);
                     Ok(())
                 }
             }

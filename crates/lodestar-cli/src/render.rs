@@ -1,4 +1,4 @@
-//! Text output for people: the metric list and the metric tree.
+//! Text output for people: the metric list, the metric tree, segments, targets, retention.
 
 use std::path::Path;
 
@@ -10,7 +10,7 @@ use lodestar_core::model::{MetricKind, Project};
 use lodestar_core::periods::label;
 use lodestar_core::retention::Retention;
 use lodestar_core::targets::TargetStatus;
-use lodestar_core::{Link, MetricTree, TreeNode};
+use lodestar_core::{Link, MetricTree, SegmentAnalysis, SegmentMethod, TreeNode};
 
 /// `lodestar list`.
 pub fn list(project: &Project, json: bool) -> anyhow::Result<()> {
@@ -352,6 +352,80 @@ pub fn retention(result: &Retention, with_value: bool) {
         println!(
             "active again after their first event: {:.1}% of entities on average across cohorts",
             mean * 100.0
+        );
+    }
+}
+
+/// `lodestar segments`: the total's change, then each segment's part, largest first.
+pub fn segments(analysis: &SegmentAnalysis) {
+    let (Some(period), Some(previous)) = (analysis.period, analysis.previous_period) else {
+        println!("no data yet");
+        return;
+    };
+    let relative = match (analysis.change(), analysis.previous) {
+        (Some(c), Some(p)) if p != 0.0 => Some(c / p.abs()),
+        _ => None,
+    };
+    println!(
+        "{} by {}: {} {} compared with {}",
+        analysis.metric,
+        analysis.dimension,
+        analysis.grain,
+        label(period, analysis.grain),
+        label(previous, analysis.grain)
+    );
+    println!(
+        "total {}{}",
+        number(analysis.value),
+        change_text(analysis.change(), relative)
+    );
+    let ratio = analysis.method == SegmentMethod::RateMix;
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic);
+    let mut header = vec![
+        analysis.dimension.as_str(),
+        "value",
+        "previous",
+        "change",
+        "part",
+        "share",
+    ];
+    if ratio {
+        header.extend(["rate effect", "mix effect"]);
+    }
+    table.set_header(header);
+    let total = analysis.change().filter(|c| *c != 0.0);
+    for s in &analysis.segments {
+        let share = match (s.contribution, total) {
+            (Some(c), Some(t)) => format!("{:.1}%", c / t * 100.0),
+            _ => "–".into(),
+        };
+        let mut row = vec![
+            s.segment.clone().unwrap_or_else(|| "(none)".into()),
+            number(s.value),
+            number(s.previous),
+            number(s.change()),
+            number(s.contribution),
+            share,
+        ];
+        if ratio {
+            row.extend([number(s.rate_effect), number(s.mix_effect)]);
+        }
+        table.add_row(row);
+    }
+    println!("{table}");
+    match analysis.residual() {
+        Some(r) if r.abs() > 1e-9 * analysis.value.unwrap_or(1.0).abs().max(1.0) => println!(
+            "the segments' parts leave {} of the change unexplained: segments overlap (an entity in several of them) or the metric does not add up over them",
+            number(Some(r))
+        ),
+        _ => {}
+    }
+    if ratio {
+        println!(
+            "rate effect: the segment's own ratio moved; mix effect: its share of the denominator moved"
         );
     }
 }

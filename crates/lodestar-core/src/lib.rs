@@ -15,6 +15,7 @@ pub mod model;
 pub mod periods;
 mod plan;
 pub mod retention;
+pub mod segments;
 pub mod targets;
 pub mod tree;
 
@@ -22,4 +23,5 @@ pub use compute::{MetricRequest, MetricTable, Scanned};
 pub use datafusion;
 pub use engine::Engine;
 pub use error::{Error, Result};
+pub use segments::{Segment, SegmentAnalysis, SegmentMethod, SegmentRequest};
 pub use tree::{Compare, GuardrailStatus, Link, MetricTree, TreeNode, TreeRequest};

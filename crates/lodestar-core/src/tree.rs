@@ -130,16 +130,14 @@ impl Engine {
             .grain
             .or_else(|| roots.first().and_then(|r| project.metrics[r].grain))
             .unwrap_or(DEFAULT_TREE_GRAIN);
-        let week_start = project.week_start;
         let mut names = Vec::new();
         for root in &roots {
             collect(project, root, &mut names);
         }
-        let current = match request.period {
-            Some(date) => Some(period_start(date, grain, week_start)),
-            None => self.last_complete_period(&names, grain).await?,
-        };
-        let Some(current) = current else {
+        let Some((current, compared)) = self
+            .comparison(&names, grain, request.period, request.compare)
+            .await?
+        else {
             // No data at all: the tree's shape, without values.
             let values = Values::default();
             return Ok(MetricTree {
@@ -149,16 +147,6 @@ impl Engine {
                 roots: roots.iter().map(|r| build(project, r, &values)).collect(),
             });
         };
-        let compared = match request.compare {
-            Compare::Previous => previous_period(current, grain),
-            Compare::YearOverYear => year_before(current, grain, week_start),
-            Compare::Period(date) => period_start(date, grain, week_start),
-        };
-        if compared == current {
-            return Err(Error::request(format!(
-                "the comparison period is the period itself ({current}); compare with another"
-            )));
-        }
         // One request over both periods: one scan per table for the whole tree.
         let mut metrics_request = MetricRequest::new(names, grain);
         metrics_request.from = Some(compared.min(current));
@@ -189,6 +177,36 @@ impl Engine {
             previous_period: Some(compared),
             roots,
         })
+    }
+
+    /// The period looked at (the one containing `period`, else the last complete one of the
+    /// metrics' data) and the period it is compared with; `None` when there is no data.
+    pub(crate) async fn comparison(
+        &self,
+        names: &[String],
+        grain: Grain,
+        period: Option<NaiveDate>,
+        compare: Compare,
+    ) -> Result<Option<(NaiveDate, NaiveDate)>> {
+        let week_start = self.project().week_start;
+        let current = match period {
+            Some(date) => period_start(date, grain, week_start),
+            None => match self.last_complete_period(names, grain).await? {
+                Some(current) => current,
+                None => return Ok(None),
+            },
+        };
+        let compared = match compare {
+            Compare::Previous => previous_period(current, grain),
+            Compare::YearOverYear => year_before(current, grain, week_start),
+            Compare::Period(date) => period_start(date, grain, week_start),
+        };
+        if compared == current {
+            return Err(Error::request(format!(
+                "the comparison period is the period itself ({current}); compare with another"
+            )));
+        }
+        Ok(Some((current, compared)))
     }
 
     /// The last period of `grain` that the data covers to its end.

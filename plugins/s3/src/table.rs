@@ -97,10 +97,7 @@ impl S3Table {
     /// Whether `filter` reads only partition columns (the listing table prunes with it).
     fn is_partition_filter(&self, filter: &Expr) -> bool {
         let columns = filter.column_refs();
-        !columns.is_empty()
-            && columns
-                .iter()
-                .all(|c| self.partitions.contains(&c.name))
+        !columns.is_empty() && columns.iter().all(|c| self.partitions.contains(&c.name))
     }
 
     /// Filters on the date partition implied by filters on the time column.
