@@ -9,6 +9,7 @@
 
 mod cases;
 mod cli;
+mod discover;
 mod errors;
 mod plugins;
 mod postgres;

@@ -1,4 +1,5 @@
-//! `lodestar retention` on a fixture small enough to count by hand.
+//! `lodestar retention`, and retention metrics (`retention:`) in the tree, on a fixture small
+//! enough to count by hand.
 //!
 //! Users (cohort = signup): u1 2026-01-01 10:00, u2 2026-01-01 20:00, u3 2026-01-02 09:00.
 //! Events: u1 at 01-01 10:00, 01-02 09:00, 01-02 11:00, 01-04 10:00; u2 at 01-03 21:00;
@@ -142,5 +143,118 @@ fn the_triangle_leaves_young_cohorts_blank() {
         first.matches('%').count(),
         3,
         "period 3 has not ended: {out}"
+    );
+}
+
+// ------------------------------------------------- retention as a metric kind (`retention:`)
+
+/// The fixture with `lodestar.yaml` replaced by `yaml`.
+fn project_with(yaml: &str) -> Scratch {
+    let fixture = Scratch::copy_of(&test_dir("fixtures/retention"));
+    fs_err::write(fixture.project(), yaml).unwrap();
+    fixture
+}
+
+const TREE: &str = "\
+sources:
+  app: { connector: files, path: data }
+metrics:
+  events:
+    north_star: true
+    table: app.events
+    time: event_time
+    measure: count(*)
+    inputs: [signups, d1_retention]
+  signups: { table: app.users, time: signed_up_at, measure: count(*) }
+  d1_retention:
+    retention: { cohort: app.users.signed_up_at, activity: app.events.event_time, entity: user_id, after: 1d }
+";
+
+/// Hand count (tests/cases/retention_metric_day/README.md): d1 retention of cohort 01-01 is
+/// 1/2 (u1 back in [01-02 10:00, 01-03 10:00), u2 not), of cohort 01-02 0/1 (u3 not).
+#[test]
+fn a_retention_metric_is_an_input_of_the_tree() {
+    let fixture = project_with(TREE);
+    let args = [
+        "tree",
+        "--grain",
+        "day",
+        "--period",
+        "2026-01-02",
+        "--format",
+        "csv",
+    ];
+    let out = Run::of(&mut lodestar_project(&fixture.project(), args)).success();
+    let table = crate::support::Table::parse(&out.stdout).unwrap();
+    let row = table
+        .rows
+        .iter()
+        .find(|r| r[0] == "d1_retention")
+        .unwrap_or_else(|| panic!("no d1_retention row\n{out}"));
+    let cell = |name: &str| {
+        let i = table.header.iter().position(|h| h == name).unwrap();
+        row[i].as_str()
+    };
+    assert_eq!(cell("parent"), "events", "{out}");
+    for (name, expected) in [("value", "0"), ("previous", "0.5"), ("change", "-0.5")] {
+        assert!(
+            crate::support::cell_matches(expected, cell(name)),
+            "{name}: {}\n{out}",
+            cell(name)
+        );
+    }
+}
+
+#[test]
+fn retention_metric_mistakes_name_their_place() {
+    let check = |yaml: &str, args: &[&str], wanted: &[&str]| {
+        let fixture = project_with(yaml);
+        let out = Run::of(&mut lodestar_project(&fixture.project(), args)).expect_code(1);
+        for w in wanted {
+            assert!(out.stderr.contains(w), "wanted `{w}`\n{out}");
+        }
+    };
+    // Not SOURCE.TABLE.COLUMN: reported at the value.
+    let yaml = TREE.replace("cohort: app.users.signed_up_at", "cohort: app.users");
+    let (line, column) = crate::support::position_of(&yaml, Some("d1_retention:"), "app.users,");
+    check(
+        &yaml,
+        &["validate"],
+        &[
+            &format!("lodestar.yaml:{line}:{column}: metric `d1_retention`"),
+            "retention `cohort` is `app.users`, which is not SOURCE.TABLE.COLUMN",
+            "hint: name the table and its time column",
+        ],
+    );
+    let yaml = TREE.replace("after: 1d", "after: 1 fortnight");
+    check(
+        &yaml,
+        &["validate"],
+        &["cannot read retention `after` `1 fortnight`"],
+    );
+    // A column that is not there, found when the tables are opened.
+    let yaml = TREE.replace("entity: user_id", "entity: usr_id");
+    check(
+        &yaml,
+        &["validate"],
+        &[
+            "metric `d1_retention`",
+            "entity column `usr_id` is not a column of `app.users`",
+            "did you mean `user_id`",
+        ],
+    );
+    let yaml = TREE.replace("after: 1d }", "after: 1d }\n    dimensions: [country]");
+    check(
+        &yaml,
+        &["validate"],
+        &["a retention metric is one rate per cohort period and has no dimensions"],
+    );
+    check(
+        TREE,
+        &["compute", "d1_retention", "--by", "user_id"],
+        &[
+            "metric `d1_retention` is a retention metric",
+            "hint: segment",
+        ],
     );
 }

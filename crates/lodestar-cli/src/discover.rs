@@ -139,14 +139,14 @@ impl DiscoverArgs {
     }
 }
 
-/// Runs the discovery and prints the ranking and the summary (or writes the table).
-pub async fn run(engine: &Engine, args: DiscoverArgs) -> anyhow::Result<()> {
-    let request = args.request(engine)?;
-    let discovery = engine.discover(&request).await?;
+/// Prints the ranking and the summary, or writes the ranking table in `args.format`.
+pub fn print(discovery: &Discovery, args: &DiscoverArgs) -> anyhow::Result<()> {
     match args.format {
         Some(format) => {
             let batch = discovery.to_record_batch()?;
-            eprintln!("note: these are correlations, not causes; see the summary without --format");
+            eprintln!(
+                "note: these are correlations, not causes; the report without --format says more"
+            );
             output::write(
                 &batch.schema(),
                 std::slice::from_ref(&batch),
@@ -156,7 +156,7 @@ pub async fn run(engine: &Engine, args: DiscoverArgs) -> anyhow::Result<()> {
             .context("writing the ranking")
         }
         None => {
-            print_report(&discovery, args.top);
+            print_report(discovery, args.top);
             Ok(())
         }
     }
@@ -221,13 +221,18 @@ fn row(rank: usize, c: &Candidate, validated: bool) -> Vec<String> {
         fixed(t.lift()),
         percent(t.recall()),
         match (t.phi(), c.phi_interval()) {
-            (Some(phi), Some((low, high))) => format!("{phi:.3} [{low:.3}, {high:.3}]"),
-            (phi, _) => fixed(phi),
+            (Some(phi), Some((low, high))) => {
+                format!("{} [{}, {}]", three(phi), three(low), three(high))
+            }
+            (phi, _) => phi.map_or_else(|| "–".into(), three),
         },
     ];
     if validated {
         let v = c.validation.as_ref();
-        cells.push(fixed(v.and_then(|v| v.table.phi())));
+        cells.push(
+            v.and_then(|v| v.table.phi())
+                .map_or_else(|| "–".into(), three),
+        );
         cells.push(v.map(|v| v.verdict.as_str()).unwrap_or("–").to_string());
     }
     cells
@@ -239,6 +244,16 @@ fn percent(x: Option<f64>) -> String {
 
 fn fixed(x: Option<f64>) -> String {
     x.map_or_else(|| "–".into(), |x| format!("{x:.2}"))
+}
+
+/// Three decimals, without a minus sign on a value that rounds to zero.
+fn three(x: f64) -> String {
+    let text = format!("{x:.3}");
+    if text == "-0.000" {
+        "0.000".into()
+    } else {
+        text
+    }
 }
 
 fn thousands(n: u64) -> String {
@@ -267,5 +282,7 @@ mod tests {
         assert_eq!(thousands(12), "12");
         assert_eq!(percent(Some(0.6431)), "64.3%");
         assert_eq!(fixed(None), "–");
+        assert_eq!(three(-0.0001), "0.000");
+        assert_eq!(three(-0.0123), "-0.012");
     }
 }

@@ -1,5 +1,6 @@
 //! `lodestar`: the command line over lodestar-core. Parses arguments, calls the core, prints.
 
+mod discover;
 mod output;
 mod render;
 
@@ -147,6 +148,9 @@ Examples:
 
 A cohort too young for a period to have ended is left blank in that column.")]
     Retention(RetentionArgs),
+    /// Value moments: which early activities go with users staying (correlation, not causation)
+    #[command(after_help = discover::AFTER_HELP)]
+    Discover(discover::DiscoverArgs),
     /// Run a read-only SQL query over the sources (table `orders` of source `app` is app.orders)
     #[command(after_help = "\
 Examples:
@@ -530,6 +534,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     Ok(())
                 }
             }
+        }
+        Command::Discover(args) => {
+            let request = args.request(&engine)?;
+            progress.start("looking for value moments");
+            let discovery = engine.discover(&request).await;
+            progress.finish();
+            discover::print(&discovery?, &args)
         }
         Command::Sql { query, output } => {
             let df = engine.sql(&query).await?;

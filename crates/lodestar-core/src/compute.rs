@@ -21,7 +21,8 @@ use indexmap::IndexMap;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::model::{
-    CumulativeOver, Grain, Measure, Metric, MetricKind, Project, TableRef, quote_ident,
+    CumulativeOver, Grain, Measure, Metric, MetricKind, Project, RetentionMetric, TableRef,
+    quote_ident,
 };
 use crate::periods::{next_period, period_start, spine};
 use crate::plan::{self, TimeKind, date_literal, local_time, period_of, timestamp_literal};
@@ -230,6 +231,13 @@ impl Engine {
                 series.insert((metric.name.clone(), grain), part.name.clone());
                 parts.push(part);
             }
+            if let MetricKind::Retention(r) = &metric.kind {
+                let part = self
+                    .run_retention_metric(metric, r, grain, (from_start, to_end), parts.len())
+                    .await?;
+                series.insert((metric.name.clone(), grain), part.name.clone());
+                parts.push(part);
+            }
         }
 
         // The time spine: the requested range, or the periods the data covers.
@@ -332,6 +340,15 @@ impl Engine {
             }
         }
         for metric in closure {
+            if let (MetricKind::Retention(_), Some((dim, flag))) = (&metric.kind, used.first()) {
+                return Err(Error::request_hint(
+                    format!(
+                        "{flag} uses `{dim}`, but metric `{}` is a retention metric: one rate per cohort period, without dimensions",
+                        metric.name
+                    ),
+                    "segment a retention metric with `cohort_filter` or `activity_filter` in its definition",
+                ));
+            }
             let scans_rows = matches!(
                 metric.kind,
                 MetricKind::Simple(_)
@@ -580,6 +597,99 @@ impl Engine {
         );
         self.collect_part(query, index, "sql".into(), vec![metric.name.clone()])
             .await
+    }
+
+    /// A retention metric's series: per cohort period, the share of the cohort active again
+    /// in its window, null while the cohort can still change. One query: each entity's first
+    /// cohort time, whether it has activity in `[t0 + after, t0 + after + window)`, and the
+    /// activity table's last time as the data's end.
+    async fn run_retention_metric(
+        &self,
+        metric: &Metric,
+        r: &RetentionMetric,
+        grain: Grain,
+        (lower, upper): (Option<NaiveDate>, Option<NaiveDate>),
+        index: usize,
+    ) -> Result<Part> {
+        let (cohort_local, _) = self.local_time_of(&r.cohort, &r.cohort_time).await?;
+        let (activity_local, _) = self.local_time_of(&r.activity, &r.activity_time).await?;
+        let entity = quote_ident(&r.entity);
+        let entity_type = |table: &TableRef| {
+            let table = table.clone();
+            let entity = r.entity.clone();
+            async move {
+                self.table_schema(&table).await.ok().and_then(|s| {
+                    s.field_with_name(&entity)
+                        .ok()
+                        .map(|f| f.data_type().clone())
+                })
+            }
+        };
+        // Keys of different types (text ids against numbers) meet as text.
+        let key = if entity_type(&r.cohort).await == entity_type(&r.activity).await {
+            entity.clone()
+        } else {
+            format!("CAST({entity} AS VARCHAR)")
+        };
+        let filter = |f: &Option<String>| -> Result<String> {
+            Ok(match f {
+                Some(f) => format!(" AND ({})", plan::parse_expr(f).map_err(Error::request)?),
+                None => String::new(),
+            })
+        };
+        let (after, reach) = (r.after_days, r.after_days + r.window_days);
+        let period = period_of("c.t0", grain, self.project().week_start);
+        let length = match grain {
+            Grain::Day => "1 day",
+            Grain::Week => "7 days",
+            Grain::Month => "1 month",
+            Grain::Quarter => "3 months",
+            Grain::Year => "1 year",
+        };
+        let in_range = time_range("t0", lower, upper);
+        let sql = format!(
+            "WITH cohort AS (
+  SELECT {key} AS e, min({cohort_local}) AS t0 FROM {cohort_table}
+  WHERE {entity} IS NOT NULL{cohort_filter} GROUP BY {key}
+),
+activity AS (
+  SELECT {key} AS e, {activity_local} AS t FROM {activity_table}
+  WHERE {entity} IS NOT NULL{activity_filter}
+),
+data_end AS (SELECT max({activity_local}) AS t_end FROM {activity_table}),
+users AS (
+  SELECT c.e, c.t0, {period} AS p, bool_or(a.t IS NOT NULL) AS retained
+  FROM cohort c LEFT JOIN activity a
+    ON a.e = c.e AND a.t >= c.t0 + INTERVAL '{after} days' AND a.t < c.t0 + INTERVAL '{reach} days'
+  GROUP BY c.e, c.t0
+)
+SELECT u.p AS {period_col},
+  CASE WHEN max(u.t0) + INTERVAL '{reach} days' <= max(d.t_end)
+        AND CAST(u.p AS TIMESTAMP) + INTERVAL '{length}' <= max(d.t_end)
+    THEN CAST(count(*) FILTER (WHERE u.retained) AS DOUBLE) / CAST(count(*) AS DOUBLE)
+  END AS {name}
+FROM users u CROSS JOIN data_end d{where_range}
+GROUP BY u.p",
+            cohort_table = r.cohort.sql(),
+            activity_table = r.activity.sql(),
+            cohort_filter = filter(&r.cohort_filter)?,
+            activity_filter = filter(&r.activity_filter)?,
+            period_col = quote_ident(PERIOD),
+            name = quote_ident(&metric.name),
+            where_range = where_clause(
+                &in_range
+                    .iter()
+                    .map(|c| format!("u.{c}"))
+                    .collect::<Vec<_>>()
+            ),
+        );
+        self.collect_part(
+            sql,
+            index,
+            format!("{} and {}", r.cohort, r.activity),
+            vec![metric.name.clone()],
+        )
+        .await
     }
 
     /// The first and last local dates of a measure's rows.
@@ -850,7 +960,10 @@ fn assemble(
                 ));
                 columns.push(format!("COALESCE({cte}.{name}, 0) AS {name}"));
             }
-            MetricKind::Simple(_) | MetricKind::Cumulative(_) | MetricKind::Sql { .. } => {
+            MetricKind::Simple(_)
+            | MetricKind::Cumulative(_)
+            | MetricKind::Sql { .. }
+            | MetricKind::Retention(_) => {
                 let part = &series[&(metric.name.clone(), grain)];
                 if !joined.contains(&part.as_str()) {
                     joined.push(part);
@@ -859,7 +972,12 @@ fn assemble(
                         dims_match(part, "g")
                     ));
                 }
-                columns.push(format!("COALESCE({part}.{name}, 0) AS {name}"));
+                if matches!(metric.kind, MetricKind::Retention(_)) {
+                    // A rate: a period without a (complete) cohort has none, not 0.
+                    columns.push(format!("{part}.{name} AS {name}"));
+                } else {
+                    columns.push(format!("COALESCE({part}.{name}, 0) AS {name}"));
+                }
             }
             MetricKind::Ratio { .. } | MetricKind::Derived { .. } => {}
         }

@@ -17,7 +17,7 @@ use std::ops::ControlFlow;
 use crate::error::{Error, Location, Result, Subject, did_you_mean};
 use crate::model::{
     Cumulative, CumulativeOver, EngineSettings, Grain, Guardrail, Measure, Metric, MetricKind,
-    Project, SourceDef, TableRef, Target,
+    Project, RetentionMetric, SourceDef, TableRef, Target,
 };
 
 /// The name `lodestar` looks for.
@@ -126,6 +126,7 @@ struct RawMetric {
     derived: Option<Spanned<String>>,
     cumulative: Option<Spanned<RawCumulative>>,
     sql: Option<Spanned<String>>,
+    retention: Option<Spanned<RawRetention>>,
     inputs: Option<Vec<Spanned<String>>>,
     formula: Option<Spanned<String>>,
     target: Option<Spanned<RawTarget>>,
@@ -166,6 +167,18 @@ struct RawRatio {
 struct RawCumulative {
     metric: Option<Spanned<String>>,
     window: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    cohort: Spanned<String>,
+    activity: Spanned<String>,
+    entity: Spanned<String>,
+    after: Spanned<String>,
+    window: Option<Spanned<String>>,
+    cohort_filter: Option<Spanned<String>>,
+    activity_filter: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -388,6 +401,7 @@ impl Builder<'_> {
         field!(derived);
         field!(cumulative);
         field!(sql);
+        field!(retention);
         field!(formula);
         field!(target);
 
@@ -411,6 +425,7 @@ impl Builder<'_> {
             ("ratio", raw.ratio.is_some()),
             ("derived", raw.derived.is_some()),
             ("sql", raw.sql.is_some()),
+            ("retention", raw.retention.is_some()),
         ]
         .into_iter()
         .filter(|(_, set)| *set)
@@ -422,7 +437,7 @@ impl Builder<'_> {
                 location,
                 subject: subject(),
                 message: "a metric has exactly one kind, but this one mixes several".into(),
-                hint: Some("use table/time/measure for a simple metric, or one of `ratio`, `derived`, `cumulative`, `sql`".into()),
+                hint: Some("use table/time/measure for a simple metric, or one of `ratio`, `derived`, `cumulative`, `sql`, `retention`".into()),
             });
         }
         let dimensions = raw
@@ -459,6 +474,20 @@ impl Builder<'_> {
                 sql: sql.value.clone(),
                 grain: grain.unwrap_or(Grain::Day),
             }
+        } else if let Some(retention) = &raw.retention {
+            if let Some(filter) = &raw.filter {
+                return Err(Error::Invalid {
+                    location: self.loc(filter),
+                    subject: subject(),
+                    message:
+                        "a retention metric has no `filter`: it would not say which rows it keeps"
+                            .into(),
+                    hint: Some(
+                        "write `cohort_filter` or `activity_filter` inside `retention:`".into(),
+                    ),
+                });
+            }
+            MetricKind::Retention(self.retention(retention, &name.value, sources)?)
         } else if let Some(cumulative) = &raw.cumulative {
             let window_days = cumulative
                 .value
@@ -497,7 +526,7 @@ impl Builder<'_> {
             return Err(Error::Invalid {
                 location,
                 subject: subject(),
-                message: "no definition: a metric needs table/time/measure, `ratio`, `derived`, `cumulative` or `sql`".into(),
+                message: "no definition: a metric needs table/time/measure, `ratio`, `derived`, `cumulative`, `sql` or `retention`".into(),
                 hint: Some("for example `measure: count(*)`, `table: app.orders`, `time: ordered_at`".into()),
             });
         };
@@ -507,6 +536,7 @@ impl Builder<'_> {
                 kind,
                 MetricKind::Ratio { .. }
                     | MetricKind::Derived { .. }
+                    | MetricKind::Retention(_)
                     | MetricKind::Cumulative(Cumulative {
                         over: CumulativeOver::Metric(_),
                         ..
@@ -516,7 +546,11 @@ impl Builder<'_> {
             return Err(self.invalid(
                 field_locations["dimensions"].clone(),
                 subject(),
-                format!("a {} metric takes its dimensions from the metrics it is computed from; remove `dimensions` here", kind.name()),
+                if matches!(kind, MetricKind::Retention(_)) {
+                    "a retention metric is one rate per cohort period and has no dimensions; remove `dimensions` here (use `cohort_filter` for a segment)".to_string()
+                } else {
+                    format!("a {} metric takes its dimensions from the metrics it is computed from; remove `dimensions` here", kind.name())
+                },
             ));
         }
 
@@ -653,6 +687,79 @@ impl Builder<'_> {
             time: time.value.clone(),
             measure: measure.value.clone(),
             filter: raw.filter.as_ref().map(|f| f.value.clone()),
+        })
+    }
+
+    fn retention(
+        &self,
+        r: &Spanned<RawRetention>,
+        metric: &str,
+        sources: &IndexMap<String, SourceDef>,
+    ) -> Result<RetentionMetric> {
+        let subject = || Subject::Metric(metric.to_string());
+        let r = &r.value;
+        let column = |field: &str, s: &Spanned<String>| -> Result<(TableRef, String)> {
+            let parts: Vec<&str> = s.value.split('.').collect();
+            let [source, table, column] = parts.as_slice() else {
+                return Err(Error::Invalid {
+                    location: self.loc(s),
+                    subject: subject(),
+                    message: format!(
+                        "retention `{field}` is `{}`, which is not SOURCE.TABLE.COLUMN",
+                        s.value
+                    ),
+                    hint: Some(format!(
+                        "name the table and its time column, for example `{}`",
+                        if field == "cohort" {
+                            "app.users.signed_up_at"
+                        } else {
+                            "app.events.event_time"
+                        }
+                    )),
+                });
+            };
+            if !sources.contains_key(*source) {
+                return Err(Error::Invalid {
+                    location: self.loc(s),
+                    subject: subject(),
+                    message: format!(
+                        "retention `{field}` names source `{source}`, which is not defined"
+                    ),
+                    hint: did_you_mean(source, sources.keys().map(String::as_str)),
+                });
+            }
+            Ok((
+                TableRef {
+                    source: (*source).to_string(),
+                    table: (*table).to_string(),
+                },
+                (*column).to_string(),
+            ))
+        };
+        let days = |field: &str, s: &Spanned<String>| {
+            parse_days(&s.value).ok_or_else(|| {
+                self.invalid(
+                    self.loc(s),
+                    subject(),
+                    format!(
+                        "cannot read retention `{field}` `{}`: expected days or weeks such as 1d, 14d or 2w",
+                        s.value
+                    ),
+                )
+            })
+        };
+        let (cohort, cohort_time) = column("cohort", &r.cohort)?;
+        let (activity, activity_time) = column("activity", &r.activity)?;
+        Ok(RetentionMetric {
+            cohort,
+            cohort_time,
+            activity,
+            activity_time,
+            entity: r.entity.value.clone(),
+            after_days: days("after", &r.after)?,
+            window_days: r.window.as_ref().map_or(Ok(1), |w| days("window", w))?,
+            cohort_filter: r.cohort_filter.as_ref().map(|f| f.value.clone()),
+            activity_filter: r.activity_filter.as_ref().map(|f| f.value.clone()),
         })
     }
 

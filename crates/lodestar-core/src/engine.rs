@@ -17,7 +17,8 @@ use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use crate::connect;
 use crate::error::{Error, Location, Result, Subject, did_you_mean};
 use crate::model::{
-    CumulativeOver, EngineSettings, Measure, Metric, MetricKind, Project, TableRef, quote_ident,
+    CumulativeOver, EngineSettings, Measure, Metric, MetricKind, Project, RetentionMetric,
+    TableRef, quote_ident,
 };
 use crate::plan::{self, TimeKind};
 
@@ -182,6 +183,7 @@ impl Engine {
                 self.check_expression(metric, "derived", expr, references)
                     .await?
             }
+            MetricKind::Retention(r) => self.check_retention(metric, r).await?,
             MetricKind::Ratio { .. } => {}
         }
         if let Some(formula) = &metric.formula {
@@ -278,6 +280,73 @@ impl Engine {
                 format!("measure `{}` returns {data_type}, not a number", m.measure),
                 None,
             ));
+        }
+        Ok(())
+    }
+
+    /// The cohort and activity tables of a retention metric: time and entity columns, filters.
+    async fn check_retention(&self, metric: &Metric, r: &RetentionMetric) -> Result<()> {
+        let sides = [
+            ("cohort", &r.cohort, &r.cohort_time, &r.cohort_filter),
+            (
+                "activity",
+                &r.activity,
+                &r.activity_time,
+                &r.activity_filter,
+            ),
+        ];
+        for (side, table, time, filter) in sides {
+            let schema = self.table_schema(table).await.map_err(|message| {
+                invalid(
+                    metric,
+                    "retention",
+                    format!("retention `{side}`: {message}"),
+                    None,
+                )
+            })?;
+            let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            for (what, name) in [("time column", time), ("entity column", &r.entity)] {
+                let Ok(field) = schema.field_with_name(name) else {
+                    let hint = did_you_mean(name, columns.iter().copied()).unwrap_or_else(|| {
+                        format!("the columns of `{table}` are: {}", columns.join(", "))
+                    });
+                    return Err(invalid(
+                        metric,
+                        "retention",
+                        format!("retention `{side}`: {what} `{name}` is not a column of `{table}`"),
+                        Some(hint),
+                    ));
+                };
+                if what == "time column" && TimeKind::of(field.data_type()).is_none() {
+                    return Err(invalid(
+                        metric,
+                        "retention",
+                        format!(
+                            "retention `{side}`: time column `{name}` has type {}; it must be a timestamp, a date or ISO-8601 text",
+                            field.data_type()
+                        ),
+                        None,
+                    ));
+                }
+            }
+            if let Some(filter) = filter {
+                let field = if side == "cohort" {
+                    "cohort_filter"
+                } else {
+                    "activity_filter"
+                };
+                let parsed = plan::parse_expr(filter).map_err(|e| {
+                    invalid(
+                        metric,
+                        "retention",
+                        format!("retention `{field}` `{filter}` is not an SQL expression: {e}"),
+                        None,
+                    )
+                })?;
+                self.plan(&format!("SELECT 1 FROM {} WHERE ({parsed})", table.sql()))
+                    .await
+                    .map_err(|e| sql_error(metric, "retention", e, filter, &columns))?;
+            }
         }
         Ok(())
     }

@@ -109,7 +109,7 @@ impl Metric {
     /// Metrics this one is computed from (not the tree's `inputs`, which are informative).
     pub fn parents(&self) -> Vec<&str> {
         match &self.kind {
-            MetricKind::Simple(_) | MetricKind::Sql { .. } => vec![],
+            MetricKind::Simple(_) | MetricKind::Sql { .. } | MetricKind::Retention(_) => vec![],
             MetricKind::Ratio {
                 numerator,
                 denominator,
@@ -144,6 +144,8 @@ pub enum MetricKind {
     Cumulative(Cumulative),
     /// A raw SQL query returning `period`, optional dimension columns and `value`.
     Sql { sql: String, grain: Grain },
+    /// The N-day retention rate of each period's cohort.
+    Retention(RetentionMetric),
 }
 
 impl MetricKind {
@@ -154,8 +156,30 @@ impl MetricKind {
             MetricKind::Derived { .. } => "derived",
             MetricKind::Cumulative(_) => "cumulative",
             MetricKind::Sql { .. } => "sql",
+            MetricKind::Retention(_) => "retention",
         }
     }
+}
+
+/// A retention metric: per period, of the entities whose first cohort event falls in it, the
+/// share active in `[cohort event + after, cohort event + after + window)`. A period whose
+/// cohort can still change (the period or its last member's window has not ended by the
+/// activity data's end) has no value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionMetric {
+    /// The cohort table and its time column: each entity's earliest row is its cohort event.
+    pub cohort: TableRef,
+    pub cohort_time: String,
+    /// The activity table and its time column.
+    pub activity: TableRef,
+    pub activity_time: String,
+    /// The entity column, in both tables.
+    pub entity: String,
+    pub after_days: u32,
+    pub window_days: u32,
+    /// SQL predicates on the cohort and the activity rows.
+    pub cohort_filter: Option<String>,
+    pub activity_filter: Option<String>,
 }
 
 /// An aggregate over the rows of one table, filtered, bucketed by a time column.

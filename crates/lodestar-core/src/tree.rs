@@ -20,7 +20,7 @@ use crate::compute::MetricRequest;
 use crate::decompose::{Formula, Method};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::model::{Cumulative, CumulativeOver, Grain, Guardrail, MetricKind, Project};
+use crate::model::{Cumulative, CumulativeOver, Grain, Guardrail, Measure, MetricKind, Project};
 use crate::periods::{next_period, period_start, previous_period, year_before};
 
 /// Used when neither the request nor the root metric names a grain.
@@ -234,12 +234,23 @@ impl Engine {
     pub(crate) async fn last_data_day(&self, names: &[String]) -> Result<Option<NaiveDate>> {
         let mut last = None;
         for name in names {
+            // A retention metric's data ends with its activity table.
+            let activity;
             let measure = match &self.project().metrics[name].kind {
                 MetricKind::Simple(m) => m,
                 MetricKind::Cumulative(Cumulative {
                     over: CumulativeOver::Measure(m),
                     ..
                 }) => m,
+                MetricKind::Retention(r) => {
+                    activity = Measure {
+                        table: r.activity.clone(),
+                        time: r.activity_time.clone(),
+                        measure: "count(*)".into(),
+                        filter: None,
+                    };
+                    &activity
+                }
                 _ => continue,
             };
             if let Some((_, day)) = self.data_bounds(measure, None).await? {
