@@ -4,13 +4,12 @@
 //! Expected numbers come from the hand counts in `tests/cases/*/README.md` and
 //! `tests/fixtures/shop/README.md`.
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 
 use serde_json::Value;
 
 use crate::support::{
-    Run, Scratch, Table, cell_matches, lodestar, lodestar_project, test_dir, workspace_root,
+    Run, Scratch, Table, cell_matches, example_project, lodestar, lodestar_project, test_dir,
 };
 
 fn case(name: &str) -> Scratch {
@@ -690,22 +689,6 @@ fn completions_are_printed_for_each_shell() {
 
 // ---------------------------------------------------------------- the example project
 
-/// `examples/lodestar.yaml`, after making sure its generated data exists.
-fn example_project() -> &'static Path {
-    static PROJECT: OnceLock<PathBuf> = OnceLock::new();
-    PROJECT.get_or_init(|| {
-        let root = workspace_root();
-        if !root.join("examples/data").is_dir() {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let mut cmd = std::process::Command::new(cargo);
-            cmd.current_dir(root)
-                .args(["run", "--quiet", "--package", "xtask", "--", "sample"]);
-            Run::of(&mut cmd).success();
-        }
-        root.join("examples/lodestar.yaml")
-    })
-}
-
 #[test]
 fn example_project_validates() {
     let run = Run::of(&mut lodestar_project(example_project(), ["validate"])).success();
@@ -810,5 +793,44 @@ fn example_project_tree_starts_at_the_north_star() {
     assert!(
         root.indent < bookings.indent && bookings.indent < signups.indent,
         "{run}"
+    );
+}
+
+/// The whole tree is computed in one request, so each table is read once, not once per
+/// metric: the example's tree has seven measured metrics over three tables.
+#[tokio::test(flavor = "multi_thread")]
+async fn example_tree_reads_each_table_once() {
+    let project = lodestar_core::config::load(example_project()).expect("the example loads");
+    let engine = lodestar_core::Engine::open(project)
+        .await
+        .expect("the example opens");
+    let request = lodestar_core::TreeRequest {
+        root: Some("nights_booked".into()),
+        ..Default::default()
+    };
+    let tree = engine.tree(&request).await.expect("the tree computes");
+    let mut tables: Vec<&str> = tree.scans.iter().map(|s| s.table.as_str()).collect();
+    tables.sort();
+    assert_eq!(
+        tables,
+        ["app.bookings", "app.events", "app.users"],
+        "{:#?}",
+        tree.scans
+    );
+    let bookings = tree
+        .scans
+        .iter()
+        .find(|s| s.table == "app.bookings")
+        .expect("a scan of app.bookings");
+    let mut metrics = bookings.metrics.clone();
+    metrics.sort();
+    assert_eq!(
+        metrics,
+        [
+            "all_bookings",
+            "bookings",
+            "cancelled_bookings",
+            "nights_booked"
+        ]
     );
 }

@@ -9,7 +9,7 @@
 //! vectors, not from the 2×2 formula the engine uses.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 
 use chrono::{DateTime, NaiveDate};
@@ -21,7 +21,7 @@ use lodestar_core::model::TableRef;
 use lodestar_core::{Engine, config};
 use tempfile::TempDir;
 
-use crate::support::{Run, Table, lodestar_project, workspace_root};
+use crate::support::{Run, Table, example_project, lodestar_project};
 
 /// 2026-01-01T00:00:00 UTC in seconds.
 const START: i64 = 1_767_225_600;
@@ -730,26 +730,10 @@ fn the_cli_names_what_is_wrong() {
 
 // ------------------------------------------------------------------------ the example
 
-/// `examples/lodestar.yaml`, after making sure its generated data exists.
-fn example_project() -> PathBuf {
-    let root = workspace_root();
-    static SAMPLE: OnceLock<()> = OnceLock::new();
-    SAMPLE.get_or_init(|| {
-        if !root.join("examples/data").is_dir() {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let mut cmd = std::process::Command::new(cargo);
-            cmd.current_dir(root)
-                .args(["run", "--quiet", "--package", "xtask", "--", "sample"]);
-            Run::of(&mut cmd).success();
-        }
-    });
-    root.join("examples/lodestar.yaml")
-}
-
 /// The sample data plants `save_listing` at least twice in the first 24 hours (xtask/src/sample.rs).
 #[tokio::test(flavor = "multi_thread")]
 async fn the_example_finds_saving_two_listings() {
-    let engine = engine(&example_project()).await;
+    let engine = engine(example_project()).await;
     let onboarded = Onboarding::parse("app.users.signed_up_at", ["app"]);
     let mut request = DiscoveryRequest::new(onboarded);
     request.window = Some(Span::days(7));

@@ -365,3 +365,20 @@ fn positions_are_one_based() {
     assert_eq!(position_of(text, Some("x:"), "grain"), (4, 5));
     assert_eq!(position_of(text, None, "a"), (1, 1));
 }
+
+/// `examples/lodestar.yaml`, after making sure its generated data exists (generated once per
+/// test run, by `cargo xtask sample`).
+pub fn example_project() -> &'static Path {
+    static PROJECT: OnceLock<PathBuf> = OnceLock::new();
+    PROJECT.get_or_init(|| {
+        let root = workspace_root();
+        if !root.join("examples/data").is_dir() {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.current_dir(root)
+                .args(["run", "--quiet", "--package", "xtask", "--", "sample"]);
+            Run::of(&mut cmd).success();
+        }
+        root.join("examples/lodestar.yaml")
+    })
+}

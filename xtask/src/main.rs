@@ -27,9 +27,11 @@ Commands:
   test
         Run all tests: `sample` and `plugins`, then `cargo test --workspace --all-targets`
         and the documentation examples (`cargo test --workspace --doc`).
-  bench [--rows N] [--runs N]
-        Build in release mode and run the benchmarks: the plugin boundary's cost (the
-        same table natively and through its plugin, 10 million rows by default).
+  bench [ffi|tree] [--rows N] [--runs N]
+        Build in release mode and run the benchmarks (both unless one is named): `ffi`, the
+        plugin boundary's cost (the same table natively and through its plugin, 10 million
+        rows by default); `tree`, the example's metric tree in one request against one
+        request per metric (scans and medians).
   help
         Print this help.
 ";

@@ -92,22 +92,46 @@ pub fn plugins(release: bool) -> Result<Vec<String>> {
     Ok(packages)
 }
 
-/// `cargo xtask bench`: builds the benchmarks and plugins in release mode and runs them.
+/// `cargo xtask bench`: builds the benchmarks and plugins in release mode and runs them:
+/// every benchmark, or the one named first (`ffi`, `tree`), with the remaining flags.
 pub fn bench(rest: &[String]) -> Result<()> {
+    let (only, flags) = match rest.first().map(String::as_str) {
+        Some(name @ ("ffi" | "tree")) => (Some(name), &rest[1..]),
+        _ => (None, rest),
+    };
     plugins(true)?;
-    let mut args: Vec<String> = [
-        "run",
-        "--release",
-        "--package",
-        "lodestar-bench",
-        "--",
-        "ffi",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(rest.iter().cloned());
-    cargo(&args).context("the benchmark failed")
+    let run = |bench: &str, args: &[String]| {
+        let mut all: Vec<String> = ["run", "--release", "--package", "lodestar-bench", "--"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        all.push(bench.to_string());
+        all.extend(args.iter().cloned());
+        cargo(&all).with_context(|| format!("the `{bench}` benchmark failed"))
+    };
+    if only.is_none_or(|b| b == "ffi") {
+        run("ffi", flags)?;
+    }
+    if only.is_none_or(|b| b == "tree") {
+        ensure_sample_data()?;
+        let mut args = vec![
+            "--project".to_string(),
+            workspace_root()
+                .join(EXAMPLE_PROJECT)
+                .to_string_lossy()
+                .into_owned(),
+        ];
+        // `--rows` is the ffi benchmark's; `--runs` applies to both.
+        let mut iter = flags.iter();
+        while let Some(flag) = iter.next() {
+            if flag == "--runs" {
+                args.push(flag.clone());
+                args.extend(iter.next().cloned());
+            }
+        }
+        run("tree", &args)?;
+    }
+    Ok(())
 }
 
 /// The package names of `plugins/*/Cargo.toml`.

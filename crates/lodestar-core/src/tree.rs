@@ -16,11 +16,13 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
-use crate::compute::MetricRequest;
+use crate::compute::{MetricRequest, Scanned};
 use crate::decompose::{Formula, Method};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::model::{Cumulative, CumulativeOver, Grain, Guardrail, Measure, MetricKind, Project};
+use crate::model::{
+    Cumulative, CumulativeOver, Grain, Guardrail, Measure, MetricKind, Project, TableRef,
+};
 use crate::periods::{next_period, period_start, previous_period, year_before};
 
 /// Used when neither the request nor the root metric names a grain.
@@ -57,6 +59,9 @@ pub struct MetricTree {
     /// The period it is compared with.
     pub previous_period: Option<NaiveDate>,
     pub roots: Vec<TreeNode>,
+    /// The queries that read the sources: about one per table the tree's metrics use, since
+    /// every metric of the tree is computed in one request.
+    pub scans: Vec<Scanned>,
 }
 
 /// How a node's change relates to its inputs' changes.
@@ -145,6 +150,7 @@ impl Engine {
                 period: None,
                 previous_period: None,
                 roots: roots.iter().map(|r| build(project, r, &values)).collect(),
+                scans: Vec::new(),
             });
         };
         // One request over both periods: one scan per table for the whole tree.
@@ -176,6 +182,7 @@ impl Engine {
             period: Some(current),
             previous_period: Some(compared),
             roots,
+            scans: table.scans,
         })
     }
 
@@ -230,30 +237,35 @@ impl Engine {
         ))
     }
 
-    /// The last day any of the metrics' tables has rows for.
+    /// The last day any of the metrics' tables has rows for: one query per distinct table
+    /// and time column, not per metric, and without the metrics' filters (the data ends where
+    /// the table ends, even for a metric whose last matching row is older).
     pub(crate) async fn last_data_day(&self, names: &[String]) -> Result<Option<NaiveDate>> {
-        let mut last = None;
+        let mut tables: Vec<(TableRef, String)> = Vec::new();
         for name in names {
-            // A retention metric's data ends with its activity table.
-            let activity;
-            let measure = match &self.project().metrics[name].kind {
-                MetricKind::Simple(m) => m,
-                MetricKind::Cumulative(Cumulative {
+            let (table, time) = match &self.project().metrics[name].kind {
+                MetricKind::Simple(m)
+                | MetricKind::Cumulative(Cumulative {
                     over: CumulativeOver::Measure(m),
                     ..
-                }) => m,
-                MetricKind::Retention(r) => {
-                    activity = Measure {
-                        table: r.activity.clone(),
-                        time: r.activity_time.clone(),
-                        measure: "count(*)".into(),
-                        filter: None,
-                    };
-                    &activity
-                }
+                }) => (&m.table, &m.time),
+                // A retention metric's data ends with its activity table.
+                MetricKind::Retention(r) => (&r.activity, &r.activity_time),
                 _ => continue,
             };
-            if let Some((_, day)) = self.data_bounds(measure, None).await? {
+            if !tables.iter().any(|(t, c)| t == table && c == time) {
+                tables.push((table.clone(), time.clone()));
+            }
+        }
+        let mut last = None;
+        for (table, time) in tables {
+            let whole_table = Measure {
+                table,
+                time,
+                measure: "count(*)".into(),
+                filter: None,
+            };
+            if let Some((_, day)) = self.data_bounds(&whole_table, None).await? {
                 last = last.max(Some(day));
             }
         }
