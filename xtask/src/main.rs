@@ -27,11 +27,12 @@ Commands:
   test
         Run all tests: `sample` and `plugins`, then `cargo test --workspace --all-targets`
         and the documentation examples (`cargo test --workspace --doc`).
-  bench [ffi|tree] [--rows N] [--runs N]
-        Build in release mode and run the benchmarks (both unless one is named): `ffi`, the
+  bench [ffi|tree|postgres] [--rows N] [--runs N]
+        Build in release mode and run the benchmarks (all unless one is named): `ffi`, the
         plugin boundary's cost (the same table natively and through its plugin, 10 million
         rows by default); `tree`, the example's metric tree in one request against one
-        request per metric (scans and medians).
+        request per metric (scans and medians); `postgres`, the Postgres connector's rows/s
+        against `psql \copy` on a throwaway cluster (2 million rows by default).
   help
         Print this help.
 ";

@@ -93,10 +93,11 @@ pub fn plugins(release: bool) -> Result<Vec<String>> {
 }
 
 /// `cargo xtask bench`: builds the benchmarks and plugins in release mode and runs them:
-/// every benchmark, or the one named first (`ffi`, `tree`), with the remaining flags.
+/// every benchmark, or the one named first (`ffi`, `tree`, `postgres`), with the remaining
+/// flags.
 pub fn bench(rest: &[String]) -> Result<()> {
     let (only, flags) = match rest.first().map(String::as_str) {
-        Some(name @ ("ffi" | "tree")) => (Some(name), &rest[1..]),
+        Some(name @ ("ffi" | "tree" | "postgres")) => (Some(name), &rest[1..]),
         _ => (None, rest),
     };
     plugins(true)?;
@@ -121,17 +122,29 @@ pub fn bench(rest: &[String]) -> Result<()> {
                 .to_string_lossy()
                 .into_owned(),
         ];
-        // `--rows` is the ffi benchmark's; `--runs` applies to both.
-        let mut iter = flags.iter();
-        while let Some(flag) = iter.next() {
-            if flag == "--runs" {
-                args.push(flag.clone());
-                args.extend(iter.next().cloned());
-            }
-        }
+        args.extend(runs_flag(flags));
         run("tree", &args)?;
     }
+    if only.is_none_or(|b| b == "postgres") {
+        // A throwaway cluster from the machine's PostgreSQL binaries; `--rows` would size the
+        // ffi benchmark's table, so only an explicit `postgres` run passes it on.
+        let args = if only.is_some() {
+            flags.to_vec()
+        } else {
+            runs_flag(flags)
+        };
+        run("postgres", &args)?;
+    }
     Ok(())
+}
+
+/// `--runs N` out of a benchmark's flags, which every benchmark takes.
+fn runs_flag(flags: &[String]) -> Vec<String> {
+    flags
+        .iter()
+        .position(|f| f == "--runs")
+        .map(|i| flags[i..flags.len().min(i + 2)].to_vec())
+        .unwrap_or_default()
 }
 
 /// The package names of `plugins/*/Cargo.toml`.

@@ -3,8 +3,10 @@
 //! - `ffi`: what the plugin boundary costs (`ffi.rs`).
 //! - `tree`: the metric tree computed in one request, against one request per metric
 //!   (`tree.rs`): the scans saved by reading each table once.
+//! - `postgres`: the Postgres connector's rows/s against `psql \copy` (`postgres.rs`).
 
 mod ffi;
+mod postgres;
 mod tree;
 
 use std::path::PathBuf;
@@ -14,13 +16,14 @@ use anyhow::{Context, bail};
 
 const USAGE: &str = "\
 usage: lodestar-bench ffi [--rows N] [--runs N]
-       lodestar-bench tree [--project PATH] [--runs N]";
+       lodestar-bench tree [--project PATH] [--runs N]
+       lodestar-bench postgres [--rows N] [--runs N]";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut iter = args.iter();
     let command = iter.next().map(String::as_str);
-    let mut rows: u64 = 10_000_000;
+    let mut rows: Option<u64> = None;
     let mut runs: usize = 7;
     let mut project = PathBuf::from("examples/lodestar.yaml");
     while let Some(flag) = iter.next() {
@@ -28,7 +31,9 @@ fn main() -> anyhow::Result<()> {
             .next()
             .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
         match flag.as_str() {
-            "--rows" if command == Some("ffi") => rows = value.parse().context("--rows")?,
+            "--rows" if matches!(command, Some("ffi" | "postgres")) => {
+                rows = Some(value.parse().context("--rows")?)
+            }
             "--project" if command == Some("tree") => project = PathBuf::from(value),
             "--runs" => runs = value.parse().context("--runs")?,
             other => bail!("unknown flag {other}\n{USAGE}"),
@@ -38,7 +43,14 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match command {
-        Some("ffi") => runtime.block_on(ffi::ffi_overhead(rows, runs.max(1))),
+        Some("ffi") => runtime.block_on(ffi::ffi_overhead(
+            rows.unwrap_or(10_000_000),
+            runs.max(1),
+        )),
+        Some("postgres") => runtime.block_on(postgres::copy_rate(
+            rows.unwrap_or(2_000_000),
+            runs.max(1),
+        )),
         Some("tree") => runtime.block_on(tree::tree_scans(&project, runs.max(1))),
         _ => bail!("{USAGE}"),
     }
