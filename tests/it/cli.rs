@@ -691,7 +691,7 @@ fn completions_are_printed_for_each_shell() {
 // ---------------------------------------------------------------- the example project
 
 /// `examples/lodestar.yaml`, after making sure its generated data exists.
-fn example_project() -> &'static Path {
+pub(crate) fn example_project() -> &'static Path {
     static PROJECT: OnceLock<PathBuf> = OnceLock::new();
     PROJECT.get_or_init(|| {
         let root = workspace_root();
