@@ -12,7 +12,7 @@ use std::process::Command;
 use tempfile::TempDir;
 
 use crate::cli::example_project;
-use crate::support::{Run, Table, cell_matches, lodestar_project, test_dir};
+use crate::support::{Run, Scratch, Table, cell_matches, lodestar_project, test_dir};
 
 const RETENTION: [&str; 6] = [
     "--cohort",
@@ -400,5 +400,57 @@ fn report_into_a_missing_directory_or_onto_a_directory_is_an_error() {
         fs_err::read_dir(&dir).unwrap().count(),
         0,
         "nothing written\n{run}"
+    );
+}
+
+/// Without --cohort, the heat map is the project's retention metric's: on the retention
+/// fixture, the hand counts of tests/it/retention.rs (rolling days, active on day N).
+#[test]
+fn report_takes_retention_from_the_projects_retention_metric() {
+    let fixture = Scratch::copy_of(&test_dir("fixtures/retention"));
+    fs_err::write(
+        fixture.project(),
+        "\
+sources:
+  app: { connector: files, path: data }
+metrics:
+  events:
+    north_star: true
+    table: app.events
+    time: event_time
+    measure: count(*)
+    inputs: [d1_retention]
+  d1_retention:
+    retention: { cohort: app.users.signed_up_at, activity: app.events.event_time, entity: user_id, after: 1d }
+",
+    )
+    .unwrap();
+    let dir = output_dir("report-retention-metric");
+    let report = dir.join("report.html");
+    Run::of(&mut lodestar_project(
+        &fixture.project(),
+        ["report", "--grain", "day", "-o", report.to_str().unwrap()],
+    ))
+    .success();
+    let html = fs_err::read_to_string(&report).unwrap();
+    let cells: Vec<String> = elements(&html, "g", "data-cohort")
+        .into_iter()
+        .map(|c| {
+            format!(
+                "{} {} {}",
+                c["data-cohort"], c["data-period"], c["data-rate"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        cells,
+        [
+            "2026-01-01 0 0.5",
+            "2026-01-01 1 0.5",
+            "2026-01-01 2 0.5",
+            "2026-01-02 0 1",
+            "2026-01-02 1 0",
+            "2026-01-02 2 0",
+        ]
     );
 }

@@ -407,15 +407,15 @@ fn retention_request(
                         .into(),
                 )));
             };
-            let spec = |table: &TableRef, time: &str| EventSpec {
+            let spec = |table: &TableRef, time: &str, filter: &Option<String>| EventSpec {
                 table: table.clone(),
                 time: time.to_string(),
                 entity: r.entity.clone(),
-                filter: None,
+                filter: filter.clone(),
             };
             (
-                spec(&r.cohort, &r.cohort_time),
-                spec(&r.activity, &r.activity_time),
+                spec(&r.cohort, &r.cohort_time, &r.cohort_filter),
+                spec(&r.activity, &r.activity_time, &r.activity_filter),
             )
         }
     };
