@@ -629,7 +629,9 @@ pub fn number(value: f64) -> String {
         return "–".into();
     }
     let abs = value.abs();
-    if abs >= 1000.0 || value.fract() == 0.0 {
+    // Floating-point noise (a contribution of -50.99999999999978) reads as the whole number.
+    let whole = (value - value.round()).abs() <= 1e-9 * abs.max(1.0);
+    if abs >= 1000.0 || whole {
         let digits = (abs.round() as u64).to_string();
         let mut out = String::new();
         if value < 0.0 && abs.round() != 0.0 {
@@ -688,6 +690,7 @@ mod tests {
         assert_eq!(number(-12_345.6), "-12,346");
         assert_eq!(number(42.0), "42");
         assert_eq!(number(2.456), "2.456");
+        assert_eq!(number(-50.99999999999978), "-51");
         assert_eq!(signed(12.5), "+12.5");
         assert_eq!(exact(Some(0.1 + 0.2)), "0.30000000000000004");
         assert_eq!(exact(None), "");
