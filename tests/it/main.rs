@@ -5,7 +5,8 @@
 //! the messages in `snapshots/`), `cli` (each subcommand and option), `plugins` (connector
 //! plugins loaded from real shared libraries), `s3` (the S3 connector against an in-process S3
 //! server), `postgres` (the Postgres connector against a throwaway
-//! cluster that `postgres_server` runs), `support` (helpers).
+//! cluster that `postgres_server` runs), `report` (the HTML report, rendered in headless
+//! Chromium), `support` (helpers).
 
 mod cases;
 mod cli;
@@ -14,6 +15,7 @@ mod errors;
 mod plugins;
 mod postgres;
 mod postgres_server;
+mod report;
 mod retention;
 mod s3;
 mod segments;

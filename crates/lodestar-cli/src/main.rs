@@ -3,6 +3,8 @@
 mod discover;
 mod output;
 mod render;
+mod report;
+mod svg;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -151,6 +153,10 @@ A cohort too young for a period to have ended is left blank in that column.")]
     /// Value moments: which early activities go with users staying (correlation, not causation)
     #[command(after_help = discover::AFTER_HELP)]
     Discover(discover::DiscoverArgs),
+    /// Write a self-contained HTML report: the North Star over time and against its target, the
+    /// tree, retention and value moments
+    #[command(after_help = report::AFTER_HELP)]
+    Report(report::ReportArgs),
     /// Run a read-only SQL query over the sources (table `orders` of source `app` is app.orders)
     #[command(after_help = "\
 Examples:
@@ -541,6 +547,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let discovery = engine.discover(&request).await;
             progress.finish();
             discover::print(&discovery?, &args)
+        }
+        Command::Report(args) => {
+            progress.start("building the report");
+            let result = report::run(&engine, &args).await;
+            progress.finish();
+            result?;
+            if !cli.quiet {
+                eprintln!("wrote {}", args.output.display());
+            }
+            Ok(())
         }
         Command::Sql { query, output } => {
             let df = engine.sql(&query).await?;

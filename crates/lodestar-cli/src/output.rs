@@ -42,30 +42,43 @@ pub fn write(
             out.flush()?;
             Ok(())
         }
-        Some(path) => {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-                && !dir.is_dir()
-            {
-                bail!(
-                    "cannot write {}: directory {} does not exist",
-                    path.display(),
-                    dir.display()
-                );
-            }
-            let temporary = temporary_path(path);
-            let result = (|| -> anyhow::Result<()> {
-                let mut file = std::io::BufWriter::new(fs_err::File::create(&temporary)?);
-                encode(schema, batches, format, &mut file)?;
-                file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-                fs_err::rename(&temporary, path)?;
-                Ok(())
-            })();
-            if result.is_err() {
-                let _ = fs_err::remove_file(&temporary);
-            }
-            result.with_context(|| format!("could not write {}", path.display()))
-        }
+        Some(path) => write_atomically(path, |file| encode(schema, batches, format, file)),
     }
+}
+
+/// Writes a file through `fill`: into a temporary file beside `path`, then renamed over it, so
+/// a failed run leaves neither a half-written file nor the temporary one.
+pub fn write_atomically(
+    path: &Path,
+    fill: impl FnOnce(&mut std::io::BufWriter<fs_err::File>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        bail!(
+            "cannot write {}: directory {} does not exist",
+            path.display(),
+            dir.display()
+        );
+    }
+    if path.is_dir() {
+        bail!(
+            "cannot write {}: it is a directory; give a file name",
+            path.display()
+        );
+    }
+    let temporary = temporary_path(path);
+    let result = (|| -> anyhow::Result<()> {
+        let mut file = std::io::BufWriter::new(fs_err::File::create(&temporary)?);
+        fill(&mut file)?;
+        file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        fs_err::rename(&temporary, path)?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs_err::remove_file(&temporary);
+    }
+    result.with_context(|| format!("could not write {}", path.display()))
 }
 
 fn temporary_path(path: &Path) -> PathBuf {
