@@ -11,8 +11,9 @@ use std::process::Command;
 
 use tempfile::TempDir;
 
-use crate::support::example_project;
-use crate::support::{Run, Scratch, Table, cell_matches, lodestar_project, test_dir};
+use crate::support::{
+    Run, Scratch, Table, cell_matches, example_project, lodestar_project, test_dir,
+};
 
 const RETENTION: [&str; 6] = [
     "--cohort",
