@@ -32,7 +32,7 @@ Commands:
         plugin boundary's cost (the same table natively and through its plugin, 10 million
         rows by default); `tree`, the example's metric tree in one request against one
         request per metric (scans and medians); `postgres`, the Postgres connector's rows/s
-        against `psql \copy` on a throwaway cluster (2 million rows by default).
+        against `psql \\copy` on a throwaway cluster (2 million rows by default).
   help
         Print this help.
 ";

@@ -43,14 +43,10 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match command {
-        Some("ffi") => runtime.block_on(ffi::ffi_overhead(
-            rows.unwrap_or(10_000_000),
-            runs.max(1),
-        )),
-        Some("postgres") => runtime.block_on(postgres::copy_rate(
-            rows.unwrap_or(2_000_000),
-            runs.max(1),
-        )),
+        Some("ffi") => runtime.block_on(ffi::ffi_overhead(rows.unwrap_or(10_000_000), runs.max(1))),
+        Some("postgres") => {
+            runtime.block_on(postgres::copy_rate(rows.unwrap_or(2_000_000), runs.max(1)))
+        }
         Some("tree") => runtime.block_on(tree::tree_scans(&project, runs.max(1))),
         _ => bail!("{USAGE}"),
     }

@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use lodestar_core::datafusion::physical_plan::StreamExt;
+use futures::StreamExt;
 use lodestar_core::{Engine, config};
 use lodestar_testkit::postgres::Database;
 
