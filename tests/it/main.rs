@@ -5,7 +5,8 @@
 //! the messages in `snapshots/`), `cli` (each subcommand and option), `plugins` (connector
 //! plugins loaded from real shared libraries), `s3` (the S3 connector against an in-process S3
 //! server), `postgres` (the Postgres connector against a throwaway
-//! cluster that `postgres_server` runs), `support` (helpers).
+//! cluster that `postgres_server` runs), `server` (`lodestar serve` over HTTP), `support`
+//! (helpers).
 
 mod cases;
 mod cli;
@@ -15,4 +16,5 @@ mod postgres;
 mod postgres_server;
 mod retention;
 mod s3;
+mod server;
 mod support;

@@ -137,6 +137,18 @@ project file, then the directory of the lodestar binary.")]
         #[arg(long, value_enum, default_value_t = ListFormat::Table)]
         format: ListFormat,
     },
+    /// Serve the HTTP API over the project (docs/server.md)
+    #[command(after_help = "\
+Examples:
+  lodestar serve
+  lodestar --project /srv/metrics/lodestar.yaml serve --listen 0.0.0.0:8080
+
+Stops on Ctrl-C or SIGTERM after answering the requests in flight.")]
+    Serve {
+        /// The address and port to listen on (port 0: any free port)
+        #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR:PORT")]
+        listen: std::net::SocketAddr,
+    },
     /// Print a shell completion script (e.g. `lodestar completions bash > ~/.local/share/bash-completion/completions/lodestar`)
     Completions { shell: clap_complete::Shell },
 }
@@ -287,7 +299,14 @@ fn init_logging(verbose: u8, quiet: bool) {
         (false, _) => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("warn,lodestar={level},lodestar_core={level}"))
+        tracing_subscriber::EnvFilter::new(format!(
+            "warn,lodestar={level},lodestar_core={level},lodestar_server={}",
+            if verbose == 0 && !quiet {
+                "info"
+            } else {
+                level
+            }
+        ))
     });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -364,6 +383,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(path) => path.clone(),
         None => config::find_project_file(&std::env::current_dir()?)?,
     };
+    if let Command::Serve { listen } = cli.command {
+        return serve(path, listen).await;
+    }
     let project = config::load(&path)?;
     let engine = Engine::open(project).await?;
     let progress = Progress::new(cli.quiet);
@@ -472,10 +494,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let batches = batches.map_err(lodestar_core::Error::from)?;
             output::write(&schema, &batches, output.format, output.output.as_deref())
         }
-        Command::Completions { .. } | Command::Connectors { .. } => {
+        Command::Completions { .. } | Command::Connectors { .. } | Command::Serve { .. } => {
             unreachable!("handled above")
         }
     }
+}
+
+async fn serve(project: PathBuf, listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    let options = lodestar_server::Options { project, listen };
+    let server = lodestar_server::Server::bind(&options).await?;
+    // On stderr whatever the log level: scripts and tests read the port chosen for port 0.
+    eprintln!(
+        "lodestar serve: listening on http://{}",
+        server.local_addr()?
+    );
+    server.run(lodestar_server::shutdown_signal()).await?;
+    Ok(())
 }
 
 async fn validate(engine: &Engine, progress: &Progress) -> anyhow::Result<()> {

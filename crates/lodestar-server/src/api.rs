@@ -1,0 +1,362 @@
+//! The routes and their handlers: parameters in, core calls, wire types out.
+
+use axum::Router;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::get;
+use lodestar_core::model::{Grain, TableRef};
+use lodestar_core::periods;
+use lodestar_core::retention::{DayMode, EventSpec, Mode, RetentionRequest};
+use lodestar_core::{Compare, MetricRequest, TreeRequest};
+
+use crate::AppState;
+use crate::encode::{self, Format};
+use crate::error::ApiError;
+use crate::params::{Params, dimension_filter};
+use crate::wire;
+
+/// Every route of the API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/metrics", get(list_metrics))
+        .route("/api/v1/metrics/{name}", get(get_metric))
+        .route("/api/v1/metrics/{name}/series", get(series))
+        .route("/api/v1/tree", get(tree))
+        .route("/api/v1/targets", get(targets))
+        .route("/api/v1/retention", get(retention))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+type Answer = Result<Response, ApiError>;
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        .with_hint("the API is under /api/v1; docs/server.md lists the endpoints")
+}
+
+/// The process is up.
+async fn healthz() -> Answer {
+    encode::json(&wire::Health {
+        status: "ok",
+        project: None,
+        metrics: None,
+    })
+}
+
+/// The project is loaded and its sources are open: requests can be answered.
+async fn readyz(State(state): State<AppState>) -> Answer {
+    let engine = state.engine();
+    encode::json(&wire::Health {
+        status: "ready",
+        project: Some(engine.project().path.display().to_string()),
+        metrics: Some(engine.project().metrics.len()),
+    })
+}
+
+/// Arrow is for tables; a document that is not one is refused in that format.
+fn json_only(headers: &HeaderMap) -> Result<(), ApiError> {
+    match Format::of(headers) {
+        Format::Json => Ok(()),
+        Format::Arrow => Err(ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "not_acceptable",
+            "this endpoint answers in JSON only",
+        )
+        .with_hint("Arrow is offered by series, tree, targets and retention")),
+    }
+}
+
+async fn list_metrics(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Answer {
+    Params::parse(query.as_deref(), &[]).finish()?;
+    json_only(&headers)?;
+    let engine = state.engine();
+    encode::json(&wire::MetricList::of(engine.project()))
+}
+
+async fn get_metric(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Answer {
+    Params::parse(query.as_deref(), &[]).finish()?;
+    json_only(&headers)?;
+    let engine = state.engine();
+    let metric = engine
+        .project()
+        .metric(&name)
+        .map_err(ApiError::unknown_metric)?;
+    encode::json(&wire::MetricInfo::from(metric))
+}
+
+const SERIES_PARAMS: &[&str] = &["grain", "from", "to", "by", "filter"];
+
+async fn series(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Answer {
+    let engine = state.engine();
+    let metric = engine
+        .project()
+        .metric(&name)
+        .map_err(ApiError::unknown_metric)?;
+    let mut params = Params::parse(query.as_deref(), SERIES_PARAMS);
+    let grain = params
+        .grain("grain")?
+        .or(metric.grain)
+        .unwrap_or(Grain::Day);
+    let from = params.date("from")?;
+    let to = params.date("to")?;
+    if let (Some(from), Some(to)) = (from, to)
+        && from > to
+    {
+        return Err(ApiError::bad_request(format!(
+            "parameter `from` ({from}) is after parameter `to` ({to})"
+        )));
+    }
+    let mut dimensions = Vec::new();
+    for by in params.all("by") {
+        for dimension in by.split(',') {
+            if dimension.is_empty() {
+                return Err(ApiError::bad_request(
+                    "parameter `by` names an empty dimension",
+                ));
+            }
+            dimensions.push(dimension.to_string());
+        }
+    }
+    let mut known: Vec<&str> = Vec::new();
+    for dimension in engine
+        .project()
+        .metrics
+        .values()
+        .flat_map(|m| &m.dimensions)
+    {
+        if !known.contains(&dimension.as_str()) {
+            known.push(dimension);
+        }
+    }
+    let filters = dimension_filter(&params.all("filter"), &known)?;
+    params.finish()?;
+    let (filters, filter) = match filters {
+        Some((groups, sql)) => (groups, Some(sql)),
+        None => (Vec::new(), None),
+    };
+    let request = MetricRequest {
+        metrics: vec![metric.name.clone()],
+        grain,
+        from,
+        to,
+        dimensions,
+        filter,
+    };
+    let table = engine.compute(&request).await?;
+    match Format::of(&headers) {
+        Format::Arrow => encode::arrow(&table.batch),
+        Format::Json => {
+            let periods = table.periods();
+            encode::json(&wire::Series {
+                metric: metric.name.clone(),
+                grain: grain.as_str(),
+                from: periods.first().map(|d| d.format("%Y-%m-%d").to_string()),
+                to: periods.last().map(|d| d.format("%Y-%m-%d").to_string()),
+                dimensions: request.dimensions,
+                filters: filters.into_iter().map(wire::FilterInfo::from).collect(),
+                rows: encode::rows(&table.batch)?,
+            })
+        }
+    }
+}
+
+const TREE_PARAMS: &[&str] = &["root", "grain", "period", "compare"];
+
+async fn tree(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Answer {
+    let engine = state.engine();
+    let mut params = Params::parse(query.as_deref(), TREE_PARAMS);
+    let root = params.one("root")?;
+    if let Some(root) = &root {
+        engine
+            .project()
+            .metric(root)
+            .map_err(ApiError::unknown_metric)?;
+    }
+    let grain = params.grain("grain")?;
+    let (period_grain, period) = match params.one("period")? {
+        Some(text) => {
+            let (grain, date) = periods::parse_period(&text).map_err(|message| {
+                ApiError::bad_request(format!("parameter `period`: {message}"))
+            })?;
+            (grain, Some(date))
+        }
+        None => (None, None),
+    };
+    let compare = match params.one("compare")?.as_deref() {
+        None | Some("previous") => Compare::Previous,
+        Some("yoy" | "year") => Compare::YearOverYear,
+        Some(other) => match periods::parse_period(other) {
+            Ok((_, date)) => Compare::Period(date),
+            Err(message) => {
+                return Err(
+                    ApiError::bad_request(format!("parameter `compare`: {message}")).with_hint(
+                        "compare takes previous, yoy, or a period like 2026-05 or 2026-W20",
+                    ),
+                );
+            }
+        },
+    };
+    params.finish()?;
+    let request = TreeRequest {
+        root,
+        grain: grain.or(period_grain),
+        period,
+        compare,
+    };
+    let tree = engine.tree(&request).await?;
+    match Format::of(&headers) {
+        Format::Arrow => encode::arrow(&tree.to_record_batch()?),
+        Format::Json => encode::json(&wire::Tree::from(&tree)),
+    }
+}
+
+async fn targets(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Answer {
+    let engine = state.engine();
+    let mut params = Params::parse(query.as_deref(), &["metric"]);
+    let metric = params.one("metric")?;
+    params.finish()?;
+    if let Some(metric) = &metric {
+        engine
+            .project()
+            .metric(metric)
+            .map_err(ApiError::unknown_metric)?;
+    }
+    let statuses = engine.targets(metric.as_deref()).await?;
+    match Format::of(&headers) {
+        Format::Arrow => encode::arrow(&lodestar_core::targets::to_record_batch(&statuses)?),
+        Format::Json => encode::json(&wire::Targets {
+            targets: statuses.iter().map(wire::TargetValue::from).collect(),
+        }),
+    }
+}
+
+const RETENTION_PARAMS: &[&str] = &[
+    "cohort",
+    "activity",
+    "entity",
+    "activity_entity",
+    "grain",
+    "periods",
+    "mode",
+    "brackets",
+    "calendar",
+    "from",
+    "to",
+];
+
+async fn retention(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Answer {
+    let engine = state.engine();
+    let mut params = Params::parse(query.as_deref(), RETENTION_PARAMS);
+    let entity = params.required("entity")?;
+    let activity_entity = params
+        .one("activity_entity")?
+        .unwrap_or_else(|| entity.clone());
+    let cohort = event_spec("cohort", &params.required("cohort")?, entity)?;
+    let activity = event_spec("activity", &params.required("activity")?, activity_entity)?;
+    let grain = params.grain("grain")?.unwrap_or(Grain::Week);
+    let periods = params.number("periods")?;
+    let mode = match (params.one("brackets")?, params.one("mode")?.as_deref()) {
+        (Some(text), _) => Mode::Brackets(brackets(&text)?),
+        (None, None | Some("on")) => Mode::On,
+        (None, Some("on-or-after")) => Mode::OnOrAfter,
+        (None, Some(other)) => {
+            return Err(ApiError::bad_request(format!(
+                "parameter `mode`: `{other}` is not `on` or `on-or-after`"
+            )));
+        }
+    };
+    let days = if params.flag("calendar")? {
+        DayMode::Calendar
+    } else {
+        DayMode::Rolling
+    };
+    let from = params.date("from")?;
+    let to = params.date("to")?;
+    params.finish()?;
+    let request = RetentionRequest {
+        cohort,
+        activity,
+        grain,
+        mode,
+        days,
+        periods,
+        // SQL fragments (filters, value aggregates) are ad-hoc SQL: not on the read API.
+        value: None,
+        from,
+        to,
+    };
+    let result = engine.retention(&request).await?;
+    match Format::of(&headers) {
+        Format::Arrow => encode::arrow(&result.to_record_batch()?),
+        Format::Json => encode::json(&wire::RetentionTable::from(&result)),
+    }
+}
+
+/// `source.table.column`.
+fn event_spec(name: &str, path: &str, entity: String) -> Result<EventSpec, ApiError> {
+    let mut parts = path.splitn(3, '.');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(source), Some(table), Some(column))
+            if !source.is_empty() && !table.is_empty() && !column.is_empty() =>
+        {
+            Ok(EventSpec {
+                table: TableRef {
+                    source: source.to_string(),
+                    table: table.to_string(),
+                },
+                time: column.to_string(),
+                entity,
+                filter: None,
+            })
+        }
+        _ => Err(ApiError::bad_request(format!(
+            "parameter `{name}`: `{path}` does not name a time column"
+        ))
+        .with_hint("write source.table.column, e.g. app.users.signed_up_at")),
+    }
+}
+
+/// `1-1,2-7,8-30`.
+fn brackets(text: &str) -> Result<Vec<(u32, u32)>, ApiError> {
+    text.split(',')
+        .map(|part| {
+            let (a, b) = part.split_once('-').unwrap_or((part, part));
+            match (a.trim().parse::<u32>(), b.trim().parse::<u32>()) {
+                (Ok(a), Ok(b)) if a <= b => Ok((a, b)),
+                _ => Err(ApiError::bad_request(format!(
+                    "parameter `brackets`: `{part}` is not a range of periods like 2-7"
+                ))),
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,134 @@
+//! `lodestar serve`: the HTTP API over lodestar-core, on axum and tokio.
+//!
+//! The server loads the project and opens its sources once, like the CLI, then answers
+//! requests from the shared [`Engine`]. It is the only crate that knows HTTP and the JSON wire
+//! shapes: handlers (`api`) call the core and convert its results into the response types of
+//! `wire` explicitly, so the core can change without changing the API. docs/server.md is the
+//! user's guide.
+
+mod api;
+mod encode;
+mod error;
+mod params;
+mod wire;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use lodestar_core::{Engine, config};
+use tokio::net::TcpListener;
+
+pub use crate::api::router;
+pub use crate::error::{ApiError, Error, Result};
+
+/// How to run the server.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The project file.
+    pub project: PathBuf,
+    /// Where to listen; port 0 picks a free port (see [`Server::local_addr`]).
+    pub listen: SocketAddr,
+}
+
+/// What every request handler shares: the engine over the loaded project.
+///
+/// Cloning is cheap (one `Arc`). The engine sits behind a lock so that a reloaded project can
+/// replace it; a request takes its own clone (two `Arc`s) and keeps using it to the end.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    engine: RwLock<Engine>,
+}
+
+impl AppState {
+    pub fn new(engine: Engine) -> AppState {
+        AppState {
+            shared: Arc::new(Shared {
+                engine: RwLock::new(engine),
+            }),
+        }
+    }
+
+    /// The engine of the current project.
+    pub fn engine(&self) -> Engine {
+        self.shared
+            .engine
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// A server bound to its address, not yet answering.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Server {
+    /// Loads the project, opens its sources and binds the listening socket.
+    pub async fn bind(options: &Options) -> Result<Server> {
+        let project = config::load(&options.project)?;
+        let engine = Engine::open(project).await?;
+        let listener = TcpListener::bind(options.listen)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: options.listen,
+                source,
+            })?;
+        Ok(Server {
+            listener,
+            state: AppState::new(engine),
+        })
+    }
+
+    /// The address the server listens on (with the port chosen when 0 was asked for).
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.listener.local_addr().map_err(Error::Serve)
+    }
+
+    /// Answers requests until `shutdown` completes, then stops accepting connections and
+    /// returns once the requests in flight are answered.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        axum::serve(self.listener, router(self.state))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(Error::Serve)
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM (what `docker stop` and systemd send).
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down: finishing the requests in flight");
+}
