@@ -27,9 +27,26 @@ impl Served {
     /// Starts `lodestar --project <copy of fixture> serve --listen 127.0.0.1:0`, after letting
     /// `edit` change the copy's project file.
     fn start(fixture: &str, edit: impl FnOnce(&Path)) -> Served {
+        Served::start_with(fixture, edit, &[], &[])
+    }
+
+    /// As `start`, with more `serve` arguments and environment variables.
+    fn start_with(
+        fixture: &str,
+        edit: impl FnOnce(&Path),
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Served {
         let project = Scratch::copy_of(&test_dir("fixtures").join(fixture));
         edit(&project.project());
-        let mut child = lodestar_project(&project.project(), ["serve", "--listen", "127.0.0.1:0"])
+        let mut serve = vec!["serve", "--listen", "127.0.0.1:0"];
+        serve.extend_from_slice(args);
+        let mut command = lodestar_project(&project.project(), serve);
+        command.env_remove("LODESTAR_READ_TOKENS");
+        command.env_remove("LODESTAR_ADMIN_TOKENS");
+        command.env_remove("LODESTAR_TOKENS_FILE");
+        command.envs(env.iter().copied());
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -78,8 +95,13 @@ impl Served {
     }
 
     fn request(&self, target: &str, headers: &[(&str, &str)]) -> Response {
-        http_get(self.addr, target, headers)
+        http_request(self.addr, "GET", target, headers, "")
             .unwrap_or_else(|e| panic!("GET {target}: {e}\nserver log:\n{}", self.log()))
+    }
+
+    fn post(&self, target: &str, headers: &[(&str, &str)], body: &str) -> Response {
+        http_request(self.addr, "POST", target, headers, body)
+            .unwrap_or_else(|e| panic!("POST {target}: {e}\nserver log:\n{}", self.log()))
     }
 
     fn json(&self, target: &str) -> Value {
@@ -147,14 +169,28 @@ impl std::fmt::Display for Response {
     }
 }
 
-/// One HTTP/1.1 GET on a fresh connection (`Connection: close`, so the body ends at EOF).
-fn http_get(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`, so the body ends at EOF).
+fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect(addr)?;
-    let mut request = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut request =
+        format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
     }
+    if method == "POST" {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
     request.push_str("\r\n");
+    request.push_str(body);
     stream.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
@@ -653,4 +689,133 @@ fn retention_matches_the_hand_count() {
             "2026-01-02 3 null",
         ]
     );
+}
+
+// ---------------------------------------------------------------- auth, roles, CORS
+
+#[test]
+fn tokens_roles_and_admin_sql() {
+    let tokens = tempfile::NamedTempFile::new().unwrap();
+    let hash = sha256_hex("admin-secret");
+    fs_err::write(tokens.path(), format!("# admins\nadmin {hash} ops\n")).unwrap();
+    let tokens_path = tokens.path().to_str().unwrap().to_string();
+    let server = Served::start_with(
+        "shop",
+        |_| {},
+        &[
+            "--tokens-file",
+            &tokens_path,
+            "--enable-sql",
+            "--cors-origin",
+            "http://dash.example",
+        ],
+        &[("LODESTAR_READ_TOKENS", "read-secret, other-reader")],
+    );
+    // Probes stay open.
+    assert_eq!(server.get("/healthz").status, 200);
+    assert_eq!(server.get("/readyz").status, 200);
+    // No token, a wrong one, a malformed header: the same bare 401.
+    for headers in [
+        vec![],
+        vec![("Authorization", "Bearer wrong")],
+        vec![("Authorization", "Basic cmVhZC1zZWNyZXQ=")],
+        vec![("Authorization", "Bearer read-secretx")],
+    ] {
+        let response = server.request("/api/v1/metrics", &headers);
+        assert_eq!(response.status, 401, "{headers:?}\n{response}");
+        assert_eq!(response.header("www-authenticate"), Some("Bearer"));
+        assert_eq!(
+            response.json(),
+            json!({"error": {"code": "unauthorized", "message": "unauthorized"}})
+        );
+    }
+    let read = [("Authorization", "Bearer read-secret")];
+    let admin = [("Authorization", "Bearer admin-secret")];
+    assert_eq!(server.request("/api/v1/metrics", &read).status, 200);
+    assert_eq!(
+        server
+            .request(
+                "/api/v1/metrics",
+                &[("Authorization", "Bearer other-reader")]
+            )
+            .status,
+        200
+    );
+    assert_eq!(
+        server
+            .request("/api/v1/metrics/orders/series", &admin)
+            .status,
+        200
+    );
+    // Ad-hoc SQL: admins only. The shop has 10 orders.
+    let query = r#"{"sql": "SELECT count(*) AS n FROM app.orders"}"#;
+    let denied = server.post("/api/v1/sql", &read, query);
+    assert_eq!(denied.status, 403, "{denied}");
+    assert!(
+        denied.error_message().contains("needs an admin token"),
+        "{denied}"
+    );
+    assert_eq!(server.post("/api/v1/sql", &[], query).status, 401);
+    let answer = server.post("/api/v1/sql", &admin, query);
+    assert_eq!(answer.status, 200, "{answer}");
+    assert_eq!(answer.json()["rows"], json!([{"n": 10}]));
+    // Still read-only for admins.
+    let write = server.post(
+        "/api/v1/sql",
+        &admin,
+        r#"{"sql": "CREATE TABLE t AS SELECT 1"}"#,
+    );
+    assert_eq!(write.status, 400, "{write}");
+    assert!(write.error_message().contains("only reads data"), "{write}");
+    // CORS for the configured origin.
+    let cors = server.request(
+        "/api/v1/metrics",
+        &[
+            ("Authorization", "Bearer read-secret"),
+            ("Origin", "http://dash.example"),
+        ],
+    );
+    assert_eq!(
+        cors.header("access-control-allow-origin"),
+        Some("http://dash.example"),
+        "{cors}"
+    );
+    // Tokens never reach the log.
+    let log = server.log();
+    for secret in ["read-secret", "admin-secret", "other-reader"] {
+        assert!(!log.contains(secret), "the log shows a token:\n{log}");
+    }
+}
+
+#[test]
+fn sql_is_off_unless_enabled() {
+    let server = Served::start_with("shop", |_| {}, &[], &[("LODESTAR_ADMIN_TOKENS", "boss")]);
+    let answer = server.post(
+        "/api/v1/sql",
+        &[("Authorization", "Bearer boss")],
+        r#"{"sql": "SELECT 1"}"#,
+    );
+    assert_eq!(answer.status, 403, "{answer}");
+    assert!(
+        answer.error_message().contains("ad-hoc SQL is disabled"),
+        "{answer}"
+    );
+}
+
+/// SHA-256 in hex, from the system's `sha256sum`: an implementation other than the server's.
+fn sha256_hex(text: &str) -> String {
+    let mut child = std::process::Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sha256sum (coreutils) is needed by this test");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let hex = String::from_utf8(output.stdout).unwrap();
+    hex.split_whitespace().next().unwrap().to_string()
 }

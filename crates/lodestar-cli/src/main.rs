@@ -148,6 +148,16 @@ Stops on Ctrl-C or SIGTERM after answering the requests in flight.")]
         /// The address and port to listen on (port 0: any free port)
         #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR:PORT")]
         listen: std::net::SocketAddr,
+        /// Accepted tokens, as `ROLE SHA256-HEX [label]` lines (also LODESTAR_READ_TOKENS and
+        /// LODESTAR_ADMIN_TOKENS, in clear, comma separated)
+        #[arg(long, env = "LODESTAR_TOKENS_FILE", value_name = "PATH")]
+        tokens_file: Option<PathBuf>,
+        /// Let admin tokens run ad-hoc SQL (POST /api/v1/sql)
+        #[arg(long)]
+        enable_sql: bool,
+        /// Allow browsers on this origin to call the API (repeatable; `*` for any)
+        #[arg(long = "cors-origin", value_name = "ORIGIN")]
+        cors_origins: Vec<String>,
     },
     /// Print a shell completion script (e.g. `lodestar completions bash > ~/.local/share/bash-completion/completions/lodestar`)
     Completions { shell: clap_complete::Shell },
@@ -383,8 +393,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(path) => path.clone(),
         None => config::find_project_file(&std::env::current_dir()?)?,
     };
-    if let Command::Serve { listen } = cli.command {
-        return serve(path, listen).await;
+    if let Command::Serve {
+        listen,
+        tokens_file,
+        enable_sql,
+        cors_origins,
+    } = cli.command
+    {
+        let mut tokens = lodestar_server::Tokens::default();
+        tokens.add_from_env();
+        if let Some(file) = &tokens_file {
+            tokens.add_file(file)?;
+        }
+        let settings = lodestar_server::Settings {
+            tokens,
+            enable_sql,
+            cors_origins,
+        };
+        return serve(path, listen, settings).await;
     }
     let project = config::load(&path)?;
     let engine = Engine::open(project).await?;
@@ -500,8 +526,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(project: PathBuf, listen: std::net::SocketAddr) -> anyhow::Result<()> {
-    let options = lodestar_server::Options { project, listen };
+async fn serve(
+    project: PathBuf,
+    listen: std::net::SocketAddr,
+    settings: lodestar_server::Settings,
+) -> anyhow::Result<()> {
+    let options = lodestar_server::Options {
+        project,
+        listen,
+        settings,
+    };
     let server = lodestar_server::Server::bind(&options).await?;
     // On stderr whatever the log level: scripts and tests read the port chosen for port 0.
     eprintln!(

@@ -1,16 +1,19 @@
 //! The routes and their handlers: parameters in, core calls, wire types out.
 
-use axum::Router;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
+use axum::{Router, middleware};
 use lodestar_core::model::{Grain, TableRef};
 use lodestar_core::periods;
 use lodestar_core::retention::{DayMode, EventSpec, Mode, RetentionRequest};
 use lodestar_core::{Compare, MetricRequest, TreeRequest};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::AppState;
+use crate::auth::{self, Role};
 use crate::encode::{self, Format};
 use crate::error::ApiError;
 use crate::params::{Params, dimension_filter};
@@ -18,17 +21,90 @@ use crate::wire;
 
 /// Every route of the API.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    let api = Router::new()
         .route("/api/v1/metrics", get(list_metrics))
         .route("/api/v1/metrics/{name}", get(get_metric))
         .route("/api/v1/metrics/{name}/series", get(series))
         .route("/api/v1/tree", get(tree))
         .route("/api/v1/targets", get(targets))
         .route("/api/v1/retention", get(retention))
-        .fallback(not_found)
-        .with_state(state)
+        .route("/api/v1/sql", post(sql))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    let router = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(api)
+        .fallback(not_found);
+    let router = match cors(&state.settings().cors_origins) {
+        Some(layer) => router.layer(layer),
+        None => router,
+    };
+    router.with_state(state)
+}
+
+/// CORS for the configured origins; invalid origins were refused when the server started.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([header::AUTHORIZATION, header::ACCEPT, header::CONTENT_TYPE]),
+    )
+}
+
+/// `POST /api/v1/sql` with `{"sql": "SELECT ..."}`: a read-only query, for admins, when
+/// enabled.
+async fn sql(
+    State(state): State<AppState>,
+    Extension(role): Extension<Role>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    if !state.settings().enable_sql {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "sql_disabled",
+            "ad-hoc SQL is disabled on this server",
+        )
+        .with_hint("start it with `lodestar serve --enable-sql`"));
+    }
+    if role != Role::Admin || state.settings().tokens.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "ad-hoc SQL needs an admin token",
+        ));
+    }
+    #[derive(serde::Deserialize)]
+    struct Query {
+        sql: String,
+    }
+    let query: Query = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not {{\"sql\": \"...\"}}: {e}")))?;
+    let engine = state.engine();
+    let df = engine.sql(&query.sql).await?;
+    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+    let batches = df
+        .collect()
+        .await
+        .map_err(|e| ApiError::from(lodestar_core::Error::from(e)))?;
+    let batch = lodestar_core::datafusion::arrow::compute::concat_batches(&schema, &batches)
+        .map_err(|e| ApiError::from(lodestar_core::Error::from(e)))?;
+    match Format::of(&headers) {
+        Format::Arrow => encode::arrow(&batch),
+        Format::Json => encode::json(&serde_json::json!({ "rows": encode::rows(&batch)? })),
+    }
 }
 
 type Answer = Result<Response, ApiError>;

@@ -7,6 +7,7 @@
 //! user's guide.
 
 mod api;
+mod auth;
 mod encode;
 mod error;
 mod params;
@@ -20,6 +21,7 @@ use lodestar_core::{Engine, config};
 use tokio::net::TcpListener;
 
 pub use crate::api::router;
+pub use crate::auth::{Role, Tokens, TokensError};
 pub use crate::error::{ApiError, Error, Result};
 
 /// How to run the server.
@@ -29,6 +31,18 @@ pub struct Options {
     pub project: PathBuf,
     /// Where to listen; port 0 picks a free port (see [`Server::local_addr`]).
     pub listen: SocketAddr,
+    pub settings: Settings,
+}
+
+/// What the server allows, beyond the project.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// Accepted bearer tokens; none: authentication is off.
+    pub tokens: Tokens,
+    /// Whether admins may run ad-hoc SQL (`POST /api/v1/sql`).
+    pub enable_sql: bool,
+    /// Origins allowed to call the API from a browser (`*`: any); none: no CORS headers.
+    pub cors_origins: Vec<String>,
 }
 
 /// What every request handler shares: the engine over the loaded project.
@@ -43,15 +57,21 @@ pub struct AppState {
 #[derive(Debug)]
 struct Shared {
     engine: RwLock<Engine>,
+    settings: Settings,
 }
 
 impl AppState {
-    pub fn new(engine: Engine) -> AppState {
+    pub fn new(engine: Engine, settings: Settings) -> AppState {
         AppState {
             shared: Arc::new(Shared {
                 engine: RwLock::new(engine),
+                settings,
             }),
         }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.shared.settings
     }
 
     /// The engine of the current project.
@@ -82,9 +102,15 @@ impl Server {
                 addr: options.listen,
                 source,
             })?;
+        if options.settings.tokens.is_empty() {
+            tracing::warn!(
+                "no API tokens are configured: anyone who can reach {} can read the metrics",
+                options.listen
+            );
+        }
         Ok(Server {
             listener,
-            state: AppState::new(engine),
+            state: AppState::new(engine, options.settings.clone()),
         })
     }
 
