@@ -20,6 +20,8 @@ struct Served {
     child: Child,
     addr: SocketAddr,
     stderr: Arc<Mutex<String>>,
+    /// The thread copying stderr into `stderr`; it ends when the server exits.
+    drain: Option<std::thread::JoinHandle<()>>,
     _project: Scratch,
 }
 
@@ -71,7 +73,7 @@ impl Served {
         // Keep draining stderr, so the server never blocks on a full pipe; shown on failure.
         let stderr = Arc::new(Mutex::new(seen));
         let sink = Arc::clone(&stderr);
-        std::thread::spawn(move || {
+        let drain = std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
                 let mut sink = sink.lock().unwrap();
                 sink.push_str(&line);
@@ -82,6 +84,7 @@ impl Served {
             child,
             addr,
             stderr,
+            drain: Some(drain),
             _project: project,
         }
     }
@@ -112,6 +115,14 @@ impl Served {
 
     fn log(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// The whole log of a server that has exited.
+    fn final_log(&mut self) -> String {
+        if let Some(drain) = self.drain.take() {
+            drain.join().expect("the stderr thread");
+        }
+        self.log()
     }
 }
 
@@ -818,4 +829,34 @@ fn sha256_hex(text: &str) -> String {
     let output = child.wait_with_output().unwrap();
     let hex = String::from_utf8(output.stdout).unwrap();
     hex.split_whitespace().next().unwrap().to_string()
+}
+
+// ---------------------------------------------------------------- request ids, logs, shutdown
+
+#[test]
+fn request_ids_logs_and_a_clean_stop_on_sigterm() {
+    let mut server = Served::shop();
+    let given = server.request("/api/v1/metrics", &[("X-Request-Id", "trace-42")]);
+    assert_eq!(given.header("x-request-id"), Some("trace-42"));
+    let made = server.get("/api/v1/metrics/nope");
+    let id = made
+        .header("x-request-id")
+        .expect("a request id")
+        .to_string();
+    assert!(!id.is_empty());
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .expect("kill(1)");
+    assert!(status.success());
+    let exit = server.child.wait().expect("the server's exit status");
+    assert_eq!(exit.code(), Some(0), "{}", server.log());
+    // The log line of each answer carries its id and status.
+    let log = server.final_log();
+    assert!(log.contains("shutting down"), "{log}");
+    assert!(
+        log.contains("trace-42") && log.contains("status=200"),
+        "{log}"
+    );
+    assert!(log.contains(&id) && log.contains("status=404"), "{log}");
 }

@@ -158,6 +158,12 @@ Stops on Ctrl-C or SIGTERM after answering the requests in flight.")]
         /// Allow browsers on this origin to call the API (repeatable; `*` for any)
         #[arg(long = "cors-origin", value_name = "ORIGIN")]
         cors_origins: Vec<String>,
+        /// Queries answered at once; more get 503 with Retry-After
+        #[arg(long, default_value_t = lodestar_server::DEFAULT_MAX_CONCURRENT_QUERIES, value_name = "N")]
+        max_concurrent: usize,
+        /// Seconds a request may take before it is stopped with 504
+        #[arg(long, default_value_t = lodestar_server::DEFAULT_QUERY_TIMEOUT.as_secs(), value_name = "SECONDS")]
+        query_timeout: u64,
     },
     /// Print a shell completion script (e.g. `lodestar completions bash > ~/.local/share/bash-completion/completions/lodestar`)
     Completions { shell: clap_complete::Shell },
@@ -398,6 +404,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         tokens_file,
         enable_sql,
         cors_origins,
+        max_concurrent,
+        query_timeout,
     } = cli.command
     {
         let mut tokens = lodestar_server::Tokens::default();
@@ -409,6 +417,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tokens,
             enable_sql,
             cors_origins,
+            max_concurrent_queries: max_concurrent,
+            query_timeout: Duration::from_secs(query_timeout),
         };
         return serve(path, listen, settings).await;
     }

@@ -16,6 +16,7 @@ use crate::AppState;
 use crate::auth::{self, Role};
 use crate::encode::{self, Format};
 use crate::error::ApiError;
+use crate::limits::{self, Limits};
 use crate::params::{Params, dimension_filter};
 use crate::wire;
 
@@ -30,6 +31,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/retention", get(retention))
         .route("/api/v1/sql", post(sql))
         .route_layer(middleware::from_fn_with_state(
+            Limits::new(
+                state.settings().max_concurrent_queries,
+                state.settings().query_timeout,
+            ),
+            limits::limit,
+        ))
+        .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
         ));
@@ -37,7 +45,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(api)
-        .fallback(not_found);
+        .fallback(not_found)
+        .layer(middleware::from_fn(limits::observe));
     let router = match cors(&state.settings().cors_origins) {
         Some(layer) => router.layer(layer),
         None => router,

@@ -10,6 +10,7 @@ mod api;
 mod auth;
 mod encode;
 mod error;
+mod limits;
 mod params;
 mod wire;
 
@@ -35,7 +36,7 @@ pub struct Options {
 }
 
 /// What the server allows, beyond the project.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// Accepted bearer tokens; none: authentication is off.
     pub tokens: Tokens,
@@ -43,7 +44,28 @@ pub struct Settings {
     pub enable_sql: bool,
     /// Origins allowed to call the API from a browser (`*`: any); none: no CORS headers.
     pub cors_origins: Vec<String>,
+    /// Queries answered at once; more get 503 with `Retry-After`.
+    pub max_concurrent_queries: usize,
+    /// How long a request may take before it is stopped with 504.
+    pub query_timeout: std::time::Duration,
 }
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            tokens: Tokens::default(),
+            enable_sql: false,
+            cors_origins: Vec::new(),
+            max_concurrent_queries: DEFAULT_MAX_CONCURRENT_QUERIES,
+            query_timeout: DEFAULT_QUERY_TIMEOUT,
+        }
+    }
+}
+
+/// Default of [`Settings::max_concurrent_queries`].
+pub const DEFAULT_MAX_CONCURRENT_QUERIES: usize = 16;
+/// Default of [`Settings::query_timeout`].
+pub const DEFAULT_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What every request handler shares: the engine over the loaded project.
 ///
