@@ -860,3 +860,42 @@ fn request_ids_logs_and_a_clean_stop_on_sigterm() {
     );
     assert!(log.contains(&id) && log.contains("status=404"), "{log}");
 }
+
+// ---------------------------------------------------------------- cache
+
+#[test]
+fn answers_are_cached_with_etags_until_the_data_changes() {
+    let server = Served::start_with("shop", |_| {}, &["--refresh-interval", "1"], &[]);
+    let target = "/api/v1/metrics/revenue/series?grain=week";
+    let first = server.get(target);
+    assert_eq!(first.status, 200, "{first}");
+    let etag = first.header("etag").expect("an ETag").to_string();
+    assert_eq!(first.header("cache-control"), Some("private, max-age=1"));
+    // The same question written differently (a trailing `&`): the cached answer.
+    let again = server.get("/api/v1/metrics/revenue/series?grain=week&");
+    assert_eq!(again.header("etag"), Some(etag.as_str()));
+    assert_eq!(again.body, first.body);
+    let not_modified = server.request(target, &[("If-None-Match", &etag)]);
+    assert_eq!(not_modified.status, 304, "{not_modified}");
+    assert!(not_modified.body.is_empty());
+    // A new paid order of 5 in the second week: revenue 90 -> 95 once the check sees it.
+    let orders = server._project.path().join("data/orders.csv");
+    let mut text = fs_err::read_to_string(&orders).unwrap();
+    text.push_str("11,u8,2026-03-13T10:00:00,paid,5.0,DE\n");
+    fs_err::write(&orders, text).unwrap();
+    let mut last = Value::Null;
+    for _ in 0..600 {
+        let response = server.get(target);
+        assert_eq!(response.status, 200, "{response}");
+        last = response.json()["rows"][1]["revenue"].clone();
+        if last == json!(95.0) {
+            assert_ne!(response.header("etag"), Some(etag.as_str()));
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!(
+        "the answer never showed the new order: revenue {last}\n{}",
+        server.log()
+    );
+}

@@ -164,6 +164,9 @@ Stops on Ctrl-C or SIGTERM after answering the requests in flight.")]
         /// Seconds a request may take before it is stopped with 504
         #[arg(long, default_value_t = lodestar_server::DEFAULT_QUERY_TIMEOUT.as_secs(), value_name = "SECONDS")]
         query_timeout: u64,
+        /// Seconds between checks of the data for changes (cached answers are dropped then)
+        #[arg(long, default_value_t = lodestar_server::DEFAULT_REFRESH_INTERVAL.as_secs(), value_name = "SECONDS")]
+        refresh_interval: u64,
     },
     /// Print a shell completion script (e.g. `lodestar completions bash > ~/.local/share/bash-completion/completions/lodestar`)
     Completions { shell: clap_complete::Shell },
@@ -406,6 +409,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         cors_origins,
         max_concurrent,
         query_timeout,
+        refresh_interval,
     } = cli.command
     {
         let mut tokens = lodestar_server::Tokens::default();
@@ -419,6 +423,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cors_origins,
             max_concurrent_queries: max_concurrent,
             query_timeout: Duration::from_secs(query_timeout),
+            refresh_interval: Duration::from_secs(refresh_interval.max(1)),
         };
         return serve(path, listen, settings).await;
     }

@@ -14,6 +14,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::AppState;
 use crate::auth::{self, Role};
+use crate::cache;
 use crate::encode::{self, Format};
 use crate::error::ApiError;
 use crate::limits::{self, Limits};
@@ -36,6 +37,10 @@ pub fn router(state: AppState) -> Router {
                 state.settings().query_timeout,
             ),
             limits::limit,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            std::sync::Arc::clone(state.cache()),
+            cache::cached,
         ))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -8,6 +8,7 @@
 
 mod api;
 mod auth;
+mod cache;
 mod encode;
 mod error;
 mod limits;
@@ -48,6 +49,9 @@ pub struct Settings {
     pub max_concurrent_queries: usize,
     /// How long a request may take before it is stopped with 504.
     pub query_timeout: std::time::Duration,
+    /// How often the data is checked for changes (cached answers are dropped when it changed);
+    /// also the `max-age` of answers.
+    pub refresh_interval: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -58,12 +62,15 @@ impl Default for Settings {
             cors_origins: Vec::new(),
             max_concurrent_queries: DEFAULT_MAX_CONCURRENT_QUERIES,
             query_timeout: DEFAULT_QUERY_TIMEOUT,
+            refresh_interval: DEFAULT_REFRESH_INTERVAL,
         }
     }
 }
 
 /// Default of [`Settings::max_concurrent_queries`].
 pub const DEFAULT_MAX_CONCURRENT_QUERIES: usize = 16;
+/// Default of [`Settings::refresh_interval`].
+pub const DEFAULT_REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 /// Default of [`Settings::query_timeout`].
 pub const DEFAULT_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -80,6 +87,7 @@ pub struct AppState {
 struct Shared {
     engine: RwLock<Engine>,
     settings: Settings,
+    cache: Arc<cache::Cache>,
 }
 
 impl AppState {
@@ -87,6 +95,7 @@ impl AppState {
         AppState {
             shared: Arc::new(Shared {
                 engine: RwLock::new(engine),
+                cache: Arc::new(cache::Cache::new(settings.refresh_interval)),
                 settings,
             }),
         }
@@ -94,6 +103,10 @@ impl AppState {
 
     pub fn settings(&self) -> &Settings {
         &self.shared.settings
+    }
+
+    pub(crate) fn cache(&self) -> &Arc<cache::Cache> {
+        &self.shared.cache
     }
 
     /// The engine of the current project.
@@ -144,10 +157,17 @@ impl Server {
     /// Answers requests until `shutdown` completes, then stops accepting connections and
     /// returns once the requests in flight are answered.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
-        axum::serve(self.listener, router(self.state))
+        let refresher = tokio::spawn(cache::refresh(
+            Arc::clone(self.state.cache()),
+            self.state.clone(),
+            self.state.settings().refresh_interval,
+        ));
+        let served = axum::serve(self.listener, router(self.state))
             .with_graceful_shutdown(shutdown)
             .await
-            .map_err(Error::Serve)
+            .map_err(Error::Serve);
+        refresher.abort();
+        served
     }
 }
 
