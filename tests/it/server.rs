@@ -899,3 +899,37 @@ fn answers_are_cached_with_etags_until_the_data_changes() {
         server.log()
     );
 }
+
+// ---------------------------------------------------------------- Prometheus
+
+#[test]
+fn prometheus_metrics_count_requests_cache_hits_and_show_the_north_star() {
+    let server = Served::shop();
+    let target = "/api/v1/metrics/revenue/series?grain=week";
+    assert_eq!(server.get(target).status, 200);
+    assert_eq!(server.get(target).status, 200);
+    assert_eq!(server.get("/api/v1/metrics/nope/series").status, 404);
+    let response = server.get("/metrics");
+    assert_eq!(response.status, 200, "{response}");
+    assert!(
+        response
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/plain; version=0.0.4")),
+        "{response}"
+    );
+    let text = response.text();
+    let route = "route=\"/api/v1/metrics/{name}/series\"";
+    for line in [
+        format!("lodestar_http_requests_total{{{route},method=\"GET\",status=\"200\"}} 2"),
+        format!("lodestar_http_requests_total{{{route},method=\"GET\",status=\"404\"}} 1"),
+        format!("lodestar_http_request_duration_seconds_count{{{route}}} 3"),
+        "lodestar_cache_hits_total 1".to_string(),
+        // The last complete week's revenue, by hand: 90.
+        "lodestar_north_star_value{metric=\"revenue\",grain=\"week\"} 90".to_string(),
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "no line `{line}` in:\n{text}"
+        );
+    }
+}

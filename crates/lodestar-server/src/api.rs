@@ -18,6 +18,7 @@ use crate::cache;
 use crate::encode::{self, Format};
 use crate::error::ApiError;
 use crate::limits::{self, Limits};
+use crate::metrics;
 use crate::params::{Params, dimension_filter};
 use crate::wire;
 
@@ -45,11 +46,23 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::measure,
+        ));
+    // Not cached nor counted as a query; behind the tokens: it shows the North Star values.
+    let scrape = Router::new()
+        .route("/metrics", get(metrics::exposition))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
         ));
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(api)
+        .merge(scrape)
         .fallback(not_found)
         .layer(middleware::from_fn(limits::observe));
     let router = match cors(&state.settings().cors_origins) {

@@ -12,6 +12,7 @@ mod cache;
 mod encode;
 mod error;
 mod limits;
+mod metrics;
 mod params;
 mod wire;
 
@@ -88,6 +89,7 @@ struct Shared {
     engine: RwLock<Engine>,
     settings: Settings,
     cache: Arc<cache::Cache>,
+    metrics: metrics::Metrics,
 }
 
 impl AppState {
@@ -97,12 +99,17 @@ impl AppState {
                 engine: RwLock::new(engine),
                 cache: Arc::new(cache::Cache::new(settings.refresh_interval)),
                 settings,
+                metrics: metrics::Metrics::default(),
             }),
         }
     }
 
     pub fn settings(&self) -> &Settings {
         &self.shared.settings
+    }
+
+    pub(crate) fn metrics(&self) -> &metrics::Metrics {
+        &self.shared.metrics
     }
 
     pub(crate) fn cache(&self) -> &Arc<cache::Cache> {
