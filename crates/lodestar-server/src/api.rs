@@ -3,7 +3,7 @@
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Router, middleware};
 use lodestar_core::model::{Grain, TableRef};
@@ -61,6 +61,7 @@ pub fn router(state: AppState) -> Router {
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi))
         .merge(api)
         .merge(scrape)
         .fallback(not_found)
@@ -135,6 +136,20 @@ async fn sql(
 }
 
 type Answer = Result<Response, ApiError>;
+
+/// The OpenAPI document of these routes; a test keeps the two in step.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        OPENAPI,
+    )
+        .into_response()
+}
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
@@ -462,4 +477,101 @@ fn brackets(text: &str) -> Result<Vec<(u32, u32)>, ApiError> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// `(method, path)` of every `.route(...)` in this file's router.
+    fn routes_in_router() -> BTreeSet<(String, String)> {
+        let source = include_str!("api.rs");
+        let marker = concat!(".route", "(\"");
+        let mut routes = BTreeSet::new();
+        for (at, _) in source.match_indices(marker) {
+            let rest = &source[at + marker.len()..];
+            let path = &rest[..rest.find('"').unwrap()];
+            let after = rest[path.len() + 1..].trim_start_matches([',', ' ', '\n']);
+            let method = &after[..after.find('(').unwrap()];
+            routes.insert((method.to_uppercase(), path.to_string()));
+        }
+        routes
+    }
+
+    fn routes_in_openapi() -> BTreeSet<(String, String)> {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let mut routes = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                routes.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+        routes
+    }
+
+    #[test]
+    fn the_openapi_document_lists_exactly_the_routes() {
+        let router = routes_in_router();
+        assert!(
+            router.len() >= 10,
+            "the scan found too few routes: {router:?}"
+        );
+        let openapi = routes_in_openapi();
+        let missing: Vec<_> = router.difference(&openapi).collect();
+        let extra: Vec<_> = openapi.difference(&router).collect();
+        assert!(
+            missing.is_empty(),
+            "routes missing from openapi.json: {missing:?}"
+        );
+        assert!(
+            extra.is_empty(),
+            "openapi.json lists routes the server lacks: {extra:?}"
+        );
+    }
+
+    /// Each documented route is answered by the real router, not by its fallback.
+    #[tokio::test]
+    async fn every_documented_route_is_served() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        std::fs::write(
+            dir.path().join("data/events.csv"),
+            "user_id,event_time\nu1,2026-01-01T10:00:00\n",
+        )
+        .unwrap();
+        let project = dir.path().join("lodestar.yaml");
+        std::fs::write(
+            &project,
+            "sources:\n  app: { connector: files, path: data }\nmetrics:\n  events: { table: app.events, time: event_time, measure: count(*) }\n",
+        )
+        .unwrap();
+        let engine = lodestar_core::Engine::open(lodestar_core::config::load(&project).unwrap())
+            .await
+            .unwrap();
+        let app = router(AppState::new(engine, crate::Settings::default()));
+        for (method, path) in routes_in_openapi() {
+            let uri = path.replace("{name}", "events");
+            let request = Request::builder()
+                .method(method.as_str())
+                .uri(&uri)
+                .body(Body::empty())
+                .unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let body = String::from_utf8_lossy(&body);
+            assert!(
+                status != StatusCode::METHOD_NOT_ALLOWED && !body.contains("\"not_found\""),
+                "{method} {uri}: {status} {body}"
+            );
+        }
+    }
 }
