@@ -933,3 +933,63 @@ fn prometheus_metrics_count_requests_cache_hits_and_show_the_north_star() {
         );
     }
 }
+
+// ---------------------------------------------------------------- reload
+
+#[test]
+fn sighup_reloads_the_project_and_a_bad_file_keeps_the_old_one() {
+    // A long refresh interval: only SIGHUP reloads here.
+    let server = Served::start_with("shop", |_| {}, &["--refresh-interval", "3600"], &[]);
+    let project = server._project.project();
+    let hangup = || {
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &server.child.id().to_string()])
+            .status()
+            .expect("kill(1)");
+        assert!(status.success());
+    };
+    let metric_count = || {
+        server.json("/api/v1/metrics")["metrics"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(metric_count(), 7);
+    let mut text = fs_err::read_to_string(&project).unwrap();
+    text.push_str(
+        "  refunds: { table: app.orders, time: ordered_at, measure: count(*), filter: \"status = 'refunded'\" }\n",
+    );
+    fs_err::write(&project, &text).unwrap();
+    hangup();
+    wait_until(&server, "project reloaded");
+    assert_eq!(metric_count(), 8);
+    // One refunded order, in the first week (by hand).
+    let refunds = server.json("/api/v1/metrics/refunds/series?grain=week");
+    assert_eq!(refunds["rows"][0]["refunds"], 1, "{refunds}");
+
+    // A broken file is refused, logged, and the previous project keeps serving.
+    fs_err::write(
+        &project,
+        text.replace("measure: count(*), filter", "measure: ["),
+    )
+    .unwrap();
+    hangup();
+    wait_until(&server, "project reload refused");
+    assert_eq!(metric_count(), 8);
+    assert_eq!(
+        server.json("/api/v1/metrics/refunds/series?grain=week")["rows"][0]["refunds"],
+        1
+    );
+    assert!(server.log().contains("lodestar.yaml"), "{}", server.log());
+}
+
+/// Waits (bounded) for the running server to log `needle`.
+fn wait_until(server: &Served, needle: &str) {
+    for _ in 0..1200 {
+        if server.log().contains(needle) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("the server never logged {needle:?}:\n{}", server.log());
+}

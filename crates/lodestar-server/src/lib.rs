@@ -14,6 +14,7 @@ mod error;
 mod limits;
 mod metrics;
 mod params;
+mod reload;
 mod wire;
 
 use std::net::SocketAddr;
@@ -108,6 +109,16 @@ impl AppState {
         &self.shared.settings
     }
 
+    /// Serves a newly loaded project from now on; requests in flight finish on the old one.
+    fn replace_engine(&self, engine: Engine) {
+        *self
+            .shared
+            .engine
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = engine;
+        self.shared.cache.invalidate();
+    }
+
     pub(crate) fn metrics(&self) -> &metrics::Metrics {
         &self.shared.metrics
     }
@@ -131,6 +142,7 @@ impl AppState {
 pub struct Server {
     listener: TcpListener,
     state: AppState,
+    hangup: reload::Hangup,
 }
 
 impl Server {
@@ -153,6 +165,7 @@ impl Server {
         Ok(Server {
             listener,
             state: AppState::new(engine, options.settings.clone()),
+            hangup: reload::catch_hangup(),
         })
     }
 
@@ -169,11 +182,17 @@ impl Server {
             self.state.clone(),
             self.state.settings().refresh_interval,
         ));
+        let watcher = tokio::spawn(reload::watch(
+            self.state.clone(),
+            self.state.settings().refresh_interval,
+            self.hangup,
+        ));
         let served = axum::serve(self.listener, router(self.state))
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(Error::Serve);
         refresher.abort();
+        watcher.abort();
         served
     }
 }
