@@ -993,3 +993,22 @@ fn wait_until(server: &Served, needle: &str) {
     }
     panic!("the server never logged {needle:?}:\n{}", server.log());
 }
+
+#[test]
+fn logs_can_be_json_lines() {
+    let server = Served::start_with("shop", |_| {}, &[], &[("LODESTAR_LOG_FORMAT", "json")]);
+    let answer = server.request("/api/v1/metrics", &[("X-Request-Id", "json-7")]);
+    assert_eq!(answer.status, 200);
+    wait_until(&server, "json-7");
+    let log = server.log();
+    let line = log
+        .lines()
+        .filter(|l| l.contains("json-7"))
+        .find(|l| l.contains("answered"))
+        .unwrap_or_else(|| panic!("no log line for the request:\n{log}"));
+    let record: Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    assert_eq!(record["fields"]["status"], 200, "{record}");
+    assert_eq!(record["span"]["id"], "json-7", "{record}");
+    assert_eq!(record["span"]["path"], "/api/v1/metrics", "{record}");
+}

@@ -327,12 +327,16 @@ fn init_logging(verbose: u8, quiet: bool) {
             }
         ))
     });
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+        .with_target(false);
+    // One JSON object per line, for log collectors (documented in docs/server.md).
+    if std::env::var("LODESTAR_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().with_current_span(true).init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
 }
 
 /// Prints the error and its causes, skipping causes the message already shows.
