@@ -6,7 +6,7 @@
 //! plugins loaded from real shared libraries), `s3` (the S3 connector against an in-process S3
 //! server), `postgres` (the Postgres connector against a throwaway
 //! cluster that `postgres_server` runs), `report` (the HTML report, rendered in headless
-//! Chromium), `support` (helpers).
+//! Chromium), `server` (`lodestar serve` over HTTP), `support` (helpers).
 
 mod cases;
 mod cli;
@@ -19,4 +19,5 @@ mod report;
 mod retention;
 mod s3;
 mod segments;
+mod server;
 mod support;

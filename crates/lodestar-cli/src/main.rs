@@ -176,6 +176,37 @@ project file, then the directory of the lodestar binary.")]
         #[arg(long, value_enum, default_value_t = ListFormat::Table)]
         format: ListFormat,
     },
+    /// Serve the HTTP API over the project (docs/server.md)
+    #[command(after_help = "\
+Examples:
+  lodestar serve
+  lodestar --project /srv/metrics/lodestar.yaml serve --listen 0.0.0.0:8080
+
+Stops on Ctrl-C or SIGTERM after answering the requests in flight.")]
+    Serve {
+        /// The address and port to listen on (port 0: any free port)
+        #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR:PORT")]
+        listen: std::net::SocketAddr,
+        /// Accepted tokens, as `ROLE SHA256-HEX [label]` lines (also LODESTAR_READ_TOKENS and
+        /// LODESTAR_ADMIN_TOKENS, in clear, comma separated)
+        #[arg(long, env = "LODESTAR_TOKENS_FILE", value_name = "PATH")]
+        tokens_file: Option<PathBuf>,
+        /// Let admin tokens run ad-hoc SQL (POST /api/v1/sql)
+        #[arg(long)]
+        enable_sql: bool,
+        /// Allow browsers on this origin to call the API (repeatable; `*` for any)
+        #[arg(long = "cors-origin", value_name = "ORIGIN")]
+        cors_origins: Vec<String>,
+        /// Queries answered at once; more get 503 with Retry-After
+        #[arg(long, default_value_t = lodestar_server::DEFAULT_MAX_CONCURRENT_QUERIES, value_name = "N")]
+        max_concurrent: usize,
+        /// Seconds a request may take before it is stopped with 504
+        #[arg(long, default_value_t = lodestar_server::DEFAULT_QUERY_TIMEOUT.as_secs(), value_name = "SECONDS")]
+        query_timeout: u64,
+        /// Seconds between checks of the data for changes (cached answers are dropped then)
+        #[arg(long, default_value_t = lodestar_server::DEFAULT_REFRESH_INTERVAL.as_secs(), value_name = "SECONDS")]
+        refresh_interval: u64,
+    },
     /// Print a shell completion script (e.g. `lodestar completions bash > ~/.local/share/bash-completion/completions/lodestar`)
     Completions { shell: clap_complete::Shell },
 }
@@ -352,14 +383,25 @@ fn init_logging(verbose: u8, quiet: bool) {
         (false, _) => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("warn,lodestar={level},lodestar_core={level}"))
+        tracing_subscriber::EnvFilter::new(format!(
+            "warn,lodestar={level},lodestar_core={level},lodestar_server={}",
+            if verbose == 0 && !quiet {
+                "info"
+            } else {
+                level
+            }
+        ))
     });
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+        .with_target(false);
+    // One JSON object per line, for log collectors (documented in docs/server.md).
+    if std::env::var("LODESTAR_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().with_current_span(true).init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
 }
 
 /// Prints the error and its causes, skipping causes the message already shows.
@@ -429,6 +471,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(path) => path.clone(),
         None => config::find_project_file(&std::env::current_dir()?)?,
     };
+    if let Command::Serve {
+        listen,
+        tokens_file,
+        enable_sql,
+        cors_origins,
+        max_concurrent,
+        query_timeout,
+        refresh_interval,
+    } = cli.command
+    {
+        let mut tokens = lodestar_server::Tokens::default();
+        tokens.add_from_env();
+        if let Some(file) = &tokens_file {
+            tokens.add_file(file)?;
+        }
+        let settings = lodestar_server::Settings {
+            tokens,
+            enable_sql,
+            cors_origins,
+            max_concurrent_queries: max_concurrent,
+            query_timeout: Duration::from_secs(query_timeout),
+            refresh_interval: Duration::from_secs(refresh_interval.max(1)),
+        };
+        return serve(path, listen, settings).await;
+    }
     let project = config::load(&path)?;
     let engine = Engine::open(project).await?;
     let progress = Progress::new(cli.quiet);
@@ -567,10 +634,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let batches = batches.map_err(lodestar_core::Error::from)?;
             output::write(&schema, &batches, output.format, output.output.as_deref())
         }
-        Command::Completions { .. } | Command::Connectors { .. } => {
+        Command::Completions { .. } | Command::Connectors { .. } | Command::Serve { .. } => {
             unreachable!("handled above")
         }
     }
+}
+
+async fn serve(
+    project: PathBuf,
+    listen: std::net::SocketAddr,
+    settings: lodestar_server::Settings,
+) -> anyhow::Result<()> {
+    let options = lodestar_server::Options {
+        project,
+        listen,
+        settings,
+    };
+    let server = lodestar_server::Server::bind(&options).await?;
+    // On stderr whatever the log level: scripts and tests read the port chosen for port 0.
+    eprintln!(
+        "lodestar serve: listening on http://{}",
+        server.local_addr()?
+    );
+    server.run(lodestar_server::shutdown_signal()).await?;
+    Ok(())
 }
 
 async fn validate(engine: &Engine, progress: &Progress) -> anyhow::Result<()> {

@@ -1,0 +1,577 @@
+//! The routes and their handlers: parameters in, core calls, wire types out.
+
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Router, middleware};
+use lodestar_core::model::{Grain, TableRef};
+use lodestar_core::periods;
+use lodestar_core::retention::{DayMode, EventSpec, Mode, RetentionRequest};
+use lodestar_core::{Compare, MetricRequest, TreeRequest};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::AppState;
+use crate::auth::{self, Role};
+use crate::cache;
+use crate::encode::{self, Format};
+use crate::error::ApiError;
+use crate::limits::{self, Limits};
+use crate::metrics;
+use crate::params::{Params, dimension_filter};
+use crate::wire;
+
+/// Every route of the API.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/api/v1/metrics", get(list_metrics))
+        .route("/api/v1/metrics/{name}", get(get_metric))
+        .route("/api/v1/metrics/{name}/series", get(series))
+        .route("/api/v1/tree", get(tree))
+        .route("/api/v1/targets", get(targets))
+        .route("/api/v1/retention", get(retention))
+        .route("/api/v1/sql", post(sql))
+        .route_layer(middleware::from_fn_with_state(
+            Limits::new(
+                state.settings().max_concurrent_queries,
+                state.settings().query_timeout,
+            ),
+            limits::limit,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            std::sync::Arc::clone(state.cache()),
+            cache::cached,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::measure,
+        ));
+    // Not cached nor counted as a query; behind the tokens: it shows the North Star values.
+    let scrape = Router::new()
+        .route("/metrics", get(metrics::exposition))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    let router = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi))
+        .merge(api)
+        .merge(scrape)
+        .fallback(not_found)
+        .layer(middleware::from_fn(limits::observe));
+    let router = match cors(&state.settings().cors_origins) {
+        Some(layer) => router.layer(layer),
+        None => router,
+    };
+    router.with_state(state)
+}
+
+/// CORS for the configured origins; invalid origins were refused when the server started.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([header::AUTHORIZATION, header::ACCEPT, header::CONTENT_TYPE]),
+    )
+}
+
+/// `POST /api/v1/sql` with `{"sql": "SELECT ..."}`: a read-only query, for admins, when
+/// enabled.
+async fn sql(
+    State(state): State<AppState>,
+    Extension(role): Extension<Role>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    if !state.settings().enable_sql {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "sql_disabled",
+            "ad-hoc SQL is disabled on this server",
+        )
+        .with_hint("start it with `lodestar serve --enable-sql`"));
+    }
+    if role != Role::Admin || state.settings().tokens.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "ad-hoc SQL needs an admin token",
+        ));
+    }
+    #[derive(serde::Deserialize)]
+    struct Query {
+        sql: String,
+    }
+    let query: Query = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not {{\"sql\": \"...\"}}: {e}")))?;
+    let engine = state.engine();
+    let df = engine.sql(&query.sql).await?;
+    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+    let batches = df
+        .collect()
+        .await
+        .map_err(|e| ApiError::from(lodestar_core::Error::from(e)))?;
+    let batch = lodestar_core::datafusion::arrow::compute::concat_batches(&schema, &batches)
+        .map_err(|e| ApiError::from(lodestar_core::Error::from(e)))?;
+    match Format::of(&headers) {
+        Format::Arrow => encode::arrow(&batch),
+        Format::Json => encode::json(&serde_json::json!({ "rows": encode::rows(&batch)? })),
+    }
+}
+
+type Answer = Result<Response, ApiError>;
+
+/// The OpenAPI document of these routes; a test keeps the two in step.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        OPENAPI,
+    )
+        .into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        .with_hint("the API is under /api/v1; docs/server.md lists the endpoints")
+}
+
+/// The process is up.
+async fn healthz() -> Answer {
+    encode::json(&wire::Health {
+        status: "ok",
+        project: None,
+        metrics: None,
+    })
+}
+
+/// The project is loaded and its sources are open: requests can be answered.
+async fn readyz(State(state): State<AppState>) -> Answer {
+    let engine = state.engine();
+    encode::json(&wire::Health {
+        status: "ready",
+        project: Some(engine.project().path.display().to_string()),
+        metrics: Some(engine.project().metrics.len()),
+    })
+}
+
+/// Arrow is for tables; a document that is not one is refused in that format.
+fn json_only(headers: &HeaderMap) -> Result<(), ApiError> {
+    match Format::of(headers) {
+        Format::Json => Ok(()),
+        Format::Arrow => Err(ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "not_acceptable",
+            "this endpoint answers in JSON only",
+        )
+        .with_hint("Arrow is offered by series, tree, targets and retention")),
+    }
+}
+
+async fn list_metrics(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Answer {
+    Params::parse(query.as_deref(), &[]).finish()?;
+    json_only(&headers)?;
+    let engine = state.engine();
+    encode::json(&wire::MetricList::of(engine.project()))
+}
+
+async fn get_metric(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Answer {
+    Params::parse(query.as_deref(), &[]).finish()?;
+    json_only(&headers)?;
+    let engine = state.engine();
+    let metric = engine
+        .project()
+        .metric(&name)
+        .map_err(ApiError::unknown_metric)?;
+    encode::json(&wire::MetricInfo::from(metric))
+}
+
+const SERIES_PARAMS: &[&str] = &["grain", "from", "to", "by", "filter"];
+
+async fn series(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Answer {
+    let engine = state.engine();
+    let metric = engine
+        .project()
+        .metric(&name)
+        .map_err(ApiError::unknown_metric)?;
+    let mut params = Params::parse(query.as_deref(), SERIES_PARAMS);
+    let grain = params
+        .grain("grain")?
+        .or(metric.grain)
+        .unwrap_or(Grain::Day);
+    let from = params.date("from")?;
+    let to = params.date("to")?;
+    if let (Some(from), Some(to)) = (from, to)
+        && from > to
+    {
+        return Err(ApiError::bad_request(format!(
+            "parameter `from` ({from}) is after parameter `to` ({to})"
+        )));
+    }
+    let mut dimensions = Vec::new();
+    for by in params.all("by") {
+        for dimension in by.split(',') {
+            if dimension.is_empty() {
+                return Err(ApiError::bad_request(
+                    "parameter `by` names an empty dimension",
+                ));
+            }
+            dimensions.push(dimension.to_string());
+        }
+    }
+    let mut known: Vec<&str> = Vec::new();
+    for dimension in engine
+        .project()
+        .metrics
+        .values()
+        .flat_map(|m| &m.dimensions)
+    {
+        if !known.contains(&dimension.as_str()) {
+            known.push(dimension);
+        }
+    }
+    let filters = dimension_filter(&params.all("filter"), &known)?;
+    params.finish()?;
+    let (filters, filter) = match filters {
+        Some((groups, sql)) => (groups, Some(sql)),
+        None => (Vec::new(), None),
+    };
+    let request = MetricRequest {
+        metrics: vec![metric.name.clone()],
+        grain,
+        from,
+        to,
+        dimensions,
+        filter,
+    };
+    let table = engine.compute(&request).await?;
+    match Format::of(&headers) {
+        Format::Arrow => encode::arrow(&table.batch),
+        Format::Json => {
+            let periods = table.periods();
+            encode::json(&wire::Series {
+                metric: metric.name.clone(),
+                grain: grain.as_str(),
+                from: periods.first().map(|d| d.format("%Y-%m-%d").to_string()),
+                to: periods.last().map(|d| d.format("%Y-%m-%d").to_string()),
+                dimensions: request.dimensions,
+                filters: filters.into_iter().map(wire::FilterInfo::from).collect(),
+                rows: encode::rows(&table.batch)?,
+            })
+        }
+    }
+}
+
+const TREE_PARAMS: &[&str] = &["root", "grain", "period", "compare"];
+
+async fn tree(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Answer {
+    let engine = state.engine();
+    let mut params = Params::parse(query.as_deref(), TREE_PARAMS);
+    let root = params.one("root")?;
+    if let Some(root) = &root {
+        engine
+            .project()
+            .metric(root)
+            .map_err(ApiError::unknown_metric)?;
+    }
+    let grain = params.grain("grain")?;
+    let (period_grain, period) = match params.one("period")? {
+        Some(text) => {
+            let (grain, date) = periods::parse_period(&text).map_err(|message| {
+                ApiError::bad_request(format!("parameter `period`: {message}"))
+            })?;
+            (grain, Some(date))
+        }
+        None => (None, None),
+    };
+    let compare = match params.one("compare")?.as_deref() {
+        None | Some("previous") => Compare::Previous,
+        Some("yoy" | "year") => Compare::YearOverYear,
+        Some(other) => match periods::parse_period(other) {
+            Ok((_, date)) => Compare::Period(date),
+            Err(message) => {
+                return Err(
+                    ApiError::bad_request(format!("parameter `compare`: {message}")).with_hint(
+                        "compare takes previous, yoy, or a period like 2026-05 or 2026-W20",
+                    ),
+                );
+            }
+        },
+    };
+    params.finish()?;
+    let request = TreeRequest {
+        root,
+        grain: grain.or(period_grain),
+        period,
+        compare,
+    };
+    let tree = engine.tree(&request).await?;
+    match Format::of(&headers) {
+        Format::Arrow => encode::arrow(&tree.to_record_batch()?),
+        Format::Json => encode::json(&wire::Tree::from(&tree)),
+    }
+}
+
+async fn targets(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Answer {
+    let engine = state.engine();
+    let mut params = Params::parse(query.as_deref(), &["metric"]);
+    let metric = params.one("metric")?;
+    params.finish()?;
+    if let Some(metric) = &metric {
+        engine
+            .project()
+            .metric(metric)
+            .map_err(ApiError::unknown_metric)?;
+    }
+    let statuses = engine.targets(metric.as_deref()).await?;
+    match Format::of(&headers) {
+        Format::Arrow => encode::arrow(&lodestar_core::targets::to_record_batch(&statuses)?),
+        Format::Json => encode::json(&wire::Targets {
+            targets: statuses.iter().map(wire::TargetValue::from).collect(),
+        }),
+    }
+}
+
+const RETENTION_PARAMS: &[&str] = &[
+    "cohort",
+    "activity",
+    "entity",
+    "activity_entity",
+    "grain",
+    "periods",
+    "mode",
+    "brackets",
+    "calendar",
+    "from",
+    "to",
+];
+
+async fn retention(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Answer {
+    let engine = state.engine();
+    let mut params = Params::parse(query.as_deref(), RETENTION_PARAMS);
+    let entity = params.required("entity")?;
+    let activity_entity = params
+        .one("activity_entity")?
+        .unwrap_or_else(|| entity.clone());
+    let cohort = event_spec("cohort", &params.required("cohort")?, entity)?;
+    let activity = event_spec("activity", &params.required("activity")?, activity_entity)?;
+    let grain = params.grain("grain")?.unwrap_or(Grain::Week);
+    let periods = params.number("periods")?;
+    let mode = match (params.one("brackets")?, params.one("mode")?.as_deref()) {
+        (Some(text), _) => Mode::Brackets(brackets(&text)?),
+        (None, None | Some("on")) => Mode::On,
+        (None, Some("on-or-after")) => Mode::OnOrAfter,
+        (None, Some(other)) => {
+            return Err(ApiError::bad_request(format!(
+                "parameter `mode`: `{other}` is not `on` or `on-or-after`"
+            )));
+        }
+    };
+    let days = if params.flag("calendar")? {
+        DayMode::Calendar
+    } else {
+        DayMode::Rolling
+    };
+    let from = params.date("from")?;
+    let to = params.date("to")?;
+    params.finish()?;
+    let request = RetentionRequest {
+        cohort,
+        activity,
+        grain,
+        mode,
+        days,
+        periods,
+        // SQL fragments (filters, value aggregates) are ad-hoc SQL: not on the read API.
+        value: None,
+        from,
+        to,
+    };
+    let result = engine.retention(&request).await?;
+    match Format::of(&headers) {
+        Format::Arrow => encode::arrow(&result.to_record_batch()?),
+        Format::Json => encode::json(&wire::RetentionTable::from(&result)),
+    }
+}
+
+/// `source.table.column`.
+fn event_spec(name: &str, path: &str, entity: String) -> Result<EventSpec, ApiError> {
+    let mut parts = path.splitn(3, '.');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(source), Some(table), Some(column))
+            if !source.is_empty() && !table.is_empty() && !column.is_empty() =>
+        {
+            Ok(EventSpec {
+                table: TableRef {
+                    source: source.to_string(),
+                    table: table.to_string(),
+                },
+                time: column.to_string(),
+                entity,
+                filter: None,
+            })
+        }
+        _ => Err(ApiError::bad_request(format!(
+            "parameter `{name}`: `{path}` does not name a time column"
+        ))
+        .with_hint("write source.table.column, e.g. app.users.signed_up_at")),
+    }
+}
+
+/// `1-1,2-7,8-30`.
+fn brackets(text: &str) -> Result<Vec<(u32, u32)>, ApiError> {
+    text.split(',')
+        .map(|part| {
+            let (a, b) = part.split_once('-').unwrap_or((part, part));
+            match (a.trim().parse::<u32>(), b.trim().parse::<u32>()) {
+                (Ok(a), Ok(b)) if a <= b => Ok((a, b)),
+                _ => Err(ApiError::bad_request(format!(
+                    "parameter `brackets`: `{part}` is not a range of periods like 2-7"
+                ))),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// `(method, path)` of every `.route(...)` in this file's router.
+    fn routes_in_router() -> BTreeSet<(String, String)> {
+        let source = include_str!("api.rs");
+        let marker = concat!(".route", "(\"");
+        let mut routes = BTreeSet::new();
+        for (at, _) in source.match_indices(marker) {
+            let rest = &source[at + marker.len()..];
+            let path = &rest[..rest.find('"').unwrap()];
+            let after = rest[path.len() + 1..].trim_start_matches([',', ' ', '\n']);
+            let method = &after[..after.find('(').unwrap()];
+            routes.insert((method.to_uppercase(), path.to_string()));
+        }
+        routes
+    }
+
+    fn routes_in_openapi() -> BTreeSet<(String, String)> {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let mut routes = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                routes.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+        routes
+    }
+
+    #[test]
+    fn the_openapi_document_lists_exactly_the_routes() {
+        let router = routes_in_router();
+        assert!(
+            router.len() >= 10,
+            "the scan found too few routes: {router:?}"
+        );
+        let openapi = routes_in_openapi();
+        let missing: Vec<_> = router.difference(&openapi).collect();
+        let extra: Vec<_> = openapi.difference(&router).collect();
+        assert!(
+            missing.is_empty(),
+            "routes missing from openapi.json: {missing:?}"
+        );
+        assert!(
+            extra.is_empty(),
+            "openapi.json lists routes the server lacks: {extra:?}"
+        );
+    }
+
+    /// Each documented route is answered by the real router, not by its fallback.
+    #[tokio::test]
+    async fn every_documented_route_is_served() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        std::fs::write(
+            dir.path().join("data/events.csv"),
+            "user_id,event_time\nu1,2026-01-01T10:00:00\n",
+        )
+        .unwrap();
+        let project = dir.path().join("lodestar.yaml");
+        std::fs::write(
+            &project,
+            "sources:\n  app: { connector: files, path: data }\nmetrics:\n  events: { table: app.events, time: event_time, measure: count(*) }\n",
+        )
+        .unwrap();
+        let engine = lodestar_core::Engine::open(lodestar_core::config::load(&project).unwrap())
+            .await
+            .unwrap();
+        let app = router(AppState::new(engine, crate::Settings::default()));
+        for (method, path) in routes_in_openapi() {
+            let uri = path.replace("{name}", "events");
+            let request = Request::builder()
+                .method(method.as_str())
+                .uri(&uri)
+                .body(Body::empty())
+                .unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let body = String::from_utf8_lossy(&body);
+            assert!(
+                status != StatusCode::METHOD_NOT_ALLOWED && !body.contains("\"not_found\""),
+                "{method} {uri}: {status} {body}"
+            );
+        }
+    }
+}

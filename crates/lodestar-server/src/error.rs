@@ -1,0 +1,127 @@
+//! Errors: the crate's error type for starting and running the server, and [`ApiError`], the
+//! JSON error body every endpoint answers with.
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Loading the project or opening its sources failed.
+    #[error(transparent)]
+    Core(#[from] lodestar_core::Error),
+
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("the server stopped: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error answer: a status and `{"error": {"code", "message", "hint"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hint: Option<&'a str>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    /// A 400: the request's parameters are wrong.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> ApiError {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// A 404 for a metric the project does not define, with the core's suggestion.
+    pub fn unknown_metric(e: lodestar_core::Error) -> ApiError {
+        let mut error = ApiError::from(e);
+        error.status = StatusCode::NOT_FOUND;
+        error.code = "unknown_metric";
+        error
+    }
+}
+
+impl From<lodestar_core::Error> for ApiError {
+    fn from(e: lodestar_core::Error) -> ApiError {
+        use lodestar_core::Error as E;
+        match e {
+            E::Request { message, hint } => ApiError {
+                status: StatusCode::BAD_REQUEST,
+                code: "bad_request",
+                // The core words some messages for the command line; say them as parameters.
+                message: message
+                    .replacen("--by uses", "parameter `by` uses", 1)
+                    .replacen("the filter uses", "parameter `filter` uses", 1),
+                hint: hint.filter(|h| !h.contains("lodestar ")),
+            },
+            // The project is wrong, not the request: the operator has to fix the file.
+            E::Invalid { .. } | E::Sql { .. } | E::Syntax { .. } | E::Source { .. } => {
+                tracing::error!(error = %e, "a metric does not work against its sources");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "definition_error",
+                    e.to_string(),
+                )
+            }
+            E::Io(_) | E::DataFusion(_) | E::ProjectNotFound { .. } => {
+                tracing::error!(error = %e, "query failed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "query_failed",
+                    e.to_string(),
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: &self.message,
+                hint: self.hint.as_deref(),
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}

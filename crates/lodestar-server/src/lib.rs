@@ -1,0 +1,228 @@
+//! `lodestar serve`: the HTTP API over lodestar-core, on axum and tokio.
+//!
+//! The server loads the project and opens its sources once, like the CLI, then answers
+//! requests from the shared [`Engine`]. It is the only crate that knows HTTP and the JSON wire
+//! shapes: handlers (`api`) call the core and convert its results into the response types of
+//! `wire` explicitly, so the core can change without changing the API. docs/server.md is the
+//! user's guide.
+
+mod api;
+mod auth;
+mod cache;
+mod encode;
+mod error;
+mod limits;
+mod metrics;
+mod params;
+mod reload;
+mod wire;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use lodestar_core::{Engine, config};
+use tokio::net::TcpListener;
+
+pub use crate::api::router;
+pub use crate::auth::{Role, Tokens, TokensError};
+pub use crate::error::{ApiError, Error, Result};
+
+/// How to run the server.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The project file.
+    pub project: PathBuf,
+    /// Where to listen; port 0 picks a free port (see [`Server::local_addr`]).
+    pub listen: SocketAddr,
+    pub settings: Settings,
+}
+
+/// What the server allows, beyond the project.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Accepted bearer tokens; none: authentication is off.
+    pub tokens: Tokens,
+    /// Whether admins may run ad-hoc SQL (`POST /api/v1/sql`).
+    pub enable_sql: bool,
+    /// Origins allowed to call the API from a browser (`*`: any); none: no CORS headers.
+    pub cors_origins: Vec<String>,
+    /// Queries answered at once; more get 503 with `Retry-After`.
+    pub max_concurrent_queries: usize,
+    /// How long a request may take before it is stopped with 504.
+    pub query_timeout: std::time::Duration,
+    /// How often the data is checked for changes (cached answers are dropped when it changed);
+    /// also the `max-age` of answers.
+    pub refresh_interval: std::time::Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            tokens: Tokens::default(),
+            enable_sql: false,
+            cors_origins: Vec::new(),
+            max_concurrent_queries: DEFAULT_MAX_CONCURRENT_QUERIES,
+            query_timeout: DEFAULT_QUERY_TIMEOUT,
+            refresh_interval: DEFAULT_REFRESH_INTERVAL,
+        }
+    }
+}
+
+/// Default of [`Settings::max_concurrent_queries`].
+pub const DEFAULT_MAX_CONCURRENT_QUERIES: usize = 16;
+/// Default of [`Settings::refresh_interval`].
+pub const DEFAULT_REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+/// Default of [`Settings::query_timeout`].
+pub const DEFAULT_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What every request handler shares: the engine over the loaded project.
+///
+/// Cloning is cheap (one `Arc`). The engine sits behind a lock so that a reloaded project can
+/// replace it; a request takes its own clone (two `Arc`s) and keeps using it to the end.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    engine: RwLock<Engine>,
+    settings: Settings,
+    cache: Arc<cache::Cache>,
+    metrics: metrics::Metrics,
+}
+
+impl AppState {
+    pub fn new(engine: Engine, settings: Settings) -> AppState {
+        AppState {
+            shared: Arc::new(Shared {
+                engine: RwLock::new(engine),
+                cache: Arc::new(cache::Cache::new(settings.refresh_interval)),
+                settings,
+                metrics: metrics::Metrics::default(),
+            }),
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.shared.settings
+    }
+
+    /// Serves a newly loaded project from now on; requests in flight finish on the old one.
+    fn replace_engine(&self, engine: Engine) {
+        *self
+            .shared
+            .engine
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = engine;
+        self.shared.cache.invalidate();
+    }
+
+    pub(crate) fn metrics(&self) -> &metrics::Metrics {
+        &self.shared.metrics
+    }
+
+    pub(crate) fn cache(&self) -> &Arc<cache::Cache> {
+        &self.shared.cache
+    }
+
+    /// The engine of the current project.
+    pub fn engine(&self) -> Engine {
+        self.shared
+            .engine
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// A server bound to its address, not yet answering.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+    hangup: reload::Hangup,
+}
+
+impl Server {
+    /// Loads the project, opens its sources and binds the listening socket.
+    pub async fn bind(options: &Options) -> Result<Server> {
+        let project = config::load(&options.project)?;
+        let engine = Engine::open(project).await?;
+        let listener = TcpListener::bind(options.listen)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: options.listen,
+                source,
+            })?;
+        if options.settings.tokens.is_empty() {
+            tracing::warn!(
+                "no API tokens are configured: anyone who can reach {} can read the metrics",
+                options.listen
+            );
+        }
+        Ok(Server {
+            listener,
+            state: AppState::new(engine, options.settings.clone()),
+            hangup: reload::catch_hangup(),
+        })
+    }
+
+    /// The address the server listens on (with the port chosen when 0 was asked for).
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.listener.local_addr().map_err(Error::Serve)
+    }
+
+    /// Answers requests until `shutdown` completes, then stops accepting connections and
+    /// returns once the requests in flight are answered.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let refresher = tokio::spawn(cache::refresh(
+            Arc::clone(self.state.cache()),
+            self.state.clone(),
+            self.state.settings().refresh_interval,
+        ));
+        let watcher = tokio::spawn(reload::watch(
+            self.state.clone(),
+            self.state.settings().refresh_interval,
+            self.hangup,
+        ));
+        let served = axum::serve(self.listener, router(self.state))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(Error::Serve);
+        refresher.abort();
+        watcher.abort();
+        served
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM (what `docker stop` and systemd send).
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down: finishing the requests in flight");
+}
