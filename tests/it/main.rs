@@ -5,8 +5,10 @@
 //! the messages in `snapshots/`), `cli` (each subcommand and option), `plugins` (connector
 //! plugins loaded from real shared libraries), `s3` (the S3 connector against an in-process S3
 //! server), `postgres` (the Postgres connector against a throwaway
-//! cluster that `postgres_server` runs), `support` (helpers).
+//! cluster that `postgres_server` runs), `amplitude` (the Amplitude connector against an Export API
+//! server on loopback, export files and the S3 server), `support` (helpers).
 
+mod amplitude;
 mod cases;
 mod cli;
 mod errors;
