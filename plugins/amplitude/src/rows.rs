@@ -406,6 +406,7 @@ impl Collector {
         self.rows.push(row);
     }
 
+    #[cfg(test)]
     pub fn rows(&self) -> &[Row] {
         &self.rows
     }
