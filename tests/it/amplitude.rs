@@ -66,7 +66,7 @@ fn history() -> Vec<Event> {
             let event_time = monday_jan_6()
                 + Duration::minutes(minutes)
                 + Duration::milliseconds(((i * 137) % 1000) as i64);
-            let delay = if i % 23 == 0 {
+            let delay = if i.is_multiple_of(23) {
                 Duration::hours(30)
             } else {
                 Duration::seconds((i % 50) as i64 + 1)
@@ -75,12 +75,12 @@ fn history() -> Vec<Event> {
                 i,
                 event_time,
                 upload: event_time + delay,
-                user_id: (i % 9 != 0).then(|| format!("user-{}", (i * 7) % 37)),
+                user_id: (!i.is_multiple_of(9)).then(|| format!("user-{}", (i * 7) % 37)),
                 device_id: format!("device-{}", (i * 11) % 45),
                 insert_id: format!("ins-{i:05}"),
                 event_type: ["Open", "View", "Purchase"][i % 3],
                 platform: ["iOS", "Android", "Web"][(i / 2) % 3],
-                plan: if i % 4 == 0 { "pro" } else { "free" },
+                plan: if i.is_multiple_of(4) { "pro" } else { "free" },
             }
         })
         .collect()
@@ -103,7 +103,7 @@ fn line(e: &Event, upload: NaiveDateTime) -> String {
         "device_id": e.device_id,
         "$insert_id": e.insert_id,
         "amplitude_id": 9_000_000 + e.i,
-        "session_id": if e.i % 5 == 0 { -1 } else { 1_700_000_000_000i64 + (e.i / 10) as i64 },
+        "session_id": if e.i.is_multiple_of(5) { -1 } else { 1_700_000_000_000i64 + (e.i / 10) as i64 },
         "client_event_time": spell(e.event_time, e.i),
         "server_received_time": spell(upload, e.i + 1),
         "server_upload_time": spell(upload, e.i + 2),
@@ -125,7 +125,7 @@ fn line(e: &Event, upload: NaiveDateTime) -> String {
         "uuid": format!("00000000-0000-0000-0000-{:012}", e.i),
     });
     // Some lines have no `event_time`: the connector falls back to `client_event_time`.
-    if e.i % 13 != 0 {
+    if !e.i.is_multiple_of(13) {
         value["event_time"] = json!(spell(e.event_time, e.i));
     }
     value.to_string()
@@ -163,7 +163,7 @@ fn hourly_files(events: &[Event]) -> BTreeMap<String, (NaiveDateTime, Vec<u8>)> 
             .entry(hour_of(e.upload))
             .or_default()
             .push(line(e, e.upload));
-        if e.i % 25 == 0 {
+        if e.i.is_multiple_of(25) {
             let again = e.upload + Duration::hours(2);
             by_hour
                 .entry(hour_of(again))
