@@ -5,9 +5,11 @@
 //! the messages in `snapshots/`), `cli` (each subcommand and option), `plugins` (connector
 //! plugins loaded from real shared libraries), `s3` (the S3 connector against an in-process S3
 //! server), `postgres` (the Postgres connector against a throwaway
-//! cluster that `postgres_server` runs), `report` (the HTML report, rendered in headless
-//! Chromium), `server` (`lodestar serve` over HTTP), `support` (helpers).
+//! cluster that `postgres_server` runs), `amplitude` (the Amplitude connector against an
+//! Export API server on loopback, export files and the S3 server), `report` (the HTML report,
+//! rendered in headless Chromium), `server` (`lodestar serve` over HTTP), `support` (helpers).
 
+mod amplitude;
 mod cases;
 mod cli;
 mod discover;

@@ -5,7 +5,7 @@
 //!
 //! Expected numbers are computed here from the rows the tests write, never by Lodestar.
 
-mod server;
+pub(crate) mod server;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -85,6 +85,7 @@ pub const TEST_PLUGINS: &[&str] = &[
     "lodestar-connector-abi-mismatch",
     "lodestar-connector-s3",
     "lodestar-connector-postgres",
+    "lodestar-connector-amplitude",
 ];
 
 fn build_plugins() -> Result<PathBuf, String> {
