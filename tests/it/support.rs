@@ -9,16 +9,30 @@ use std::sync::OnceLock;
 
 use tempfile::TempDir;
 
+/// This crate's directory, as cargo reports it when it runs the tests.
+///
+/// Read at run time rather than with `env!`: cargo reuses a test binary built from an
+/// identical checkout at another path (its fingerprints are relative to the workspace), and a
+/// compiled-in path would then point at that other checkout's files.
+fn crate_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+    })
+}
+
 /// The workspace root (the parent of this crate's directory).
 pub fn workspace_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    crate_dir()
         .parent()
         .expect("the e2e crate lives one level below the workspace root")
 }
 
 /// A directory of this crate, such as `cases` or `errors`.
 pub fn test_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(name)
+    crate_dir().join(name)
 }
 
 /// The `lodestar` binary under test.

@@ -9,8 +9,14 @@ use anyhow::{Context, Result, bail};
 use crate::sample;
 
 /// The workspace root, so every command works from any directory of the checkout.
+///
+/// `cargo run` sets `CARGO_MANIFEST_DIR` for the process; it is read at run time because cargo
+/// reuses an xtask binary built from an identical checkout at another path, whose compiled-in
+/// directory would be that other checkout (or gone).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .parent()
         .expect("xtask lives one level below the workspace root")
         .to_path_buf()
