@@ -1,7 +1,7 @@
 //! The README's workflows (`example`, `test`), as sequences of cargo invocations.
 
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
