@@ -708,3 +708,141 @@ fn a_bad_line_fails_with_its_file_and_line_or_is_skipped_and_reported() {
     assert!(out.stderr.contains("skipped 1 malformed line"), "{out}");
     assert!(out.stderr.contains(&format!("{name} line 3")), "{out}");
 }
+
+/// Onboarding data for discovery, by formula: 120 users sign up (`Sign Up`) over the first
+/// week from 2025-01-06. Every third user saves two items within hours of signing up and
+/// three in four of those come back between day 7 and day 14; of the others, every fifth comes
+/// back. A 121st user signs up on day 22 and sets the data's end.
+fn onboarding_history() -> Vec<Event> {
+    let mut events = Vec::new();
+    let mut push = |user: usize, at: NaiveDateTime, event_type: &'static str| {
+        let i = events.len();
+        events.push(Event {
+            i,
+            event_time: at,
+            upload: at + Duration::minutes(1),
+            user_id: Some(format!("user-{user}")),
+            device_id: format!("device-{user}"),
+            insert_id: format!("ins-{i:05}"),
+            event_type,
+            platform: ["iOS", "Android", "Web"][user % 3],
+            plan: "free",
+        });
+    };
+    for u in 0..120 {
+        let t0 = monday_jan_6() + Duration::minutes(((u * 97) % (7 * 24 * 60)) as i64);
+        push(u, t0, "Sign Up");
+        if u % 2 == 0 {
+            push(u, t0 + Duration::hours(1), "Search");
+        }
+        match u % 3 {
+            0 => {
+                push(u, t0 + Duration::hours(2), "Save Item");
+                push(u, t0 + Duration::hours(5), "Save Item");
+            }
+            1 => push(u, t0 + Duration::hours(3), "Save Item"),
+            _ => {}
+        }
+        let back = if u % 3 == 0 { u % 4 != 3 } else { u % 5 == 0 };
+        if back {
+            push(u, t0 + Duration::days(8), "Open");
+        }
+    }
+    push(120, monday_jan_6() + Duration::days(22), "Sign Up");
+    events
+}
+
+/// Discovery's 2×2 table for "did `activity` at least `k` times within a day of signing up",
+/// counted here from the events: (doers retained, doers churned, others retained, others
+/// churned) over the users judged (signed up at least 14 days before the data's end), with
+/// retained = any event in days [7, 14) after signing up.
+fn onboarding_two_by_two(events: &[Event], activity: &str, k: usize) -> ([usize; 4], usize) {
+    let end = events.iter().map(|e| e.event_time).max().unwrap();
+    let mut by_user: BTreeMap<String, Vec<&Event>> = BTreeMap::new();
+    for e in events {
+        by_user.entry(e.distinct()).or_default().push(e);
+    }
+    let (mut cells, mut judged) = ([0; 4], 0);
+    for rows in by_user.values() {
+        let t0 = rows
+            .iter()
+            .filter(|e| e.event_type == "Sign Up")
+            .map(|e| e.event_time)
+            .min()
+            .unwrap();
+        if t0 + Duration::days(14) > end {
+            continue;
+        }
+        judged += 1;
+        let early = rows
+            .iter()
+            .filter(|e| e.event_type == activity)
+            .filter(|e| !(e.event_type == "Sign Up" && e.event_time == t0))
+            .filter(|e| t0 <= e.event_time && e.event_time < t0 + Duration::days(1))
+            .count();
+        let retained = rows.iter().any(|e| {
+            t0 + Duration::days(7) <= e.event_time && e.event_time < t0 + Duration::days(14)
+        });
+        cells[usize::from(early < k) * 2 + usize::from(!retained)] += 1;
+    }
+    (cells, judged)
+}
+
+#[test]
+fn discovery_over_amplitude_events_matches_a_recount() {
+    let events = onboarding_history();
+    let exports = TempDir::new().unwrap();
+    for (name, (_, gz)) in hourly_files(&events) {
+        let path = exports.path().join(name);
+        fs_err::create_dir_all(path.parent().unwrap()).unwrap();
+        fs_err::write(path, gz).unwrap();
+    }
+    let dir = project(&format!("    path: {}\n", exports.path().display()));
+    let out = run(
+        &dir,
+        &[
+            "discover",
+            "--onboarded",
+            "Sign Up",
+            "--activity",
+            "amp.events.event_time",
+            "--entity",
+            "distinct_id",
+            "--within",
+            "1d",
+            "--retained",
+            "7d",
+            "--window",
+            "7d",
+            "--format",
+            "csv",
+        ],
+    )
+    .success();
+    let table = csv(&out);
+    let (activity, at_least) = (table.column("activity"), table.column("at_least"));
+    assert_eq!(
+        (activity.first().copied(), at_least.first().copied()),
+        (Some("Save Item"), Some("2")),
+        "the planted moment ranks first\n{out}"
+    );
+    for (i, row) in table.rows.iter().enumerate() {
+        let k: usize = at_least[i].parse().unwrap();
+        let (cells, judged) = onboarding_two_by_two(&events, activity[i], k);
+        let cell = |name: &str| table.column(name)[i].to_string();
+        assert_eq!(cell("users"), judged.to_string(), "{row:?}\n{out}");
+        assert_eq!(
+            [
+                cell("doers_retained"),
+                cell("doers_churned"),
+                cell("others_retained"),
+                cell("others_churned"),
+            ],
+            cells.map(|n| n.to_string()),
+            "{} at least {k}: {row:?}\n{out}",
+            activity[i]
+        );
+    }
+    // Users 0..120 are judged; the one who signed up on day 22 is too recent.
+    assert_eq!(table.column("users").first().copied(), Some("120"), "{out}");
+}

@@ -309,19 +309,7 @@ fn period_and_compare(
         Some(Err(message)) => return Err(lodestar_core::Error::request(message)),
         None => (None, None),
     };
-    let compare = match compare {
-        "previous" => Compare::Previous,
-        "yoy" | "year" => Compare::YearOverYear,
-        other => match periods::parse_period(other) {
-            Ok((_, date)) => Compare::Period(date),
-            Err(message) => {
-                return Err(lodestar_core::Error::request_hint(
-                    message,
-                    "--compare takes previous, yoy, or a period",
-                ));
-            }
-        },
-    };
+    let compare = compare.parse().map_err(lodestar_core::Error::request)?;
     Ok((grain, period, compare))
 }
 
@@ -522,10 +510,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             progress.finish();
             let tree = tree?;
             match format {
-                Some(format) => {
-                    let batch = tree.to_record_batch()?;
-                    output::write(&batch.schema(), std::slice::from_ref(&batch), format, None)
-                }
+                Some(format) => output::write_batch(&tree.to_record_batch()?, format),
                 None => {
                     // Targets of the tree's metrics, shown under it.
                     let mut statuses = Vec::new();
@@ -564,10 +549,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             progress.finish();
             let analysis = analysis?;
             match format {
-                Some(format) => {
-                    let batch = analysis.to_record_batch()?;
-                    output::write(&batch.schema(), std::slice::from_ref(&batch), format, None)
-                }
+                Some(format) => output::write_batch(&analysis.to_record_batch()?, format),
                 None => {
                     render::segments(&analysis);
                     Ok(())
@@ -580,10 +562,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             progress.finish();
             let statuses = statuses?;
             match format {
-                Some(format) => {
-                    let batch = lodestar_core::targets::to_record_batch(&statuses)?;
-                    output::write(&batch.schema(), std::slice::from_ref(&batch), format, None)
-                }
+                Some(format) => output::write_batch(&lodestar_core::targets::to_record_batch(&statuses)?, format),
                 None => {
                     render::targets(&statuses);
                     Ok(())
@@ -598,10 +577,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             progress.finish();
             let result = result?;
             match format {
-                Some(format) => {
-                    let batch = result.to_record_batch()?;
-                    output::write(&batch.schema(), std::slice::from_ref(&batch), format, None)
-                }
+                Some(format) => output::write_batch(&result.to_record_batch()?, format),
                 None => {
                     render::retention(&result, request.value.is_some());
                     Ok(())

@@ -46,6 +46,11 @@ pub fn write(
     }
 }
 
+/// Writes one result table in `format` to stdout: what the analyses print with `--format`.
+pub fn write_batch(batch: &RecordBatch, format: Format) -> anyhow::Result<()> {
+    write(&batch.schema(), std::slice::from_ref(batch), format, None)
+}
+
 /// Writes a file through `fill`: into a temporary file beside `path`, then renamed over it, so
 /// a failed run leaves neither a half-written file nor the temporary one.
 pub fn write_atomically(

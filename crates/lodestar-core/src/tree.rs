@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::model::{
     Cumulative, CumulativeOver, Grain, Guardrail, Measure, MetricKind, Project, TableRef,
 };
-use crate::periods::{next_period, period_start, previous_period, year_before};
+use crate::periods::{next_period, parse_period, period_start, previous_period, year_before};
 
 /// Used when neither the request nor the root metric names a grain.
 pub const DEFAULT_TREE_GRAIN: Grain = Grain::Week;
@@ -38,6 +38,23 @@ pub enum Compare {
     YearOverYear,
     /// The period containing this date.
     Period(NaiveDate),
+}
+
+impl std::str::FromStr for Compare {
+    type Err = String;
+
+    /// `previous`, `yoy` (or `year`), or a period as [`parse_period`] reads it.
+    fn from_str(text: &str) -> std::result::Result<Compare, String> {
+        match text {
+            "previous" => Ok(Compare::Previous),
+            "yoy" | "year" => Ok(Compare::YearOverYear),
+            other => parse_period(other)
+                .map(|(_, date)| Compare::Period(date))
+                .map_err(|message| {
+                    format!("{message}; compare with previous, yoy, or a period like 2026-05 or 2026-W20")
+                }),
+        }
+    }
 }
 
 /// Which tree, at which grain, for which period.

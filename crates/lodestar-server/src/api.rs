@@ -322,19 +322,11 @@ async fn tree(
         }
         None => (None, None),
     };
-    let compare = match params.one("compare")?.as_deref() {
-        None | Some("previous") => Compare::Previous,
-        Some("yoy" | "year") => Compare::YearOverYear,
-        Some(other) => match periods::parse_period(other) {
-            Ok((_, date)) => Compare::Period(date),
-            Err(message) => {
-                return Err(
-                    ApiError::bad_request(format!("parameter `compare`: {message}")).with_hint(
-                        "compare takes previous, yoy, or a period like 2026-05 or 2026-W20",
-                    ),
-                );
-            }
-        },
+    let compare = match params.one("compare")? {
+        None => Compare::Previous,
+        Some(text) => text
+            .parse()
+            .map_err(|message| ApiError::bad_request(format!("parameter `compare`: {message}")))?,
     };
     params.finish()?;
     let request = TreeRequest {
