@@ -1212,6 +1212,53 @@ mod tests {
     }
 
     #[test]
+    fn reads_cache_settings_relative_to_the_project_file() {
+        let path = Path::new("/srv/metrics/lodestar.yaml");
+        let env = env_from(&[]);
+        let project = parse(
+            "cache:\n  dir: .cache/lodestar\n  lookback: 1w\n",
+            path,
+            &env,
+        )
+        .unwrap();
+        assert_eq!(
+            project.cache,
+            Some(CacheSettings {
+                dir: PathBuf::from("/srv/metrics/.cache/lodestar"),
+                lookback: 7
+            })
+        );
+        let project = parse("cache: { lookback: 0d }\n", path, &env).unwrap();
+        assert_eq!(
+            project.cache.map(|c| (c.dir, c.lookback)),
+            Some((PathBuf::from("/srv/metrics/.lodestar-cache"), 0))
+        );
+        assert!(
+            parse("timezone: UTC\n", path, &env)
+                .unwrap()
+                .cache
+                .is_none()
+        );
+
+        let message = parse("timezone: UTC\ncache:\n  lookback: soon\n", path, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with(
+                "/srv/metrics/lodestar.yaml:3:13: project: cannot read cache lookback `soon`"
+            ),
+            "{message}"
+        );
+        let message = parse("cache:\n  directory: x\n", path, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("/srv/metrics/lodestar.yaml:2:"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn finds_metric_references_in_expressions() {
         assert_eq!(
             expression_references("revenue / (orders + revenue) * 2").unwrap(),

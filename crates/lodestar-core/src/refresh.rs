@@ -306,6 +306,9 @@ fn read_entry(path: &Path, key: &str) -> Result<Entry, String> {
         .map_err(|e| e.to_string())?;
     let batch =
         datafusion::arrow::compute::concat_batches(&schema, &batches).map_err(|e| e.to_string())?;
+    // The file's metadata (our header) is not part of the rows' schema.
+    let plain = Arc::new(schema.as_ref().clone().with_metadata(Default::default()));
+    let batch = RecordBatch::try_new(plain, batch.columns().to_vec()).map_err(|e| e.to_string())?;
     let periods_ok = batch.num_columns() >= 2
         && batch.column(0).as_primitive_opt::<Date32Type>().is_some()
         && batch.column(0).null_count() == 0;
@@ -407,5 +410,168 @@ mod optional_date {
         Option::<String>::deserialize(d)?
             .map(|text| text.parse().map_err(serde::de::Error::custom))
             .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compute::MetricRequest;
+    use crate::config;
+
+    const PROJECT: &str = "\
+sources:
+  app: { connector: files, path: data }
+cache: { dir: cache, lookback: 1d }
+metrics:
+  orders: { table: app.orders, time: ordered_at, measure: count(*), filter: \"status = 'paid'\", dimensions: [country] }
+  revenue: { table: app.orders, time: ordered_at, measure: sum(amount), filter: \"status = 'paid'\", dimensions: [country] }
+  refunds: { table: app.orders, time: ordered_at, measure: count(*), filter: \"status = 'refunded'\", dimensions: [country] }
+  buyers: { table: app.orders, time: ordered_at, measure: count(distinct country) }
+  aov: { ratio: { numerator: revenue, denominator: orders } }
+  orders_to_date: { cumulative: { metric: orders } }
+  countries_7d: { table: app.orders, time: ordered_at, measure: count(distinct country), cumulative: { window: 7d } }
+";
+
+    const METRICS: [&str; 7] = [
+        "orders",
+        "revenue",
+        "refunds",
+        "buyers",
+        "aov",
+        "orders_to_date",
+        "countries_7d",
+    ];
+
+    async fn compute(dir: &Path, cache: bool, request: &MetricRequest) -> crate::MetricTable {
+        let mut project = config::load(&dir.join("lodestar.yaml")).unwrap();
+        if !cache {
+            project.cache = None;
+        }
+        let engine = crate::Engine::open(project).await.unwrap();
+        engine.compute(request).await.unwrap()
+    }
+
+    fn add_orders(dir: &Path, name: &str, rows: &str) {
+        fs_err::write(
+            dir.join("data/orders").join(name),
+            format!("order_id,ordered_at,status,amount,country\n{rows}"),
+        )
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn refreshes_equal_full_recomputes_and_reuse_closed_periods() {
+        let dir = tempfile::tempdir().unwrap();
+        fs_err::create_dir_all(dir.path().join("data/orders")).unwrap();
+        fs_err::write(dir.path().join("lodestar.yaml"), PROJECT).unwrap();
+        add_orders(
+            dir.path(),
+            "a.csv",
+            "1,2026-05-01T10:00:00,paid,10.0,FR\n\
+             2,2026-05-02T11:00:00,paid,20.0,DE\n\
+             3,2026-05-03T09:00:00,refunded,5.0,FR\n\
+             4,2026-05-05T09:00:00,paid,7.5,FR\n",
+        );
+        let mut request = MetricRequest::new(METRICS, crate::model::Grain::Day);
+        let by_country = {
+            let mut r = MetricRequest::new(
+                ["orders", "revenue", "refunds", "aov"],
+                crate::model::Grain::Day,
+            );
+            r.dimensions = vec!["country".into()];
+            r
+        };
+        for request in [&request, &by_country] {
+            let full = compute(dir.path(), false, request).await;
+            let cold = compute(dir.path(), true, request).await;
+            assert_eq!(cold.batch, full.batch);
+            let warm = compute(dir.path(), true, request).await;
+            assert_eq!(warm.batch, full.batch);
+        }
+        // Data up to 05-05, one day back: 05-01..05-03 are closed (they end by 05-04); paid
+        // orders fall on 05-01 and 05-02 (reused) and 05-05 (recomputed).
+        let warm = compute(dir.path(), true, &request).await;
+        let orders = warm.cache.iter().find(|u| u.metric == "orders").unwrap();
+        assert_eq!(
+            (orders.reused, orders.recomputed),
+            (2, 1),
+            "{:?}",
+            warm.cache
+        );
+
+        // A new day, and a late row inside the look-back (05-04); an old row (05-01) arriving
+        // now is beyond it and is knowingly not seen.
+        add_orders(
+            dir.path(),
+            "b.csv",
+            "5,2026-05-06T08:00:00,paid,4.0,DE\n\
+             6,2026-05-04T08:00:00,paid,1.0,ES\n",
+        );
+        for request in [&request, &by_country] {
+            let full = compute(dir.path(), false, request).await;
+            let refreshed = compute(dir.path(), true, request).await;
+            assert_eq!(refreshed.batch, full.batch);
+        }
+        add_orders(dir.path(), "c.csv", "7,2026-05-01T08:00:00,paid,100.0,FR\n");
+        request.metrics = vec!["revenue".into()];
+        let stale = compute(dir.path(), true, &request).await;
+        let full = compute(dir.path(), false, &request).await;
+        assert_eq!(stale.values("revenue").unwrap()[0], Some(10.0));
+        assert_eq!(full.values("revenue").unwrap()[0], Some(110.0));
+    }
+
+    #[test]
+    fn entries_round_trip_and_unreadable_files_are_ignored() {
+        use datafusion::arrow::array::{Date32Array, Int64Array};
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+        let dir = tempfile::tempdir().unwrap();
+        let settings = CacheSettings {
+            dir: dir.path().join("nested/cache"),
+            lookback: 2,
+        };
+        let cache = Cache::new(&settings);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("__period", DataType::Date32, false),
+            Field::new("orders", DataType::Int64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Date32Array::from(vec![20_000, 20_001])),
+                Arc::new(Int64Array::from(vec![Some(3), None])),
+            ],
+        )
+        .unwrap();
+        let k = key(&["scan", "orders"]);
+        assert_ne!(k, key(&["scan", "orders", ""]));
+        let day = |d: u32| NaiveDate::from_ymd_opt(2026, 5, d).unwrap();
+        let header = Header::new(&k, "orders", None, day(3), day(5));
+        cache.store(&k, &header, &batch);
+        let entry = cache.load(&k, "orders").unwrap();
+        assert_eq!(entry.header, header);
+        assert_eq!(entry.batch, batch);
+        // Under another key, the same file is not taken for that key's entry.
+        let other = key(&["scan", "refunds"]);
+        fs_err::copy(
+            settings.dir.join(format!("{k}.parquet")),
+            settings.dir.join(format!("{other}.parquet")),
+        )
+        .unwrap();
+        assert!(cache.load(&other, "refunds").is_none());
+        fs_err::write(settings.dir.join(format!("{k}.parquet")), "garbage").unwrap();
+        assert!(cache.load(&k, "orders").is_none());
+        // No temporary file is left behind, and clear removes only cache files.
+        fs_err::write(settings.dir.join("notes.txt"), "mine").unwrap();
+        assert_eq!(usage(&settings).unwrap().0, 2);
+        assert_eq!(clear(&settings).unwrap(), 2);
+        assert!(settings.dir.join("notes.txt").is_file());
+        // Closed periods: ended at least `lookback` days before the data's last day.
+        assert_eq!(cache.cut(day(5), Grain::Day, chrono::Weekday::Mon), day(3));
+        assert_eq!(
+            cache.cut(day(5), Grain::Month, chrono::Weekday::Mon),
+            day(1)
+        );
     }
 }
