@@ -7,7 +7,8 @@
 //! server), `postgres` (the Postgres connector against a throwaway
 //! cluster that `postgres_server` runs), `amplitude` (the Amplitude connector against an
 //! Export API server on loopback, export files and the S3 server), `report` (the HTML report,
-//! rendered in headless Chromium), `server` (`lodestar serve` over HTTP), `support` (helpers).
+//! rendered in headless Chromium), `refresh` (incremental refresh through the result
+//! cache), `server` (`lodestar serve` over HTTP), `support` (helpers).
 
 mod amplitude;
 mod cases;
@@ -17,6 +18,7 @@ mod errors;
 mod plugins;
 mod postgres;
 mod postgres_server;
+mod refresh;
 mod report;
 mod retention;
 mod s3;

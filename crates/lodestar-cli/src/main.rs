@@ -48,6 +48,11 @@ struct Cli {
     #[arg(short, long, global = true)]
     quiet: bool,
 
+    /// Compute from the data alone: neither read nor write the project's result cache
+    /// (`cache:` in lodestar.yaml; docs/caching.md)
+    #[arg(long, global = true)]
+    no_cache: bool,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -207,8 +212,19 @@ Stops on Ctrl-C or SIGTERM after answering the requests in flight.")]
         #[arg(long, default_value_t = lodestar_server::DEFAULT_REFRESH_INTERVAL.as_secs(), value_name = "SECONDS")]
         refresh_interval: u64,
     },
+    /// Manage the result cache of incremental refresh (`cache:` in lodestar.yaml)
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Print a shell completion script (e.g. `lodestar completions bash > ~/.local/share/bash-completion/completions/lodestar`)
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Subcommand)]
+enum CacheCommand {
+    /// Delete every cached result: the next computation reads all the data again
+    Clear,
+    /// Show where the cache is and how much it holds
+    Info,
 }
 
 #[derive(Debug, Args)]
@@ -484,7 +500,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         };
         return serve(path, listen, settings).await;
     }
-    let project = config::load(&path)?;
+    let mut project = config::load(&path)?;
+    if let Command::Cache(command) = &cli.command {
+        return cache_command(&project, command);
+    }
+    if cli.no_cache {
+        project.cache = None;
+    }
     let engine = Engine::open(project).await?;
     let progress = Progress::new(cli.quiet);
     match cli.command {
@@ -610,10 +632,45 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let batches = batches.map_err(lodestar_core::Error::from)?;
             output::write(&schema, &batches, output.format, output.output.as_deref())
         }
-        Command::Completions { .. } | Command::Connectors { .. } | Command::Serve { .. } => {
+        Command::Completions { .. }
+        | Command::Connectors { .. }
+        | Command::Serve { .. }
+        | Command::Cache(_) => {
             unreachable!("handled above")
         }
     }
+}
+
+fn cache_command(
+    project: &lodestar_core::model::Project,
+    command: &CacheCommand,
+) -> anyhow::Result<()> {
+    let Some(settings) = &project.cache else {
+        anyhow::bail!(
+            "{} has no `cache:` settings, so nothing is cached\n  hint: add `cache: {{ dir: .lodestar-cache, lookback: 3d }}` to cache per-period results (docs/caching.md)",
+            project.path.display()
+        );
+    };
+    match command {
+        CacheCommand::Clear => {
+            let removed = lodestar_core::refresh::clear(settings)?;
+            println!(
+                "removed {removed} cached file{} from {}",
+                if removed == 1 { "" } else { "s" },
+                settings.dir.display()
+            );
+        }
+        CacheCommand::Info => {
+            let (files, bytes) = lodestar_core::refresh::usage(settings)?;
+            println!(
+                "{}: {files} file{}, {bytes} bytes; look-back {} days",
+                settings.dir.display(),
+                if files == 1 { "" } else { "s" },
+                settings.lookback
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn serve(

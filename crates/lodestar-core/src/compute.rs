@@ -26,6 +26,7 @@ use crate::model::{
 };
 use crate::periods::{next_period, period_start, spine};
 use crate::plan::{self, TimeKind, date_literal, local_time, period_of, timestamp_literal};
+use crate::refresh::{self, Cache};
 
 /// What to compute.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +66,19 @@ pub struct MetricTable {
     pub batch: RecordBatch,
     /// The queries that read the sources, in the order they ran.
     pub scans: Vec<Scanned>,
+    /// With a `cache:` configured: per scanned metric, how many periods came from the cache
+    /// and how many were computed from the data.
+    pub cache: Vec<CacheUse>,
+}
+
+/// How the cache served one metric's series in a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheUse {
+    pub metric: String,
+    /// Periods whose values were read from the cache.
+    pub reused: usize,
+    /// Periods computed from the data (the open periods and the look-back window).
+    pub recomputed: usize,
 }
 
 /// A query a request ran against the sources: which table, for which metrics.
@@ -124,11 +138,14 @@ struct Part {
     name: String,
     batches: Vec<RecordBatch>,
     schema: SchemaRef,
-    scanned: Scanned,
+    /// `None` for a part served from the cache without a query of its own.
+    scanned: Option<Scanned>,
 }
 
 const PERIOD: &str = "__period";
 const END: &str = "__end";
+/// With the cache: the last local day of the rows a scan read.
+const LAST: &str = "__last";
 
 impl Engine {
     /// Computes the requested metrics.
@@ -202,9 +219,30 @@ impl Engine {
         let mut parts: Vec<Part> = Vec::new();
         // (metric, grain) -> the part holding its series.
         let mut series: IndexMap<(String, Grain), String> = IndexMap::new();
+        let cache = self.cache();
+        let mut uses = Vec::new();
         for scan in scans.values() {
+            if let Some(cache) = &cache {
+                let cached = self
+                    .run_scan_cached(cache, scan, dims, where_expr.as_ref(), to_end, parts.len())
+                    .await?;
+                for (part, used) in cached {
+                    series.insert((used.metric.clone(), scan.grain), part.name.clone());
+                    uses.push(used);
+                    parts.push(part);
+                }
+                continue;
+            }
             let part = self
-                .run_scan(scan, dims, where_expr.as_ref(), to_end, parts.len())
+                .run_scan(
+                    scan,
+                    scan.lower,
+                    dims,
+                    where_expr.as_ref(),
+                    to_end,
+                    parts.len(),
+                    false,
+                )
                 .await?;
             for (metric, _) in &scan.metrics {
                 series.insert((metric.name.clone(), scan.grain), part.name.clone());
@@ -269,6 +307,25 @@ impl Engine {
         };
 
         for (metric, measure, window) in &cumulative_measures {
+            if let (Some(cache), Some(days)) = (&cache, window) {
+                let (part, used) = self
+                    .run_window_cached(
+                        cache,
+                        metric,
+                        measure,
+                        *days,
+                        &periods,
+                        grain,
+                        dims,
+                        where_expr.as_ref(),
+                        parts.len(),
+                    )
+                    .await?;
+                series.insert((metric.name.clone(), grain), part.name.clone());
+                uses.push(used);
+                parts.push(part);
+                continue;
+            }
             let part = self
                 .run_window_scan(
                     metric,
@@ -279,6 +336,7 @@ impl Engine {
                     dims,
                     where_expr.as_ref(),
                     parts.len(),
+                    false,
                 )
                 .await?;
             series.insert((metric.name.clone(), grain), part.name.clone());
@@ -295,7 +353,8 @@ impl Engine {
         tracing::debug!(%sql, "assembling series");
         let batches = assembly.sql(&sql).await?.collect().await?;
         let mut table = finish(grain, dims, &requested, &closure, &batches)?;
-        table.scans = parts.into_iter().map(|p| p.scanned).collect();
+        table.scans = parts.into_iter().filter_map(|p| p.scanned).collect();
+        table.cache = uses;
         Ok(table)
     }
 
@@ -405,13 +464,20 @@ impl Engine {
         Ok((local_time(time, kind, self.project().timezone), kind))
     }
 
+    /// One scan of a table from `lower` (inclusive) to `upper` (exclusive). With `for_cache`,
+    /// it also returns each group's last local day (`__last`) and, for metrics whose filter
+    /// the scan does not apply to every row, how many rows matched it (`__n<i>`), so that each
+    /// metric's own rows can be kept apart from the rows only its scan-mates have.
+    #[allow(clippy::too_many_arguments)] // two call sites; the arguments are the scan's parts
     async fn run_scan(
         &self,
         scan: &Scan<'_>,
+        lower: Option<NaiveDate>,
         dims: &[String],
         where_expr: Option<&Expr>,
         upper: Option<NaiveDate>,
         index: usize,
+        for_cache: bool,
     ) -> Result<Part> {
         let (local, kind) = self.local_time_of(&scan.table, &scan.time).await?;
         let period = period_of(&local, scan.grain, self.project().week_start);
@@ -421,7 +487,7 @@ impl Engine {
             .map(|(_, m)| m.filter.as_deref().map(parse_fragment).transpose())
             .collect::<Result<_>>()?;
         let shared = filters.iter().all(|f| f.is_some() && *f == filters[0]);
-        let mut conditions = time_range(&local, scan.lower, upper);
+        let mut conditions = time_range(&local, lower, upper);
         conditions.extend(where_expr.map(|e| format!("({e})")));
         if shared {
             conditions.push(format!("({})", filters[0].as_ref().expect("shared filter")));
@@ -451,6 +517,20 @@ impl Engine {
             };
             select.push(format!("{expr} AS {}", quote_ident(&metric.name)));
         }
+        if for_cache {
+            select.push(format!(
+                "CAST(max({local}) AS DATE) AS {}",
+                quote_ident(LAST)
+            ));
+            for (i, filter) in filters.iter().enumerate() {
+                if let Some(f) = filter.as_ref().filter(|_| !shared) {
+                    select.push(format!(
+                        "count(*) FILTER (WHERE {f}) AS {}",
+                        quote_ident(&matched_column(i))
+                    ));
+                }
+            }
+        }
         let sql = format!(
             "SELECT {} FROM {}{} GROUP BY {}",
             select.join(", "),
@@ -465,6 +545,387 @@ impl Engine {
         bad_times(part, kind, scan.metrics[0].0, &scan.time)
     }
 
+    /// A scan through the cache: each metric's closed periods come from its cache entry, and
+    /// the table is read only from the first period that may still change. Returns one part
+    /// per metric (cached and fresh rows of one metric), and writes the entries back with the
+    /// periods that have closed since.
+    async fn run_scan_cached(
+        &self,
+        cache: &Cache,
+        scan: &Scan<'_>,
+        dims: &[String],
+        where_expr: Option<&Expr>,
+        upper: Option<NaiveDate>,
+        index: usize,
+    ) -> Result<Vec<(Part, CacheUse)>> {
+        let project = self.project();
+        let week_start = project.week_start;
+        let (local, _) = self.local_time_of(&scan.table, &scan.time).await?;
+        let period = period_of(&local, scan.grain, week_start);
+        let source = source_text(project, &scan.table);
+        let table_sql = scan.table.sql();
+        let where_text = where_expr.map(ToString::to_string).unwrap_or_default();
+        let dims_text = dims.join("\u{1f}");
+        let keys: Vec<String> = scan
+            .metrics
+            .iter()
+            .map(|(metric, measure)| {
+                refresh::key(&[
+                    "scan",
+                    &metric.name,
+                    &table_sql,
+                    &local,
+                    &period,
+                    &measure.measure,
+                    measure.filter.as_deref().unwrap_or(""),
+                    &source,
+                    &dims_text,
+                    &where_text,
+                ])
+            })
+            .collect();
+        let expected: Vec<String> = std::iter::once(PERIOD.to_string())
+            .chain(dims.iter().cloned())
+            .collect();
+        let lo = scan.lower;
+        let entries: Vec<Option<refresh::Entry>> = keys
+            .iter()
+            .zip(&scan.metrics)
+            .map(|(key, (metric, _))| {
+                let entry = cache.load(key, &metric.name)?;
+                entry_fits(&entry, &expected, &metric.name).then_some(entry)
+            })
+            .collect();
+        // An entry serves this request if it starts no later than the request does.
+        let usable = |e: &refresh::Entry| match (e.header.from, lo) {
+            (None, _) => true,
+            (Some(from), Some(lo)) => from <= lo,
+            (Some(_), None) => false,
+        };
+        let merge = entries.iter().all(|e| e.as_ref().is_some_and(usable));
+        // Periods before `cut` come from the cache (with today's look-back, which may be
+        // longer than when an entry was written).
+        let cut = merge
+            .then(|| {
+                entries
+                    .iter()
+                    .flatten()
+                    .map(|e| {
+                        e.header
+                            .cut
+                            .min(cache.cut(e.header.last_day, scan.grain, week_start))
+                    })
+                    .min()
+            })
+            .flatten();
+        let fresh_lower = match (cut, lo) {
+            (Some(cut), Some(lo)) => Some(cut.max(lo)),
+            (Some(cut), None) => Some(cut),
+            (None, lo) => lo,
+        };
+        let nothing_to_read = matches!((fresh_lower, upper), (Some(l), Some(u)) if l >= u);
+        let fresh = if nothing_to_read {
+            None
+        } else {
+            let part = self
+                .run_scan(scan, fresh_lower, dims, where_expr, upper, index, true)
+                .await?;
+            let batch = concat_batches(&part.schema, &part.batches)?;
+            Some((batch, part.scanned))
+        };
+        let fresh_last = fresh.as_ref().and_then(|(batch, _)| {
+            let column = batch.column_by_name(LAST)?;
+            let days = column.as_primitive::<Date32Type>();
+            datafusion::arrow::compute::max(days).map(from_days)
+        });
+        let last_day = if merge {
+            entries
+                .iter()
+                .flatten()
+                .map(|e| e.header.last_day)
+                .chain(fresh_last)
+                .max()
+        } else {
+            fresh_last
+        };
+        let new_cut = last_day.map(|last| {
+            let cut = cache.cut(last, scan.grain, week_start);
+            upper.map_or(cut, |u| cut.min(u))
+        });
+
+        let mut out = Vec::new();
+        let mut scanned = fresh.as_ref().and_then(|(_, s)| s.clone());
+        for (i, ((metric, _), (key, entry))) in scan
+            .metrics
+            .iter()
+            .zip(keys.iter().zip(&entries))
+            .enumerate()
+        {
+            // This metric's fresh rows: those its own filter matched.
+            let fresh_rows = match &fresh {
+                Some((batch, _)) => {
+                    let batch = match batch.column_by_name(&matched_column(i)) {
+                        Some(matched) => {
+                            let mask = datafusion::arrow::compute::kernels::cmp::gt(
+                                matched,
+                                &datafusion::arrow::array::Int64Array::new_scalar(0),
+                            )?;
+                            datafusion::arrow::compute::filter_record_batch(batch, &mask)?
+                        }
+                        None => batch.clone(),
+                    };
+                    let mut columns: Vec<usize> = (0..=dims.len()).collect();
+                    columns.push(batch.schema().index_of(&metric.name)?);
+                    Some(batch.project(&columns)?)
+                }
+                None => None,
+            };
+            let cached_rows = match (entry, cut) {
+                (Some(entry), Some(cut)) if merge => {
+                    Some(refresh::filter_periods(&entry.batch, |p| {
+                        p < cut && lo.is_none_or(|lo| p >= lo) && upper.is_none_or(|u| p < u)
+                    })?)
+                }
+                _ => None,
+            };
+            let schema = match (&fresh_rows, &cached_rows) {
+                (Some(rows), _) | (None, Some(rows)) => rows.schema(),
+                (None, None) => unreachable!("a scan is skipped only when the cache covers it"),
+            };
+            let cached_rows = cached_rows
+                .map(|rows| {
+                    refresh::conform(&rows, &schema).map_err(|problem| {
+                        Error::request_hint(
+                            format!(
+                                "the cached values of metric `{}` cannot be used: {problem}",
+                                metric.name
+                            ),
+                            "run `lodestar cache clear`, or compute with --no-cache",
+                        )
+                    })
+                })
+                .transpose()?;
+            let used = CacheUse {
+                metric: metric.name.clone(),
+                reused: cached_rows
+                    .as_ref()
+                    .map_or(0, |r| refresh::period_count(std::slice::from_ref(r))),
+                recomputed: fresh_rows
+                    .as_ref()
+                    .map_or(0, |r| refresh::period_count(std::slice::from_ref(r))),
+            };
+            tracing::debug!(
+                metric = %metric.name,
+                reused = used.reused,
+                recomputed = used.recomputed,
+                from = ?fresh_lower,
+                "cache: periods reused and recomputed"
+            );
+
+            // The entry to write: the periods closed by now, when that is more than before.
+            if let (Some(new_cut), Some(last_day), Some(fresh_rows)) =
+                (new_cut, last_day, &fresh_rows)
+            {
+                let header_and_rows = match (entry, cut) {
+                    (Some(entry), Some(cut)) if merge => {
+                        let contiguous = lo.is_none_or(|lo| lo <= cut);
+                        (contiguous && new_cut > entry.header.cut).then(|| {
+                            let old = refresh::filter_periods(&entry.batch, |p| p < cut)
+                                .map_err(Error::from)
+                                .and_then(|b| {
+                                    refresh::conform(&b, &schema).map_err(Error::request)
+                                });
+                            let new = refresh::filter_periods(fresh_rows, |p| p < new_cut);
+                            (entry.header.from, old, new)
+                        })
+                    }
+                    // Keep a usable entry of a metric whose scan-mates had none.
+                    (Some(entry), _) if usable(entry) => None,
+                    _ => lo.is_none_or(|lo| new_cut > lo).then(|| {
+                        let none = Ok(RecordBatch::new_empty(schema.clone()));
+                        let new = refresh::filter_periods(fresh_rows, |p| p < new_cut);
+                        (lo, none, new)
+                    }),
+                };
+                if let Some((from, Ok(old), Ok(new))) = header_and_rows {
+                    let rows = concat_batches(&schema, [&old, &new])?;
+                    let header = refresh::Header::new(key, &metric.name, from, new_cut, last_day);
+                    cache.store(key, &header, &rows);
+                }
+            }
+
+            let rows: Vec<RecordBatch> = cached_rows.into_iter().chain(fresh_rows).collect();
+            out.push((
+                Part {
+                    name: format!("p{}", index + out.len()),
+                    batches: rows,
+                    schema,
+                    // The one query, on the first metric's part.
+                    scanned: scanned.take(),
+                },
+                used,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// A trailing-window metric through the cache: a period's value depends only on the rows
+    /// of its window, so closed periods come from the cache and only the others are computed,
+    /// reading the data from the first of them minus the window.
+    #[allow(clippy::too_many_arguments)] // one call site; the arguments are the request's parts
+    async fn run_window_cached(
+        &self,
+        cache: &Cache,
+        metric: &Metric,
+        measure: &Measure,
+        window: u32,
+        periods: &[NaiveDate],
+        grain: Grain,
+        dims: &[String],
+        where_expr: Option<&Expr>,
+        index: usize,
+    ) -> Result<(Part, CacheUse)> {
+        let project = self.project();
+        let week_start = project.week_start;
+        let (local, _) = self.local_time_of(&measure.table, &measure.time).await?;
+        let key = refresh::key(&[
+            "window",
+            &metric.name,
+            &measure.table.sql(),
+            &local,
+            &period_of(&local, grain, week_start),
+            &measure.measure,
+            measure.filter.as_deref().unwrap_or(""),
+            &window.to_string(),
+            &source_text(project, &measure.table),
+            &dims.join("\u{1f}"),
+            &where_expr.map(ToString::to_string).unwrap_or_default(),
+        ]);
+        let expected: Vec<String> = std::iter::once(PERIOD.to_string())
+            .chain(dims.iter().cloned())
+            .collect();
+        let (lo, hi) = match (periods.first(), periods.last()) {
+            (Some(first), Some(last)) => (Some(*first), Some(next_period(*last, grain))),
+            _ => (None, None),
+        };
+        let entry = cache
+            .load(&key, &metric.name)
+            .filter(|e| entry_fits(e, &expected, &metric.name))
+            .filter(|e| match (e.header.from, lo) {
+                (None, _) => true,
+                (Some(from), Some(lo)) => from <= lo,
+                (Some(_), None) => false,
+            });
+        let cut = entry.as_ref().map(|e| {
+            e.header
+                .cut
+                .min(cache.cut(e.header.last_day, grain, week_start))
+        });
+        let recompute: Vec<NaiveDate> = periods
+            .iter()
+            .filter(|p| cut.is_none_or(|cut| **p >= cut))
+            .copied()
+            .collect();
+        let fresh = if recompute.is_empty() && entry.is_some() {
+            None
+        } else {
+            let part = self
+                .run_window_scan(
+                    metric,
+                    measure,
+                    Some(window),
+                    &recompute,
+                    grain,
+                    dims,
+                    where_expr,
+                    index,
+                    true,
+                )
+                .await?;
+            let batch = concat_batches(&part.schema, &part.batches)?;
+            let last = batch.column_by_name(LAST).and_then(|c| {
+                datafusion::arrow::compute::max(c.as_primitive::<Date32Type>()).map(from_days)
+            });
+            let columns: Vec<usize> = (0..=dims.len() + 1).collect();
+            Some((batch.project(&columns)?, last, part.scanned))
+        };
+        let cached_rows = match (&entry, cut) {
+            (Some(entry), Some(cut)) => Some(refresh::filter_periods(&entry.batch, |p| {
+                p < cut && lo.is_none_or(|lo| p >= lo) && hi.is_none_or(|hi| p < hi)
+            })?),
+            _ => None,
+        };
+        let schema = match (&fresh, &cached_rows) {
+            (Some((rows, _, _)), _) | (None, Some(rows)) => rows.schema(),
+            (None, None) => unreachable!("the window scan is skipped only when cached"),
+        };
+        let cached_rows = cached_rows
+            .map(|rows| {
+                refresh::conform(&rows, &schema).map_err(|problem| {
+                    Error::request_hint(
+                        format!(
+                            "the cached values of metric `{}` cannot be used: {problem}",
+                            metric.name
+                        ),
+                        "run `lodestar cache clear`, or compute with --no-cache",
+                    )
+                })
+            })
+            .transpose()?;
+        let fresh_rows = fresh.as_ref().map(|(rows, _, _)| rows.clone());
+        let used = CacheUse {
+            metric: metric.name.clone(),
+            reused: cached_rows
+                .as_ref()
+                .map_or(0, |r| refresh::period_count(std::slice::from_ref(r))),
+            recomputed: recompute.len(),
+        };
+        tracing::debug!(
+            metric = %metric.name,
+            reused = used.reused,
+            recomputed = used.recomputed,
+            "cache: periods reused and recomputed"
+        );
+        let last_day = entry
+            .as_ref()
+            .map(|e| e.header.last_day)
+            .max(fresh.as_ref().and_then(|(_, last, _)| *last));
+        if let (Some(last_day), Some(fresh_rows), Some(hi)) = (last_day, &fresh_rows, hi) {
+            let new_cut = cache.cut(last_day, grain, week_start).min(hi);
+            let (from, old) = match (&entry, cut) {
+                (Some(entry), Some(cut)) => {
+                    let contiguous = lo.is_none_or(|lo| lo <= cut);
+                    let grows = contiguous && new_cut > entry.header.cut;
+                    let old = refresh::filter_periods(&entry.batch, |p| p < cut)?;
+                    (
+                        grows.then_some(entry.header.from),
+                        refresh::conform(&old, &schema).ok(),
+                    )
+                }
+                _ => (
+                    lo.filter(|lo| new_cut > *lo).map(Some),
+                    Some(RecordBatch::new_empty(schema.clone())),
+                ),
+            };
+            if let (Some(from), Some(old)) = (from, old) {
+                let new = refresh::filter_periods(fresh_rows, |p| p < new_cut)?;
+                let rows = concat_batches(&schema, [&old, &new])?;
+                let header = refresh::Header::new(&key, &metric.name, from, new_cut, last_day);
+                cache.store(&key, &header, &rows);
+            }
+        }
+        let rows: Vec<RecordBatch> = cached_rows.into_iter().chain(fresh_rows).collect();
+        Ok((
+            Part {
+                name: format!("p{index}"),
+                batches: rows,
+                schema,
+                scanned: fresh.and_then(|(_, _, scanned)| scanned),
+            },
+            used,
+        ))
+    }
+
     /// A cumulative metric with its own measure, aggregated afresh over each period's window.
     #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
     async fn run_window_scan(
@@ -477,6 +938,7 @@ impl Engine {
         dims: &[String],
         where_expr: Option<&Expr>,
         index: usize,
+        for_cache: bool,
     ) -> Result<Part> {
         let (local, kind) = self.local_time_of(&measure.table, &measure.time).await?;
         let spine_rows = if periods.is_empty() {
@@ -531,6 +993,12 @@ impl Engine {
             parse_fragment(&measure.measure)?,
             quote_ident(&metric.name)
         ));
+        if for_cache {
+            select.push(format!(
+                "CAST(max({local}) AS DATE) AS {}",
+                quote_ident(LAST)
+            ));
+        }
         let sql = format!(
             "SELECT {} FROM {} JOIN ({spine_rows}) AS s ON {}{} GROUP BY {}",
             select.join(", "),
@@ -702,10 +1170,54 @@ GROUP BY u.p",
         let mut conditions: Vec<String> =
             where_expr.map(|e| format!("({e})")).into_iter().collect();
         conditions.extend(measure.filter.as_ref().map(|f| format!("({f})")));
+        let Some(cache) = self.cache() else {
+            return self.bounds_query(measure, &local, &conditions).await;
+        };
+        // With the cache, only the rows since the last known day minus the look-back are
+        // read: the data's first day is kept, its last day moves forward.
+        let key = refresh::key(&[
+            "bounds",
+            &measure.table.sql(),
+            &local,
+            measure.filter.as_deref().unwrap_or(""),
+            &where_expr.map(ToString::to_string).unwrap_or_default(),
+            &source_text(self.project(), &measure.table),
+        ]);
+        if let Some(known) = cache.load_bounds(&key) {
+            let since = known.last - Days::new(u64::from(cache.lookback()));
+            let mut recent = conditions.clone();
+            recent.push(format!("{local} >= {}", timestamp_literal(since)));
+            if let Some((first, last)) = self.bounds_query(measure, &local, &recent).await? {
+                let bounds = (known.first.min(first), last);
+                if bounds != (known.first, known.last) {
+                    cache.store_bounds(&key, bounds.0, bounds.1);
+                }
+                return Ok(Some(bounds));
+            }
+            tracing::warn!(
+                "table `{}` has no rows since {since}, although it had up to {}: reading it whole",
+                measure.table,
+                known.last
+            );
+        }
+        let found = self.bounds_query(measure, &local, &conditions).await?;
+        if let Some((first, last)) = found {
+            cache.store_bounds(&key, first, last);
+        }
+        Ok(found)
+    }
+
+    /// The first and last local dates of the rows of `measure`'s table that meet `conditions`.
+    async fn bounds_query(
+        &self,
+        measure: &Measure,
+        local: &str,
+        conditions: &[String],
+    ) -> Result<Option<(NaiveDate, NaiveDate)>> {
         let sql = format!(
             "SELECT CAST(min({local}) AS DATE), CAST(max({local}) AS DATE) FROM {}{}",
             measure.table.sql(),
-            where_clause(&conditions)
+            where_clause(conditions)
         );
         let batches = self.plan(&sql).await?.collect().await?;
         let first = batches.iter().find(|b| b.num_rows() > 0);
@@ -732,11 +1244,11 @@ GROUP BY u.p",
             name: format!("p{index}"),
             batches,
             schema,
-            scanned: Scanned {
+            scanned: Some(Scanned {
                 table,
                 metrics,
                 sql,
-            },
+            }),
         })
     }
 }
@@ -775,6 +1287,47 @@ fn bad_times(part: Result<Part>, kind: TimeKind, metric: &Metric, column: &str) 
         }
         other => other,
     }
+}
+
+/// Whether a cached entry has the columns a request's part has: `__period`, the dimensions,
+/// the metric. The key makes a mismatch unlikely; this makes it harmless.
+fn entry_fits(entry: &refresh::Entry, expected: &[String], metric: &str) -> bool {
+    let names: Vec<&str> = entry
+        .batch
+        .schema_ref()
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
+    let fits = names.len() == expected.len() + 1
+        && names.iter().zip(expected).all(|(a, b)| a == b)
+        && names.last() == Some(&metric);
+    if !fits {
+        tracing::warn!(
+            "ignoring a cache file of metric `{metric}`: its columns {names:?} do not fit the request; its periods are computed afresh"
+        );
+    }
+    fits
+}
+
+/// A source's definition as text, for cache keys: a moved or re-pointed source is new data.
+fn source_text(project: &Project, table: &TableRef) -> String {
+    project
+        .sources
+        .get(&table.source)
+        .map(|s| {
+            format!(
+                "{}:{}",
+                s.connector,
+                serde_json::Value::Object(s.options.clone())
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// The name of the column counting the rows a metric's filter matched in a cached scan.
+fn matched_column(metric_index: usize) -> String {
+    format!("__n{metric_index}")
 }
 
 fn parse_fragment(sql: &str) -> Result<Expr> {
@@ -828,7 +1381,7 @@ fn where_clause(conditions: &[String]) -> String {
 
 const EPOCH: NaiveDate = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
 
-fn from_days(days: i32) -> NaiveDate {
+pub(crate) fn from_days(days: i32) -> NaiveDate {
     EPOCH + chrono::TimeDelta::days(i64::from(days))
 }
 
@@ -1116,6 +1669,7 @@ fn finish(
         metrics: requested.iter().map(|m| m.to_string()).collect(),
         batch,
         scans: Vec::new(),
+        cache: Vec::new(),
     })
 }
 

@@ -15,6 +15,7 @@ use serde_saphyr::Spanned;
 use std::ops::ControlFlow;
 
 use crate::error::{Error, Location, Result, Subject, did_you_mean};
+pub use crate::model::CacheSettings;
 use crate::model::{
     Cumulative, CumulativeOver, EngineSettings, Grain, Guardrail, Measure, Metric, MetricKind,
     Project, RetentionMetric, SourceDef, TableRef, Target,
@@ -97,6 +98,7 @@ struct RawProject {
     timezone: Option<Spanned<String>>,
     week_start: Option<Spanned<String>>,
     engine: Option<RawEngine>,
+    cache: Option<Spanned<RawCache>>,
     #[serde(default)]
     sources: IndexMap<Spanned<String>, Spanned<IndexMap<Spanned<String>, serde_json::Value>>>,
     #[serde(default)]
@@ -109,6 +111,19 @@ struct RawEngine {
     memory_limit: Option<Spanned<String>>,
     target_partitions: Option<usize>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    dir: Option<Spanned<String>>,
+    lookback: Option<Spanned<serde_json::Value>>,
+}
+
+/// The cache directory when `cache:` does not name one.
+pub const DEFAULT_CACHE_DIR: &str = ".lodestar-cache";
+
+/// The look-back when `cache:` does not give one, in days.
+pub const DEFAULT_CACHE_LOOKBACK: u32 = 3;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -262,6 +277,17 @@ impl Builder<'_> {
             },
         };
 
+        let root = self
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let cache = raw
+            .cache
+            .as_ref()
+            .map(|c| self.cache(c, &root))
+            .transpose()?;
+
         let mut sources = IndexMap::new();
         for (name, options) in raw.sources {
             let source = self.source(&name, options)?;
@@ -274,15 +300,12 @@ impl Builder<'_> {
             metrics.insert(metric.name.clone(), metric);
         }
         let project = Project {
-            root: self
-                .path
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_default(),
+            root,
             path: self.path.to_path_buf(),
             timezone,
             week_start,
             engine,
+            cache,
             sources,
             metrics,
         };
@@ -290,6 +313,41 @@ impl Builder<'_> {
         check_cycles(&project)?;
         check_north_stars(&project, &project_loc)?;
         Ok(project)
+    }
+
+    fn cache(&self, raw: &Spanned<RawCache>, root: &Path) -> Result<CacheSettings> {
+        let dir = match &raw.value.dir {
+            None => root.join(DEFAULT_CACHE_DIR),
+            Some(dir) => {
+                let text = interpolate_str(&dir.value, self.env).map_err(|var| {
+                    self.invalid(
+                        self.loc(dir),
+                        Subject::Project,
+                        format!("cache dir uses ${{{var}}}, which is not set"),
+                    )
+                })?;
+                if text.trim().is_empty() {
+                    return Err(self.invalid(
+                        self.loc(dir),
+                        Subject::Project,
+                        "cache dir is empty: name a directory such as .lodestar-cache",
+                    ));
+                }
+                root.join(text)
+            }
+        };
+        let lookback = match &raw.value.lookback {
+            None => DEFAULT_CACHE_LOOKBACK,
+            Some(value) => parse_lookback(&value.value).ok_or_else(|| Error::Invalid {
+                location: self.loc(value),
+                subject: Subject::Project,
+                message: format!("cannot read cache lookback `{}`", plain(&value.value)),
+                hint: Some(
+                    "give whole days such as 3d, 1w or 0d: periods ending within them of the data's last day are recomputed".into(),
+                ),
+            })?,
+        };
+        Ok(CacheSettings { dir, lookback })
     }
 
     fn source(
@@ -1080,6 +1138,26 @@ fn parse_days(s: &str) -> Option<u32> {
     }
 }
 
+/// A look-back: `3d`, `1w`, `0d`, or a bare number of days (0 allowed).
+fn parse_lookback(value: &serde_json::Value) -> Option<u32> {
+    match value {
+        serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        serde_json::Value::String(s) => {
+            let zero = matches!(s.trim(), "0" | "0d" | "0w" | "0 days");
+            if zero { Some(0) } else { parse_days(s) }
+        }
+        _ => None,
+    }
+}
+
+/// A YAML scalar as written, without JSON quotes.
+fn plain(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// `512MiB`, `4GiB`, `2GB`, or bytes.
 fn parse_bytes(s: &str) -> Option<usize> {
     let s = s.trim();
@@ -1131,6 +1209,53 @@ mod tests {
         assert_eq!(parse_bytes("2GiB"), Some(2 << 30));
         assert_eq!(parse_bytes("512MiB"), Some(512 << 20));
         assert_eq!(parse_bytes("lots"), None);
+    }
+
+    #[test]
+    fn reads_cache_settings_relative_to_the_project_file() {
+        let path = Path::new("/srv/metrics/lodestar.yaml");
+        let env = env_from(&[]);
+        let project = parse(
+            "cache:\n  dir: .cache/lodestar\n  lookback: 1w\n",
+            path,
+            &env,
+        )
+        .unwrap();
+        assert_eq!(
+            project.cache,
+            Some(CacheSettings {
+                dir: PathBuf::from("/srv/metrics/.cache/lodestar"),
+                lookback: 7
+            })
+        );
+        let project = parse("cache: { lookback: 0d }\n", path, &env).unwrap();
+        assert_eq!(
+            project.cache.map(|c| (c.dir, c.lookback)),
+            Some((PathBuf::from("/srv/metrics/.lodestar-cache"), 0))
+        );
+        assert!(
+            parse("timezone: UTC\n", path, &env)
+                .unwrap()
+                .cache
+                .is_none()
+        );
+
+        let message = parse("timezone: UTC\ncache:\n  lookback: soon\n", path, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with(
+                "/srv/metrics/lodestar.yaml:3:13: project: cannot read cache lookback `soon`"
+            ),
+            "{message}"
+        );
+        let message = parse("cache:\n  directory: x\n", path, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("/srv/metrics/lodestar.yaml:2:"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -14,12 +14,13 @@ pub mod guardrails;
 pub mod model;
 pub mod periods;
 mod plan;
+pub mod refresh;
 pub mod retention;
 pub mod segments;
 pub mod targets;
 pub mod tree;
 
-pub use compute::{MetricRequest, MetricTable, Scanned};
+pub use compute::{CacheUse, MetricRequest, MetricTable, Scanned};
 pub use datafusion;
 pub use engine::Engine;
 pub use error::{Error, Result};

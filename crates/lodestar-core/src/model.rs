@@ -21,6 +21,8 @@ pub struct Project {
     pub timezone: Tz,
     pub week_start: Weekday,
     pub engine: EngineSettings,
+    /// The per-period result cache (`cache:`); `None` computes everything afresh.
+    pub cache: Option<CacheSettings>,
     pub sources: IndexMap<String, SourceDef>,
     pub metrics: IndexMap<String, Metric>,
 }
@@ -46,6 +48,16 @@ pub struct EngineSettings {
     pub memory_limit: Option<usize>,
     /// Parallelism of scans and aggregations; `None` uses every core.
     pub target_partitions: Option<usize>,
+}
+
+/// The `cache:` settings: where per-period results are kept, and how far back late data may
+/// still arrive (see docs/caching.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// The cache directory, resolved against the project file's directory.
+    pub dir: PathBuf,
+    /// Days: a period ending within this many days of the data's last day is recomputed.
+    pub lookback: u32,
 }
 
 /// A `sources:` entry: a connector and its options.
