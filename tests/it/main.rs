@@ -15,6 +15,7 @@ mod cases;
 mod cli;
 mod discover;
 mod errors;
+mod files_partitions;
 mod plugins;
 mod postgres;
 mod postgres_server;

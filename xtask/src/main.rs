@@ -27,12 +27,16 @@ Commands:
   test
         Run all tests: `sample` and `plugins`, then `cargo test --workspace --all-targets`
         and the documentation examples (`cargo test --workspace --doc`).
-  bench [ffi|tree|postgres] [--rows N] [--runs N]
+  bench [ffi|tree|postgres|lake] [--rows N] [--runs N] [--events N] [--threads N] [--refresh]
         Build in release mode and run the benchmarks (all unless one is named): `ffi`, the
         plugin boundary's cost (the same table natively and through its plugin, 10 million
         rows by default); `tree`, the example's metric tree in one request against one
         request per metric (scans and medians); `postgres`, the Postgres connector's rows/s
-        against `psql \\copy` on a throwaway cluster (2 million rows by default).
+        against `psql \\copy` on a throwaway cluster (2 million rows by default); `lake`, a
+        North Star tree over a year of hive-partitioned Parquet (--events, default 10M)
+        against DuckDB's per-metric SQL on the same files and threads, with and without scan
+        fusion, whole year and last 4 weeks: wall time, peak memory, rows/s, JSON in
+        target/bench/ (docs/performance.md). --refresh adds the result cache's refresh.
   help
         Print this help.
 ";

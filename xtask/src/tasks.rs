@@ -99,13 +99,14 @@ pub fn plugins(release: bool) -> Result<Vec<String>> {
 }
 
 /// `cargo xtask bench`: builds the benchmarks and plugins in release mode and runs them:
-/// every benchmark, or the one named first (`ffi`, `tree`, `postgres`), with the remaining
-/// flags.
+/// every benchmark, or the one named first (`ffi`, `tree`, `postgres`, `lake`), each with the
+/// flags it takes out of the remaining ones.
 pub fn bench(rest: &[String]) -> Result<()> {
     let (only, flags) = match rest.first().map(String::as_str) {
-        Some(name @ ("ffi" | "tree" | "postgres")) => (Some(name), &rest[1..]),
+        Some(name @ ("ffi" | "tree" | "postgres" | "lake")) => (Some(name), &rest[1..]),
         _ => (None, rest),
     };
+    check_bench_flags(only, flags)?;
     plugins(true)?;
     let run = |bench: &str, args: &[String]| {
         let mut all: Vec<String> = ["run", "--release", "--package", "lodestar-bench", "--"]
@@ -117,7 +118,7 @@ pub fn bench(rest: &[String]) -> Result<()> {
         cargo(&all).with_context(|| format!("the `{bench}` benchmark failed"))
     };
     if only.is_none_or(|b| b == "ffi") {
-        run("ffi", flags)?;
+        run("ffi", &pick_flags(flags, &["--rows", "--runs"]))?;
     }
     if only.is_none_or(|b| b == "tree") {
         ensure_sample_data()?;
@@ -128,29 +129,66 @@ pub fn bench(rest: &[String]) -> Result<()> {
                 .to_string_lossy()
                 .into_owned(),
         ];
-        args.extend(runs_flag(flags));
+        args.extend(pick_flags(flags, &["--runs"]));
         run("tree", &args)?;
     }
     if only.is_none_or(|b| b == "postgres") {
         // A throwaway cluster from the machine's PostgreSQL binaries; `--rows` would size the
         // ffi benchmark's table, so only an explicit `postgres` run passes it on.
         let args = if only.is_some() {
-            flags.to_vec()
+            pick_flags(flags, &["--rows", "--runs"])
         } else {
-            runs_flag(flags)
+            pick_flags(flags, &["--runs"])
         };
         run("postgres", &args)?;
+    }
+    if only.is_none_or(|b| b == "lake") {
+        // DuckDB side by side on a generated lake; its data and Python environment are kept
+        // under the target directory between runs.
+        run(
+            "lake",
+            &pick_flags(flags, &["--events", "--runs", "--threads", "--refresh"]),
+        )?;
     }
     Ok(())
 }
 
-/// `--runs N` out of a benchmark's flags, which every benchmark takes.
-fn runs_flag(flags: &[String]) -> Vec<String> {
-    flags
-        .iter()
-        .position(|f| f == "--runs")
-        .map(|i| flags[i..flags.len().min(i + 2)].to_vec())
-        .unwrap_or_default()
+/// Flags the benchmarks take; `--refresh` alone has no value.
+const BENCH_FLAGS: &[&str] = &["--rows", "--runs", "--events", "--threads", "--refresh"];
+
+/// Refuses a flag no benchmark takes, before minutes of release build.
+fn check_bench_flags(only: Option<&str>, flags: &[String]) -> Result<()> {
+    let mut iter = flags.iter();
+    while let Some(flag) = iter.next() {
+        if !BENCH_FLAGS.contains(&flag.as_str()) {
+            bail!(
+                "unknown flag `{flag}` for `bench{}`; see `cargo xtask help`",
+                only.map(|o| format!(" {o}")).unwrap_or_default()
+            );
+        }
+        if flag != "--refresh" && iter.next().is_none() {
+            bail!("`{flag}` needs a value");
+        }
+    }
+    Ok(())
+}
+
+/// The flags among `wanted` (with their values) out of a benchmark's flags.
+fn pick_flags(flags: &[String], wanted: &[&str]) -> Vec<String> {
+    let mut picked = Vec::new();
+    let mut iter = flags.iter();
+    while let Some(flag) = iter.next() {
+        let value = if flag == "--refresh" {
+            None
+        } else {
+            iter.next()
+        };
+        if wanted.contains(&flag.as_str()) {
+            picked.push(flag.clone());
+            picked.extend(value.cloned());
+        }
+    }
+    picked
 }
 
 /// The package names of `plugins/*/Cargo.toml`.

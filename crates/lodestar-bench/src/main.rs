@@ -4,8 +4,12 @@
 //! - `tree`: the metric tree computed in one request, against one request per metric
 //!   (`tree.rs`): the scans saved by reading each table once.
 //! - `postgres`: the Postgres connector's rows/s against `psql \copy` (`postgres.rs`).
+//! - `lake`: the metric tree over a year of hive-partitioned Parquet against DuckDB
+//!   (`lake.rs`, its data set in `lake_data.rs`).
 
 mod ffi;
+mod lake;
+mod lake_data;
 mod postgres;
 mod tree;
 
@@ -17,10 +21,17 @@ use anyhow::{Context, bail};
 const USAGE: &str = "\
 usage: lodestar-bench ffi [--rows N] [--runs N]
        lodestar-bench tree [--project PATH] [--runs N]
-       lodestar-bench postgres [--rows N] [--runs N]";
+       lodestar-bench postgres [--rows N] [--runs N]
+";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // `lake` runs its variants in child processes, each with its own runtime.
+    match args.first().map(String::as_str) {
+        Some("lake") => return lake::run(&args[1..]),
+        Some("lake-child") => return lake::child(&args[1..]),
+        _ => {}
+    }
     let mut iter = args.iter();
     let command = iter.next().map(String::as_str);
     let mut rows: Option<u64> = None;
@@ -36,7 +47,7 @@ fn main() -> anyhow::Result<()> {
             }
             "--project" if command == Some("tree") => project = PathBuf::from(value),
             "--runs" => runs = value.parse().context("--runs")?,
-            other => bail!("unknown flag {other}\n{USAGE}"),
+            other => bail!("unknown flag {other}\n{USAGE}{}", lake::USAGE),
         }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -48,7 +59,7 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(postgres::copy_rate(rows.unwrap_or(2_000_000), runs.max(1)))
         }
         Some("tree") => runtime.block_on(tree::tree_scans(&project, runs.max(1))),
-        _ => bail!("{USAGE}"),
+        _ => bail!("{USAGE}{}", lake::USAGE),
     }
 }
 

@@ -3,11 +3,17 @@
 //! `path` names a directory (each file or sub-directory in it becomes a table named after it),
 //! a single file, or a glob (then `table` names it). A directory table reads every file below
 //! it, and `key=value` directory names become partition columns (hive style).
+//!
+//! `time_partition: { column: dt, time: event_time }` says a table's `dt=YYYY-MM-DD` folders
+//! hold the UTC days of its `time` column: a query's time range then skips the other days'
+//! folders (`partition.rs`), and the table's schema is read from its first and last files
+//! only, so opening a year of days does not read every footer.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use datafusion::catalog::SchemaProvider;
+use datafusion::arrow::datatypes::Schema;
+use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::json::JsonFormat;
@@ -17,11 +23,60 @@ use datafusion::datasource::listing::{
 };
 use datafusion::prelude::SessionContext;
 
+use super::partition::TimePartitioned;
 use super::{check_known_options, option_error, string_option};
 use crate::error::{Error, Result};
 use crate::model::SourceDef;
 
-pub const OPTIONS: &[&str] = &["path", "table", "format", "delimiter", "has_header"];
+pub const OPTIONS: &[&str] = &[
+    "path",
+    "table",
+    "format",
+    "delimiter",
+    "has_header",
+    "time_partition",
+];
+
+/// The `time_partition` option: the date partition column, and the time columns it may cut
+/// (each table uses the first of them it has).
+#[derive(Debug)]
+struct TimePartition {
+    column: String,
+    time: Vec<String>,
+}
+
+fn time_partition_option(source: &SourceDef) -> Result<Option<TimePartition>> {
+    let Some(value) = source.options.get("time_partition") else {
+        return Ok(None);
+    };
+    let bad = || {
+        option_error(
+            source,
+            format!(
+                "`time_partition` must be {{ column: dt, time: event_time }} (`time` may list several columns, one per table), not {value}"
+            ),
+        )
+    };
+    let column = value
+        .get("column")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(bad)?;
+    let time = match value.get("time") {
+        Some(serde_json::Value::String(t)) => vec![t.clone()],
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(|t| t.as_str().map(str::to_string).ok_or_else(bad))
+            .collect::<Result<Vec<_>>>()?,
+        _ => return Err(bad()),
+    };
+    if time.is_empty() || value.as_object().is_some_and(|o| o.len() != 2) {
+        return Err(bad());
+    }
+    Ok(Some(TimePartition {
+        column: column.to_string(),
+        time,
+    }))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -125,8 +180,18 @@ pub(super) async fn register(
             ),
         ));
     }
+    let time_partition = time_partition_option(source)?;
+    let mut partitioned = 0;
     for spec in specs {
-        let table = listing_table(ctx, &spec, &settings)
+        // A partitioned lake has many files: its schema comes from the first and last.
+        let samples = match &time_partition {
+            Some(_) if spec.location.ends_with('/') => Some(first_and_last_files(
+                Path::new(&spec.location),
+                &spec.extension,
+            )),
+            _ => None,
+        };
+        let table = listing_table(ctx, &spec, &settings, samples)
             .await
             .map_err(|e| Error::Source {
                 location: source.location.clone(),
@@ -134,9 +199,75 @@ pub(super) async fn register(
                 message: format!("cannot read table `{}` at {}", spec.name, spec.location),
                 source: Some(Box::new(e)),
             })?;
-        schema.register_table(spec.name, Arc::new(table))?;
+        let provider: Arc<dyn TableProvider> = match &time_partition {
+            Some(tp) => {
+                let schema = table.schema();
+                let time = tp.time.iter().find(|t| schema.field_with_name(t).is_ok());
+                let folder = (Path::new(&spec.location), spec.extension.as_str());
+                match time.and_then(|t| TimePartitioned::new(table.clone(), folder, &tp.column, t))
+                {
+                    Some(pruned) => {
+                        partitioned += 1;
+                        Arc::new(pruned)
+                    }
+                    None => Arc::new(table),
+                }
+            }
+            None => Arc::new(table),
+        };
+        schema.register_table(spec.name, provider)?;
+    }
+    if let Some(tp) = &time_partition
+        && partitioned == 0
+    {
+        // A typo would silently prune nothing.
+        return Err(Error::Source {
+            location: source.location_of("time_partition").clone(),
+            source_name: source.name.clone(),
+            message: format!(
+                "`time_partition`: no table of the source has both the partition column `{}` (a `{}=YYYY-MM-DD` folder) and a time column named {}",
+                tp.column,
+                tp.column,
+                tp.time
+                    .iter()
+                    .map(|t| format!("`{t}`"))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ),
+            source: None,
+        });
     }
     Ok(())
+}
+
+/// The first and last data files below `dir` (by path), with `extension`.
+fn first_and_last_files(dir: &Path, extension: &str) -> Vec<PathBuf> {
+    fn walk(dir: &Path, extension: &str, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = fs_err::read_dir(dir) else {
+            return;
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| !is_hidden(p))
+            .collect();
+        paths.sort();
+        for path in paths {
+            if path.is_dir() {
+                walk(&path, extension, out);
+            } else if path.to_string_lossy().ends_with(extension)
+                && path.metadata().is_ok_and(|m| m.len() > 0)
+            {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(dir, extension, &mut files);
+    match (files.first(), files.last()) {
+        (Some(first), Some(last)) if first != last => vec![first.clone(), last.clone()],
+        (Some(first), _) => vec![first.clone()],
+        _ => Vec::new(),
+    }
 }
 
 fn table_specs(
@@ -299,6 +430,7 @@ async fn listing_table(
     ctx: &SessionContext,
     spec: &TableSpec,
     settings: &Settings,
+    samples: Option<Vec<PathBuf>>,
 ) -> datafusion::error::Result<ListingTable> {
     let format: Arc<dyn FileFormat> =
         match spec.format {
@@ -319,11 +451,18 @@ async fn listing_table(
     let url = ListingTableUrl::parse(&spec.location)?;
     let options = ListingOptions::new(format).with_file_extension(&spec.extension);
     let state = ctx.state();
-    let config = ListingTableConfig::new(url)
-        .with_listing_options(options)
-        .infer_schema(&state)
-        .await?
-        .infer_partitions_from_path(&state)
-        .await?;
+    let config = ListingTableConfig::new(url).with_listing_options(options.clone());
+    let config = match samples.filter(|s| !s.is_empty()) {
+        Some(files) => {
+            let mut schemas = Vec::new();
+            for file in files {
+                let url = ListingTableUrl::parse(file.to_string_lossy())?;
+                schemas.push(options.infer_schema(&state, &url).await?.as_ref().clone());
+            }
+            config.with_schema(Arc::new(Schema::try_merge(schemas)?))
+        }
+        None => config.infer_schema(&state).await?,
+    };
+    let config = config.infer_partitions_from_path(&state).await?;
     ListingTable::try_new(config)
 }

@@ -1,0 +1,188 @@
+//! The `files` connector's `time_partition` option on a year of `dt=` folders: a four-week
+//! query reads only those weeks' folders. Proved by a corrupt file planted in a day outside
+//! the weeks: the four-week query succeeds with the right numbers, the whole year fails
+//! naming that file.
+//!
+//! Expected numbers are counted here from the rows the test writes.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{Datelike, Days, NaiveDate};
+use lodestar_core::datafusion::arrow::array::{
+    ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use lodestar_core::datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use lodestar_core::datafusion::parquet::arrow::ArrowWriter;
+
+use crate::support::{Run, Table, cell_matches, lodestar_project};
+
+fn jan_1() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2025, 1, 1).unwrap()
+}
+
+/// Events of day `d` (0-based from Jan 1st): `1 + d % 3` of them, hourly from midnight, by
+/// users `d % 5` and up.
+fn day_events(d: u64) -> Vec<(i64, i64, &'static str)> {
+    let date = jan_1() + Days::new(d);
+    let midnight = date.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp();
+    (0..1 + d % 3)
+        .map(|k| {
+            let micros = (midnight + k as i64 * 3_600) * 1_000_000;
+            let kind = if k == 0 { "open" } else { "click" };
+            (micros, (d % 5 + k) as i64, kind)
+        })
+        .collect()
+}
+
+fn write_day(dir: &Path, d: u64) {
+    let date = jan_1() + Days::new(d);
+    let rows = day_events(d);
+    let schema = Arc::new(Schema::new(vec![
+        Field::new(
+            "event_time",
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            false,
+        ),
+        Field::new("user_id", DataType::Int64, false),
+        Field::new("event_type", DataType::Utf8, false),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(TimestampMicrosecondArray::from_iter_values(
+            rows.iter().map(|r| r.0),
+        )),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2))),
+    ];
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns).unwrap();
+    let folder = dir.join(format!("events/dt={date}"));
+    fs_err::create_dir_all(&folder).unwrap();
+    let file = fs_err::File::create(folder.join("part-0.parquet")).unwrap();
+    let mut writer = ArrowWriter::try_new(file, schema, None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+#[test]
+fn a_four_week_query_reads_only_its_partitions() {
+    let dir = tempfile::Builder::new()
+        .prefix("lodestar-files-partitions-")
+        .tempdir()
+        .unwrap();
+    let data = dir.path().join("lake");
+    for d in 0..365 {
+        write_day(&data, d);
+    }
+    // Not Parquet, in a day far from the four weeks (and neither the first nor the last file,
+    // which the schema is read from).
+    let corrupt = data.join("events/dt=2025-03-15/part-1.parquet");
+    fs_err::write(&corrupt, b"this is not a parquet file").unwrap();
+    let project = dir.path().join("lodestar.yaml");
+    fs_err::write(
+        &project,
+        "\
+sources:
+  app:
+    connector: files
+    path: lake/
+    time_partition: { column: dt, time: event_time }
+metrics:
+  events: { table: app.events, time: event_time, measure: count(*) }
+  users: { table: app.events, time: event_time, measure: count(distinct user_id) }
+  clicks:
+    table: app.events
+    time: event_time
+    measure: count(*)
+    filter: event_type = 'click'
+",
+    )
+    .unwrap();
+
+    // Four Monday weeks: June 2nd to June 29th 2025.
+    let monday = NaiveDate::from_ymd_opt(2025, 6, 2).unwrap();
+    assert_eq!(monday.weekday(), chrono::Weekday::Mon);
+    let run = Run::of(&mut lodestar_project(
+        &project,
+        [
+            "compute",
+            "events",
+            "users",
+            "clicks",
+            "--grain",
+            "week",
+            "--from",
+            "2025-06-02",
+            "--to",
+            "2025-06-29",
+            "--format",
+            "csv",
+        ],
+    ))
+    .success();
+    let table = Table::parse(&run.stdout).unwrap();
+    assert_eq!(
+        table.header,
+        ["period", "events", "users", "clicks"],
+        "{run}"
+    );
+    assert_eq!(table.rows.len(), 4, "{run}");
+    for (week, row) in table.rows.iter().enumerate() {
+        let start = monday + Days::new(7 * week as u64);
+        let days = (0..7).map(|i| (start + Days::new(i) - jan_1()).num_days() as u64);
+        let rows: Vec<_> = days.flat_map(day_events).collect();
+        let users: std::collections::BTreeSet<i64> = rows.iter().map(|r| r.1).collect();
+        let clicks = rows.iter().filter(|r| r.2 == "click").count();
+        let expected = [
+            start.to_string(),
+            rows.len().to_string(),
+            users.len().to_string(),
+            clicks.to_string(),
+        ];
+        assert!(
+            expected.iter().zip(row).all(|(e, a)| cell_matches(e, a)),
+            "week {week}: expected {expected:?}, got {row:?}\n{run}"
+        );
+    }
+
+    // The whole year reads every folder, the corrupt file too, and says which file it is.
+    let run = Run::of(&mut lodestar_project(
+        &project,
+        ["compute", "events", "--grain", "week", "--format", "csv"],
+    ));
+    assert_ne!(run.code, Some(0), "{run}");
+    assert!(
+        run.stderr.contains("dt=2025-03-15/part-1.parquet"),
+        "the error names the corrupt file\n{run}"
+    );
+}
+
+#[test]
+fn a_time_partition_that_matches_no_table_is_refused() {
+    let dir = tempfile::Builder::new()
+        .prefix("lodestar-files-partitions-")
+        .tempdir()
+        .unwrap();
+    write_day(&dir.path().join("lake"), 0);
+    let project = dir.path().join("lodestar.yaml");
+    fs_err::write(
+        &project,
+        "\
+sources:
+  app:
+    connector: files
+    path: lake/
+    time_partition: { column: dt, time: ts }
+metrics:
+  events: { table: app.events, time: event_time, measure: count(*) }
+",
+    )
+    .unwrap();
+    let run = Run::of(&mut lodestar_project(&project, ["validate"]));
+    assert_ne!(run.code, Some(0), "{run}");
+    assert!(
+        run.stderr
+            .contains("no table of the source has both the partition column `dt`"),
+        "{run}"
+    );
+    assert!(run.stderr.contains("`ts`"), "{run}");
+}
