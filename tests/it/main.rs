@@ -7,7 +7,9 @@
 //! server), `postgres` (the Postgres connector against a throwaway
 //! cluster that `postgres_server` runs), `amplitude` (the Amplitude connector against an
 //! Export API server on loopback, export files and the S3 server), `report` (the HTML report,
-//! rendered in headless Chromium), `server` (`lodestar serve` over HTTP), `support` (helpers).
+//! rendered in headless Chromium), `server` (`lodestar serve` over HTTP), `server_ops` (its memory limit, background refresh,
+//! graceful stop, and a Postgres-backed project), `server_load` (a bounded load test on
+//! loopback that prints throughput and latency), `support` (helpers).
 
 mod amplitude;
 mod cases;
@@ -22,4 +24,6 @@ mod retention;
 mod s3;
 mod segments;
 mod server;
+mod server_load;
+mod server_ops;
 mod support;
