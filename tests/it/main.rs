@@ -8,7 +8,9 @@
 //! cluster that `postgres_server` runs), `amplitude` (the Amplitude connector against an
 //! Export API server on loopback, export files and the S3 server), `report` (the HTML report,
 //! rendered in headless Chromium), `refresh` (incremental refresh through the result
-//! cache), `server` (`lodestar serve` over HTTP), `support` (helpers).
+//! cache), `server` (`lodestar serve` over HTTP), `server_ops` (its memory limit, background
+//! refresh, graceful stop, and a Postgres-backed project), `server_load` (a bounded load test
+//! on loopback that prints throughput and latency), `support` (helpers).
 
 mod amplitude;
 mod cases;
@@ -25,4 +27,6 @@ mod retention;
 mod s3;
 mod segments;
 mod server;
+mod server_load;
+mod server_ops;
 mod support;

@@ -16,13 +16,13 @@ use serde_json::{Value, json};
 use crate::support::{Run, Scratch, lodestar_project, test_dir};
 
 /// A running `lodestar serve`, stopped when dropped.
-struct Served {
-    child: Child,
-    addr: SocketAddr,
+pub(crate) struct Served {
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
     stderr: Arc<Mutex<String>>,
     /// The thread copying stderr into `stderr`; it ends when the server exits.
     drain: Option<std::thread::JoinHandle<()>>,
-    _project: Scratch,
+    pub(crate) _project: Scratch,
 }
 
 impl Served {
@@ -33,7 +33,7 @@ impl Served {
     }
 
     /// As `start`, with more `serve` arguments and environment variables.
-    fn start_with(
+    pub(crate) fn start_with(
         fixture: &str,
         edit: impl FnOnce(&Path),
         args: &[&str],
@@ -41,6 +41,11 @@ impl Served {
     ) -> Served {
         let project = Scratch::copy_of(&test_dir("fixtures").join(fixture));
         edit(&project.project());
+        Served::start_in(project, args, env)
+    }
+
+    /// `lodestar --project <project>/lodestar.yaml serve --listen 127.0.0.1:0 ARGS`.
+    pub(crate) fn start_in(project: Scratch, args: &[&str], env: &[(&str, &str)]) -> Served {
         let mut serve = vec!["serve", "--listen", "127.0.0.1:0"];
         serve.extend_from_slice(args);
         let mut command = lodestar_project(&project.project(), serve);
@@ -93,32 +98,32 @@ impl Served {
         Served::start("shop", |_| {})
     }
 
-    fn get(&self, target: &str) -> Response {
+    pub(crate) fn get(&self, target: &str) -> Response {
         self.request(target, &[])
     }
 
-    fn request(&self, target: &str, headers: &[(&str, &str)]) -> Response {
+    pub(crate) fn request(&self, target: &str, headers: &[(&str, &str)]) -> Response {
         http_request(self.addr, "GET", target, headers, "")
             .unwrap_or_else(|e| panic!("GET {target}: {e}\nserver log:\n{}", self.log()))
     }
 
-    fn post(&self, target: &str, headers: &[(&str, &str)], body: &str) -> Response {
+    pub(crate) fn post(&self, target: &str, headers: &[(&str, &str)], body: &str) -> Response {
         http_request(self.addr, "POST", target, headers, body)
             .unwrap_or_else(|e| panic!("POST {target}: {e}\nserver log:\n{}", self.log()))
     }
 
-    fn json(&self, target: &str) -> Value {
+    pub(crate) fn json(&self, target: &str) -> Value {
         let response = self.get(target);
         assert_eq!(response.status, 200, "GET {target}\n{response}");
         response.json()
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
 
     /// The whole log of a server that has exited.
-    fn final_log(&mut self) -> String {
+    pub(crate) fn final_log(&mut self) -> String {
         if let Some(drain) = self.drain.take() {
             drain.join().expect("the stderr thread");
         }
@@ -135,31 +140,31 @@ impl Drop for Served {
 
 /// An HTTP answer.
 #[derive(Debug)]
-struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("the body is not JSON: {e}\n{self}"))
     }
 
     /// The error message of a 4xx/5xx answer, with its hint.
-    fn error_message(&self) -> String {
+    pub(crate) fn error_message(&self) -> String {
         let body = self.json();
         let error = &body["error"];
         format!(
@@ -181,7 +186,7 @@ impl std::fmt::Display for Response {
 }
 
 /// One HTTP/1.1 request on a fresh connection (`Connection: close`, so the body ends at EOF).
-fn http_request(
+pub(crate) fn http_request(
     addr: SocketAddr,
     method: &str,
     target: &str,
@@ -253,7 +258,7 @@ fn dechunk(mut data: &[u8]) -> std::io::Result<Vec<u8>> {
 }
 
 /// `lodestar compute ... --format json`, the CLI's answer to the same question.
-fn compute_json(project: &Path, args: &[&str]) -> Value {
+pub(crate) fn compute_json(project: &Path, args: &[&str]) -> Value {
     let mut all = vec!["compute"];
     all.extend_from_slice(args);
     all.extend_from_slice(&["--format", "json"]);
@@ -984,7 +989,7 @@ fn sighup_reloads_the_project_and_a_bad_file_keeps_the_old_one() {
 }
 
 /// Waits (bounded) for the running server to log `needle`.
-fn wait_until(server: &Served, needle: &str) {
+pub(crate) fn wait_until(server: &Served, needle: &str) {
     for _ in 0..1200 {
         if server.log().contains(needle) {
             return;

@@ -249,6 +249,16 @@ impl Scratch {
         Scratch { dir }
     }
 
+    /// A new, empty temporary directory.
+    pub fn empty() -> Scratch {
+        Scratch {
+            dir: tempfile::Builder::new()
+                .prefix("lodestar-e2e-")
+                .tempdir()
+                .expect("cannot create a temporary directory"),
+        }
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }

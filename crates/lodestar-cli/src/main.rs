@@ -211,6 +211,10 @@ Stops on Ctrl-C or SIGTERM after answering the requests in flight.")]
         /// Seconds between checks of the data for changes (cached answers are dropped then)
         #[arg(long, default_value_t = lodestar_server::DEFAULT_REFRESH_INTERVAL.as_secs(), value_name = "SECONDS")]
         refresh_interval: u64,
+        /// Memory one request's queries may use, e.g. 512MiB (beyond: spill to disk, or 507);
+        /// default: the engine's memory limit divided by --max-concurrent
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        query_memory_limit: Option<usize>,
     },
     /// Manage the result cache of incremental refresh (`cache:` in lodestar.yaml)
     #[command(subcommand)]
@@ -483,6 +487,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         max_concurrent,
         query_timeout,
         refresh_interval,
+        query_memory_limit,
     } = cli.command
     {
         let mut tokens = lodestar_server::Tokens::default();
@@ -497,6 +502,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             max_concurrent_queries: max_concurrent,
             query_timeout: Duration::from_secs(query_timeout),
             refresh_interval: Duration::from_secs(refresh_interval.max(1)),
+            query_memory_limit,
         };
         return serve(path, listen, settings).await;
     }
@@ -671,6 +677,17 @@ fn cache_command(
         }
     }
     Ok(())
+}
+
+/// A size such as `512MiB`, for clap.
+fn parse_size(text: &str) -> Result<usize, String> {
+    match config::parse_bytes(text) {
+        Some(0) => Err("the size must be more than 0".into()),
+        Some(bytes) => Ok(bytes),
+        None => Err(format!(
+            "`{text}` is not a size: write a number with a unit, e.g. 512MiB or 2GiB"
+        )),
+    }
 }
 
 async fn serve(

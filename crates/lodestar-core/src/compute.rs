@@ -212,10 +212,19 @@ impl Engine {
             }
         }
 
-        let assembly = SessionContext::new_with_config_rt(
-            SessionConfig::new().with_target_partitions(1),
-            self.context().runtime_env(),
-        );
+        let mut assembly_config = SessionConfig::new().with_target_partitions(1);
+        // Sized for the engine's memory pool (see `Engine::with_memory_limit`).
+        assembly_config
+            .options_mut()
+            .execution
+            .sort_spill_reservation_bytes = self
+            .context()
+            .copied_config()
+            .options()
+            .execution
+            .sort_spill_reservation_bytes;
+        let assembly =
+            SessionContext::new_with_config_rt(assembly_config, self.context().runtime_env());
         let mut parts: Vec<Part> = Vec::new();
         // (metric, grain) -> the part holding its series.
         let mut series: IndexMap<(String, Grain), String> = IndexMap::new();

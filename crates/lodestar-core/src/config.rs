@@ -1158,8 +1158,8 @@ fn plain(value: &serde_json::Value) -> String {
     }
 }
 
-/// `512MiB`, `4GiB`, `2GB`, or bytes.
-fn parse_bytes(s: &str) -> Option<usize> {
+/// A size: `512MiB`, `4GiB`, `2GB`, or bytes (as `engine.memory_limit` is written).
+pub fn parse_bytes(s: &str) -> Option<usize> {
     let s = s.trim();
     let split = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')

@@ -3,14 +3,17 @@
 //! One [`Engine`] owns one DataFusion [`SessionContext`] (in an `Arc`, because plugin tables
 //! hold it weakly) with a bounded memory pool. Every source is a schema of that context.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::TableReference;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::error::DataFusionError;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::disk_manager::DiskManagerBuilder;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::memory_pool::{FairSpillPool, MemoryLimit, TrackConsumersPool};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 
@@ -30,6 +33,9 @@ const FALLBACK_MEMORY_LIMIT: usize = 4 << 30;
 pub struct Engine {
     project: Arc<Project>,
     ctx: Arc<SessionContext>,
+    /// For an engine made by [`Engine::with_memory_limit`]: the context the sources were
+    /// registered with, kept alive because plugin tables hold it weakly.
+    registered: Option<Arc<SessionContext>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -51,7 +57,53 @@ impl Engine {
         Ok(Engine {
             project: Arc::new(project),
             ctx,
+            registered: None,
         })
+    }
+
+    /// The same project and sources, whose queries may hold at most `bytes` of memory between
+    /// them, apart from the other queries of this engine. Operators that can spill (sorts,
+    /// grouped aggregates) spill to disk beyond it; others fail with DataFusion's
+    /// `ResourcesExhausted` error (see [`Error::is_memory_exhausted`]).
+    ///
+    /// Cheap enough to call per request: the catalogs, tables, object stores, caches and the
+    /// spill directory are shared; only the memory pool is new.
+    pub fn with_memory_limit(&self, bytes: usize) -> Engine {
+        let state = self.ctx.state();
+        let runtime = RuntimeEnv {
+            memory_pool: Arc::new(TrackConsumersPool::new(
+                FairSpillPool::new(bytes),
+                NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN),
+            )),
+            ..RuntimeEnv::clone(state.runtime_env())
+        };
+        // A sort reserves this much of the pool up front for its final merge (10 MiB by
+        // default): more than a small pool holds, so every sort would fail.
+        // The catalogs are shared: a new default catalog would hide the sources.
+        let mut config = state
+            .config()
+            .clone()
+            .with_create_default_catalog_and_schema(false);
+        let execution = &mut config.options_mut().execution;
+        execution.sort_spill_reservation_bytes =
+            execution.sort_spill_reservation_bytes.min(bytes / 8);
+        let state = SessionStateBuilder::new_from_existing(state)
+            .with_config(config)
+            .with_runtime_env(Arc::new(runtime))
+            .build();
+        Engine {
+            project: Arc::clone(&self.project),
+            ctx: Arc::new(SessionContext::new_with_state(state)),
+            registered: Some(Arc::clone(self.registered.as_ref().unwrap_or(&self.ctx))),
+        }
+    }
+
+    /// The bound on the memory of this engine's queries, if it has one.
+    pub fn memory_limit(&self) -> Option<usize> {
+        match self.ctx.runtime_env().memory_pool.memory_limit() {
+            MemoryLimit::Finite(bytes) => Some(bytes),
+            MemoryLimit::Infinite | MemoryLimit::Unknown => None,
+        }
     }
 
     pub fn project(&self) -> &Project {

@@ -107,6 +107,25 @@ pub enum Error {
     DataFusion(#[from] Box<DataFusionError>),
 }
 
+impl Error {
+    /// Whether a query failed because it needed more memory than its engine's limit
+    /// ([`crate::Engine::with_memory_limit`], `engine.memory_limit` of the project).
+    pub fn is_memory_exhausted(&self) -> bool {
+        let datafusion = match self {
+            Error::DataFusion(e) | Error::Sql { source: e, .. } => Some(&**e),
+            Error::Source {
+                source: Some(e), ..
+            } => Some(&**e),
+            _ => None,
+        };
+        datafusion.is_some_and(|e| {
+            matches!(e.find_root(), DataFusionError::ResourcesExhausted(_))
+                // Errors that crossed a boundary as text (a plugin, a spawned task).
+                || e.to_string().contains("Resources exhausted")
+        })
+    }
+}
+
 impl From<DataFusionError> for Error {
     fn from(e: DataFusionError) -> Self {
         Error::DataFusion(Box::new(e))

@@ -36,7 +36,8 @@ pub fn router(state: AppState) -> Router {
             Limits::new(
                 state.settings().max_concurrent_queries,
                 state.settings().query_timeout,
-            ),
+            )
+            .with_memory(state.query_memory_limit()),
             limits::limit,
         ))
         .route_layer(middleware::from_fn_with_state(

@@ -2,11 +2,13 @@
 //! data's version, with `ETag` and `Cache-Control` (and `304 Not Modified` for a matching
 //! `If-None-Match`).
 //!
-//! The data's version changes when a scheduled check (every `refresh` interval) sees the
-//! data change: for `files` sources, any file's size or modification time under the source's
-//! path; other sources cannot be checked cheaply, so a project with one counts as changed at
-//! every check. A new version makes every cached answer stale; they are recomputed on demand.
-
+//! A scheduled check (every `refresh` interval) looks for changed data: for `files` sources,
+//! any file's size or modification time under the source's path; other sources cannot be
+//! checked cheaply, so a project with one counts as changed at every check. When the data
+//! changed, the most recently computed answers are recomputed in the background, through the
+//! router (so under the same limits), and replace the old ones: the next request is a hit with
+//! the new numbers. Until then the previous answers are served; the ones that could not be
+//! recomputed are dropped.
 use std::collections::{HashMap, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
@@ -14,26 +16,44 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use lodestar_core::model::Project;
 use sha2::{Digest, Sha256};
+use tower::ServiceExt;
 
 /// Answers kept at most; the oldest goes first.
 const CAPACITY: usize = 512;
 /// Answers larger than this are not kept.
 const MAX_BODY: usize = 32 << 20;
+/// Answers recomputed after a data change at most (the most recently computed ones).
+const REFRESH_MAX: usize = 64;
+
+/// Marks a request made by the background refresh: it is computed even when cached, and
+/// replaces the cached answer. Only the server can set it (it is not a header).
+#[derive(Debug, Clone, Copy)]
+pub struct Refresh;
+
+/// The `X-Cache` header: `hit` when the answer came from the cache, `miss` when computed.
+pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
 #[derive(Debug)]
 pub struct Cache {
     entries: Mutex<Entries>,
+    /// The project's version: a reload makes every answer unreachable.
     version: AtomicU64,
+    /// The data's generation, one more at every change seen; an answer records the
+    /// generation its computation started in.
+    generation: AtomicU64,
     max_age: Duration,
     pub hits: AtomicU64,
     pub misses: AtomicU64,
+    /// Answers recomputed in the background after a data change.
+    pub refreshed: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -56,6 +76,7 @@ struct Entry {
     etag: HeaderValue,
     content_type: Option<HeaderValue>,
     body: Bytes,
+    generation: u64,
 }
 
 impl Cache {
@@ -63,9 +84,11 @@ impl Cache {
         Cache {
             entries: Mutex::default(),
             version: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
             max_age,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            refreshed: AtomicU64::new(0),
         }
     }
 
@@ -82,8 +105,18 @@ impl Cache {
         entries.map.get(key).cloned()
     }
 
+    /// Keeps an answer, unless the project was reloaded since it was asked for, or a newer
+    /// answer (computed on newer data) is kept already.
     fn put(&self, key: Key, entry: Entry) {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if key.version != self.version.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Some(kept) = entries.map.get(&key)
+            && kept.generation > entry.generation
+        {
+            return;
+        }
         if entries.map.insert(key.clone(), entry).is_none() {
             entries.order.push_back(key);
         }
@@ -92,6 +125,22 @@ impl Cache {
                 entries.map.remove(&old);
             }
         }
+    }
+
+    /// The keys of the `n` answers computed last, newest first.
+    fn newest(&self, n: usize) -> Vec<Key> {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.order.iter().rev().take(n).cloned().collect()
+    }
+
+    /// Drops the answers computed on data older than `generation`; returns how many.
+    fn drop_older_than(&self, generation: u64) -> usize {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let Entries { map, order } = &mut *entries;
+        let before = map.len();
+        map.retain(|_, entry| entry.generation >= generation);
+        order.retain(|key| map.contains_key(key));
+        before - map.len()
     }
 
     fn respond(&self, entry: Entry, if_none_match: Option<&HeaderValue>) -> Response {
@@ -141,11 +190,19 @@ pub async fn cached(State(cache): State<Arc<Cache>>, request: Request, next: Nex
         version: cache.version.load(Ordering::SeqCst),
     };
     let if_none_match = request.headers().get(header::IF_NONE_MATCH).cloned();
-    if let Some(entry) = cache.get(&key) {
-        cache.hits.fetch_add(1, Ordering::Relaxed);
-        return cache.respond(entry, if_none_match.as_ref());
+    let refresh = request.extensions().get::<Refresh>().is_some();
+    if !refresh {
+        if let Some(entry) = cache.get(&key) {
+            cache.hits.fetch_add(1, Ordering::Relaxed);
+            let mut response = cache.respond(entry, if_none_match.as_ref());
+            response
+                .headers_mut()
+                .insert(X_CACHE, HeaderValue::from_static("hit"));
+            return response;
+        }
+        cache.misses.fetch_add(1, Ordering::Relaxed);
     }
-    cache.misses.fetch_add(1, Ordering::Relaxed);
+    let generation = cache.generation.load(Ordering::SeqCst);
     let response = next.run(request).await;
     if response.status() != StatusCode::OK {
         return response;
@@ -170,9 +227,14 @@ pub async fn cached(State(cache): State<Arc<Cache>>, request: Request, next: Nex
         etag,
         content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),
         body,
+        generation,
     };
     cache.put(key, entry.clone());
-    cache.respond(entry, if_none_match.as_ref())
+    let mut response = cache.respond(entry, if_none_match.as_ref());
+    response
+        .headers_mut()
+        .insert(X_CACHE, HeaderValue::from_static("miss"));
+    response
 }
 
 /// A fingerprint of the project's data, as far as it can be read cheaply: sizes and times of
@@ -223,22 +285,99 @@ fn walk(path: &Path, hasher: &mut DefaultHasher) {
     }
 }
 
-/// Checks the data every `interval` and invalidates the cache when it changed.
-pub async fn refresh(cache: Arc<Cache>, state: crate::AppState, interval: Duration) {
-    let mut last = fingerprint(state.engine().project());
+/// Checks the data every `interval`; when it changed, recomputes the answers computed last
+/// through `app` (the server's router: the same handlers, query slots, time and memory
+/// limits), at most `concurrency` at once, then drops the answers that could not be.
+pub async fn refresh(
+    cache: Arc<Cache>,
+    state: crate::AppState,
+    app: Router,
+    interval: Duration,
+    concurrency: usize,
+) {
+    let mut last = fingerprint(state.shared_engine().project());
     let mut ticks = tokio::time::interval(interval);
+    // A round slower than the interval delays the next check rather than piling them up.
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
     loop {
         ticks.tick().await;
-        let engine = state.engine();
+        let engine = state.shared_engine();
         let now = tokio::task::spawn_blocking(move || fingerprint(engine.project()))
             .await
             .ok()
             .flatten();
         if now.is_none() || now != last {
-            tracing::debug!("the data may have changed: cached answers are dropped");
-            cache.invalidate();
+            recompute(&cache, &app, concurrency).await;
         }
         last = now;
+    }
+}
+
+/// One refresh round: a new data generation, the newest answers recomputed, the rest dropped.
+async fn recompute(cache: &Cache, app: &Router, concurrency: usize) {
+    let generation = cache.generation.fetch_add(1, Ordering::SeqCst) + 1;
+    let keys = cache.newest(REFRESH_MAX);
+    let slots = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for key in keys {
+        let Ok(request) = key.request() else {
+            continue;
+        };
+        let app = app.clone();
+        let slots = Arc::clone(&slots);
+        tasks.spawn(async move {
+            let _slot = slots.acquire_owned().await;
+            match app.oneshot(request).await {
+                Ok(response) if response.status() == StatusCode::OK => true,
+                Ok(response) => {
+                    tracing::debug!(
+                        path = %key.path,
+                        status = response.status().as_u16(),
+                        "a cached answer could not be recomputed; it is dropped"
+                    );
+                    false
+                }
+                Err(never) => match never {},
+            }
+        });
+    }
+    let mut recomputed = 0;
+    while let Some(done) = tasks.join_next().await {
+        if done.unwrap_or(false) {
+            recomputed += 1;
+        }
+    }
+    let dropped = cache.drop_older_than(generation);
+    cache.refreshed.fetch_add(recomputed, Ordering::Relaxed);
+    if recomputed > 0 || dropped > 0 {
+        tracing::info!(
+            recomputed,
+            dropped,
+            "the data changed: cached answers recomputed"
+        );
+    } else {
+        tracing::debug!("the data may have changed; nothing was cached");
+    }
+}
+
+impl Key {
+    /// The `GET` request this key stands for, marked as a refresh.
+    fn request(&self) -> Result<Request, axum::http::Error> {
+        let mut uri = self.path.clone();
+        if !self.params.is_empty() {
+            let query = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(&self.params)
+                .finish();
+            uri.push('?');
+            uri.push_str(&query);
+        }
+        let mut builder = Request::builder().method(Method::GET).uri(uri);
+        if self.arrow {
+            builder = builder.header(header::ACCEPT, crate::encode::ARROW_STREAM);
+        }
+        let mut request = builder.body(Body::empty())?;
+        request.extensions_mut().insert(Refresh);
+        Ok(request)
     }
 }

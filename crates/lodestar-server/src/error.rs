@@ -82,6 +82,18 @@ impl ApiError {
 impl From<lodestar_core::Error> for ApiError {
     fn from(e: lodestar_core::Error) -> ApiError {
         use lodestar_core::Error as E;
+        if e.is_memory_exhausted() {
+            tracing::warn!(error = %e, "query stopped: over the per-query memory limit");
+            // `limits::limit` names the limit in the message.
+            return ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                MEMORY_LIMIT,
+                "the query needs more memory than one request may use",
+            )
+            .with_hint(
+                "ask for less (a shorter range, fewer dimensions), or raise --query-memory-limit",
+            );
+        }
         match e {
             E::Request { message, hint } => ApiError {
                 status: StatusCode::BAD_REQUEST,
@@ -113,8 +125,16 @@ impl From<lodestar_core::Error> for ApiError {
     }
 }
 
+/// The code of the answer to a query over its memory limit (507).
+pub const MEMORY_LIMIT: &str = "memory_limit";
+
+/// The `code` of an error answer, kept in the response's extensions for the middleware.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let code = ErrorCode(self.code);
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code,
@@ -122,6 +142,8 @@ impl IntoResponse for ApiError {
                 hint: self.hint.as_deref(),
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        response.extensions_mut().insert(code);
+        response
     }
 }

@@ -51,9 +51,12 @@ pub struct Settings {
     pub max_concurrent_queries: usize,
     /// How long a request may take before it is stopped with 504.
     pub query_timeout: std::time::Duration,
-    /// How often the data is checked for changes (cached answers are dropped when it changed);
-    /// also the `max-age` of answers.
+    /// How often the data is checked for changes (cached answers are recomputed when it
+    /// changed); also the `max-age` of answers.
     pub refresh_interval: std::time::Duration,
+    /// The memory one request's queries may hold (beyond it they spill to disk, or fail with
+    /// 507); `None`: the engine's memory limit shared evenly by the query slots.
+    pub query_memory_limit: Option<usize>,
 }
 
 impl Default for Settings {
@@ -65,6 +68,7 @@ impl Default for Settings {
             max_concurrent_queries: DEFAULT_MAX_CONCURRENT_QUERIES,
             query_timeout: DEFAULT_QUERY_TIMEOUT,
             refresh_interval: DEFAULT_REFRESH_INTERVAL,
+            query_memory_limit: None,
         }
     }
 }
@@ -75,6 +79,11 @@ pub const DEFAULT_MAX_CONCURRENT_QUERIES: usize = 16;
 pub const DEFAULT_REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 /// Default of [`Settings::query_timeout`].
 pub const DEFAULT_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The smallest default per-query memory limit, however many query slots share the engine's.
+const MIN_DEFAULT_QUERY_MEMORY: usize = 64 << 20;
+/// The per-query memory limit when the engine's own is unknown.
+const FALLBACK_QUERY_MEMORY: usize = 512 << 20;
 
 /// What every request handler shares: the engine over the loaded project.
 ///
@@ -91,12 +100,22 @@ struct Shared {
     settings: Settings,
     cache: Arc<cache::Cache>,
     metrics: metrics::Metrics,
+    /// The memory limit of each request's queries, in bytes.
+    query_memory: usize,
 }
 
 impl AppState {
     pub fn new(engine: Engine, settings: Settings) -> AppState {
+        let query_memory = settings.query_memory_limit.unwrap_or_else(|| {
+            engine
+                .memory_limit()
+                .map_or(FALLBACK_QUERY_MEMORY, |total| {
+                    (total / settings.max_concurrent_queries.max(1)).max(MIN_DEFAULT_QUERY_MEMORY)
+                })
+        });
         AppState {
             shared: Arc::new(Shared {
+                query_memory,
                 engine: RwLock::new(engine),
                 cache: Arc::new(cache::Cache::new(settings.refresh_interval)),
                 settings,
@@ -127,8 +146,20 @@ impl AppState {
         &self.shared.cache
     }
 
-    /// The engine of the current project.
+    /// The engine of the current project, for one request: its queries run in a memory pool
+    /// of their own, bounded by the per-query limit ([`AppState::query_memory_limit`]).
     pub fn engine(&self) -> Engine {
+        self.shared_engine()
+            .with_memory_limit(self.shared.query_memory)
+    }
+
+    /// The memory one request's queries may hold, in bytes.
+    pub fn query_memory_limit(&self) -> usize {
+        self.shared.query_memory
+    }
+
+    /// The engine of the current project, as loaded (for its project, not for queries).
+    pub(crate) fn shared_engine(&self) -> Engine {
         self.shared
             .engine
             .read()
@@ -174,20 +205,26 @@ impl Server {
         self.listener.local_addr().map_err(Error::Serve)
     }
 
-    /// Answers requests until `shutdown` completes, then stops accepting connections and
-    /// returns once the requests in flight are answered.
+    /// Answers requests until `shutdown` completes, then stops accepting connections (the
+    /// listening socket is closed: new connections are refused) and returns once the requests
+    /// in flight are answered. Idle keep-alive connections are closed.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let app = router(self.state.clone());
+        // A quarter of the query slots at most: requests keep the rest.
+        let refresh_concurrency = (self.state.settings().max_concurrent_queries / 4).max(1);
         let refresher = tokio::spawn(cache::refresh(
             Arc::clone(self.state.cache()),
             self.state.clone(),
+            app.clone(),
             self.state.settings().refresh_interval,
+            refresh_concurrency,
         ));
         let watcher = tokio::spawn(reload::watch(
             self.state.clone(),
             self.state.settings().refresh_interval,
             self.hangup,
         ));
-        let served = axum::serve(self.listener, router(self.state))
+        let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(Error::Serve);

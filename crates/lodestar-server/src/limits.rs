@@ -1,5 +1,6 @@
 //! Request ids, one log line per request, and the limits on queries: at most N at once (503
-//! with `Retry-After` beyond), and a time limit on each (504, the query cancelled).
+//! with `Retry-After` beyond), a time limit on each (504, the query cancelled), and the
+//! memory limit (507; the engine enforces it, this names it in the answer).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode, MEMORY_LIMIT};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -45,6 +46,7 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
         path = %request.uri().path(),
     );
     let started = Instant::now();
+    span.in_scope(|| tracing::debug!("received"));
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -59,6 +61,8 @@ pub struct Limits {
     permits: Arc<Semaphore>,
     max: usize,
     timeout: Duration,
+    /// The per-query memory limit, in bytes, to name in 507 answers.
+    memory: Option<usize>,
 }
 
 impl Limits {
@@ -67,8 +71,32 @@ impl Limits {
             permits: Arc::new(Semaphore::new(max_concurrent)),
             max: max_concurrent,
             timeout,
+            memory: None,
         }
     }
+
+    /// Names `bytes`, the per-query memory limit, in the answers to queries over it.
+    pub fn with_memory(mut self, bytes: usize) -> Limits {
+        self.memory = Some(bytes);
+        self
+    }
+}
+
+/// `512 MiB`, `1.5 GiB`, `900 KiB`.
+pub fn format_bytes(bytes: usize) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    let text = format!("{value:.1}");
+    let text = text.strip_suffix(".0").unwrap_or(&text);
+    format!("{text} {}", UNITS[unit])
 }
 
 /// Runs the request in a query slot, within the time limit.
@@ -90,7 +118,21 @@ pub async fn limit(State(limits): State<Limits>, request: Request, next: Next) -
         return response;
     };
     match tokio::time::timeout(limits.timeout, next.run(request)).await {
-        Ok(response) => response,
+        Ok(response) => match (response.extensions().get::<ErrorCode>(), limits.memory) {
+            (Some(ErrorCode(MEMORY_LIMIT)), Some(bytes)) => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                MEMORY_LIMIT,
+                format!(
+                    "the query needs more than {}, the memory one request may use",
+                    format_bytes(bytes)
+                ),
+            )
+            .with_hint(
+                "ask for less (a shorter range, fewer dimensions), or raise --query-memory-limit",
+            )
+            .into_response(),
+            _ => response,
+        },
         // Dropping the request's future cancels its query.
         Err(_) => {
             tracing::warn!(
@@ -149,6 +191,14 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         addr
+    }
+
+    #[test]
+    fn sizes_are_written_in_binary_units() {
+        assert_eq!(format_bytes(512 << 20), "512 MiB");
+        assert_eq!(format_bytes(1536 << 20), "1.5 GiB");
+        assert_eq!(format_bytes(100), "100 B");
+        assert_eq!(format_bytes(64 << 10), "64 KiB");
     }
 
     #[tokio::test]

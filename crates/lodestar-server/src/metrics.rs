@@ -64,6 +64,14 @@ pub async fn measure(State(state): State<AppState>, request: Request, next: Next
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let method = request.method().to_string();
+    if request
+        .extensions()
+        .get::<crate::cache::Refresh>()
+        .is_some()
+    {
+        // Counted as `lodestar_cache_refreshes_total`, not as a client's request.
+        return next.run(request).await;
+    }
     let started = Instant::now();
     let response = next.run(request).await;
     state.metrics().record(
@@ -139,6 +147,11 @@ pub async fn exposition(State(state): State<AppState>) -> Response {
         out,
         "# HELP lodestar_cache_misses_total API answers computed.\n# TYPE lodestar_cache_misses_total counter\nlodestar_cache_misses_total {}",
         cache.misses.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP lodestar_cache_refreshes_total Cached answers recomputed in the background after the data changed.\n# TYPE lodestar_cache_refreshes_total counter\nlodestar_cache_refreshes_total {}",
+        cache.refreshed.load(Ordering::Relaxed)
     );
     // The North Stars in their last complete period, as the tree computes them.
     let engine = state.engine();

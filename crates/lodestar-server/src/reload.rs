@@ -10,7 +10,7 @@ use crate::AppState;
 
 /// Loads the project file again and swaps the engine if it works.
 pub async fn reload(state: &AppState, why: &str) {
-    let path = state.engine().project().path.clone();
+    let path = state.shared_engine().project().path.clone();
     let opened = match config::load(&path) {
         Ok(project) => Engine::open(project).await,
         Err(e) => Err(e),
@@ -29,7 +29,7 @@ pub async fn reload(state: &AppState, why: &str) {
 }
 
 fn modified(state: &AppState) -> Option<SystemTime> {
-    std::fs::metadata(&state.engine().project().path)
+    std::fs::metadata(&state.shared_engine().project().path)
         .and_then(|m| m.modified())
         .ok()
 }
