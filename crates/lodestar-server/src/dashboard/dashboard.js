@@ -212,8 +212,11 @@ function treeItem(node) {
     li.append(el("span", { class: "numbers", "data-guardrail": g.metric },
       ` · guardrail ${g.metric} ${fmt(g.value)}${g.breached ? " (breached)" : ""}`));
   }
-  if (node.inputs.length) li.append(el("ul", {}, undefined));
-  if (node.inputs.length) li.lastChild.append(...node.inputs.map(treeItem));
+  if (node.inputs.length) {
+    const inputs = el("ul");
+    inputs.append(...node.inputs.map(treeItem));
+    li.append(inputs);
+  }
   return li;
 }
 
