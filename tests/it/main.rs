@@ -12,6 +12,7 @@
 mod amplitude;
 mod cases;
 mod cli;
+mod dashboard;
 mod discover;
 mod errors;
 mod plugins;

@@ -491,6 +491,12 @@ async fn discover(
     }
     request.window = parsed::<Span>(&mut params, "window")?;
     if let Some(k) = params.number("max_k")? {
+        let limit = lodestar_core::discovery::MAX_K_LIMIT;
+        if k == 0 || k > limit {
+            return Err(ApiError::bad_request(format!(
+                "parameter `max_k`: thresholds go from 1 to {limit}, not {k}"
+            )));
+        }
         request.max_k = k;
     }
     request.min_support = parsed::<MinSupport>(&mut params, "min_support")?;
