@@ -15,6 +15,7 @@
 mod amplitude;
 mod cases;
 mod cli;
+mod dashboard;
 mod discover;
 mod errors;
 mod files_partitions;

@@ -13,7 +13,7 @@ use lodestar_core::datafusion::arrow::datatypes::Float64Type;
 use lodestar_core::datafusion::arrow::ipc::reader::StreamReader;
 use serde_json::{Value, json};
 
-use crate::support::{Run, Scratch, lodestar_project, test_dir};
+use crate::support::{Run, Scratch, example_project, lodestar_project, test_dir};
 
 /// A running `lodestar serve`, stopped when dropped.
 pub(crate) struct Served {
@@ -22,7 +22,8 @@ pub(crate) struct Served {
     stderr: Arc<Mutex<String>>,
     /// The thread copying stderr into `stderr`; it ends when the server exits.
     drain: Option<std::thread::JoinHandle<()>>,
-    pub(crate) _project: Scratch,
+    /// The copy of the fixture served, removed when dropped; none for the example project.
+    _project: Option<Scratch>,
 }
 
 impl Served {
@@ -41,14 +42,30 @@ impl Served {
     ) -> Served {
         let project = Scratch::copy_of(&test_dir("fixtures").join(fixture));
         edit(&project.project());
-        Served::start_in(project, args, env)
+        let project_file = project.project();
+        Served::spawn(&project_file, Some(project), args, env)
+    }
+
+    /// Serves the example project (`examples/lodestar.yaml`) in place: it is only read.
+    pub(crate) fn example() -> Served {
+        Served::spawn(example_project(), None, &[], &[])
     }
 
     /// `lodestar --project <project>/lodestar.yaml serve --listen 127.0.0.1:0 ARGS`.
     pub(crate) fn start_in(project: Scratch, args: &[&str], env: &[(&str, &str)]) -> Served {
+        let project_file = project.project();
+        Served::spawn(&project_file, Some(project), args, env)
+    }
+
+    fn spawn(
+        project_file: &Path,
+        project: Option<Scratch>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Served {
         let mut serve = vec!["serve", "--listen", "127.0.0.1:0"];
         serve.extend_from_slice(args);
-        let mut command = lodestar_project(&project.project(), serve);
+        let mut command = lodestar_project(project_file, serve);
         command.env_remove("LODESTAR_READ_TOKENS");
         command.env_remove("LODESTAR_ADMIN_TOKENS");
         command.env_remove("LODESTAR_TOKENS_FILE");
@@ -116,6 +133,13 @@ impl Served {
         let response = self.get(target);
         assert_eq!(response.status, 200, "GET {target}\n{response}");
         response.json()
+    }
+
+    /// The copy of the fixture being served.
+    pub(crate) fn scratch(&self) -> &Scratch {
+        self._project
+            .as_ref()
+            .expect("this server serves a copy of a fixture")
     }
 
     pub(crate) fn log(&self) -> String {
@@ -354,7 +378,7 @@ fn series_match_the_hand_counts_and_the_cli() {
         ])
     );
     // The same question asked of the CLI, for a metric of every kind and a breakdown.
-    let project = server._project.project();
+    let project = server.scratch().project();
     for (metric, query, args) in [
         ("aov", "grain=week", vec!["aov", "--grain", "week"]),
         (
@@ -884,7 +908,7 @@ fn answers_are_cached_with_etags_until_the_data_changes() {
     assert_eq!(not_modified.status, 304, "{not_modified}");
     assert!(not_modified.body.is_empty());
     // A new paid order of 5 in the second week: revenue 90 -> 95 once the check sees it.
-    let orders = server._project.path().join("data/orders.csv");
+    let orders = server.scratch().path().join("data/orders.csv");
     let mut text = fs_err::read_to_string(&orders).unwrap();
     text.push_str("11,u8,2026-03-13T10:00:00,paid,5.0,DE\n");
     fs_err::write(&orders, text).unwrap();
@@ -945,7 +969,7 @@ fn prometheus_metrics_count_requests_cache_hits_and_show_the_north_star() {
 fn sighup_reloads_the_project_and_a_bad_file_keeps_the_old_one() {
     // A long refresh interval: only SIGHUP reloads here.
     let server = Served::start_with("shop", |_| {}, &["--refresh-interval", "3600"], &[]);
-    let project = server._project.project();
+    let project = server.scratch().project();
     let hangup = || {
         let status = std::process::Command::new("kill")
             .args(["-HUP", &server.child.id().to_string()])
@@ -1016,4 +1040,148 @@ fn logs_can_be_json_lines() {
     assert_eq!(record["fields"]["status"], 200, "{record}");
     assert_eq!(record["span"]["id"], "json-7", "{record}");
     assert_eq!(record["span"]["path"], "/api/v1/metrics", "{record}");
+}
+
+// ---------------------------------------------------------------- discover
+
+/// `GET /api/v1/discover` ranks the candidates as `lodestar discover --format json` does on
+/// the same project, with the CLI's options as parameters.
+#[test]
+fn discover_ranks_as_the_cli_does() {
+    let server = Served::example();
+    let api = server.json(
+        "/api/v1/discover?onboarded=app.users.signed_up_at&within=1d&retained=14d&window=7d&max_k=3&min_support=50",
+    );
+    let run = Run::of(&mut lodestar_project(
+        example_project(),
+        [
+            "discover",
+            "--onboarded",
+            "app.users.signed_up_at",
+            "--within",
+            "1d",
+            "--retained",
+            "14d",
+            "--window",
+            "7d",
+            "--max-k",
+            "3",
+            "--min-support",
+            "50",
+            "--format",
+            "json",
+        ],
+    ))
+    .success();
+    let cli: Value = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}\n{run}"));
+    let cli = cli.as_array().expect("a JSON array of candidates");
+    let candidates = api["candidates"].as_array().expect("candidates");
+    assert!(
+        candidates.len() >= 3,
+        "the example data has value moments to rank: {api}"
+    );
+    assert_eq!(candidates.len(), cli.len(), "as many candidates as the CLI");
+    for (rank, (a, c)) in candidates.iter().zip(cli).enumerate() {
+        for key in ["activity", "at_least", "doers", "users", "doers_retained"] {
+            assert_eq!(a[key], c[key], "candidate {}: {key}", rank + 1);
+        }
+        assert!(
+            (number(&a["phi"]) - number(&c["phi"])).abs() < 1e-12,
+            "candidate {}: phi {} against the CLI's {}",
+            rank + 1,
+            a["phi"],
+            c["phi"]
+        );
+    }
+    assert_eq!(api["window"], "7d");
+    assert_eq!(api["max_k"], 3);
+    assert_eq!(api["training"]["min_support"], 50);
+
+    // The same table as an Arrow stream.
+    let response = server.request(
+        "/api/v1/discover?onboarded=app.users.signed_up_at&window=7d&max_k=3&min_support=50",
+        &[("Accept", "application/vnd.apache.arrow.stream")],
+    );
+    assert_eq!(response.status, 200, "{response}");
+    let batches: Vec<RecordBatch> = StreamReader::try_new(response.body.as_slice(), None)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    assert_eq!(rows, cli.len());
+}
+
+#[test]
+fn discover_refuses_bad_parameters_naming_them() {
+    let server = Served::example();
+    for (query, expected) in [
+        ("", "parameter `onboarded` is required"),
+        (
+            "onboarded=app.users.signed_up_at&within=2x",
+            "parameter `within`: cannot read `2x` as a length of time",
+        ),
+        (
+            "onboarded=app.users.signed_up_at&min_support=lots",
+            "parameter `min_support`",
+        ),
+        (
+            "onboarded=app.users.signed_up_at&max_k=0",
+            "parameter `max_k`: thresholds go from 1 to 50, not 0",
+        ),
+        (
+            "onboarded=app.users.signed_up_at&within=20d",
+            "parameter `retained` must be at least parameter `within`",
+        ),
+        (
+            "onboarded=app.users.signed_up_at&where=1=1",
+            "unknown parameter `where`",
+        ),
+    ] {
+        let response = server.get(&format!("/api/v1/discover?{query}"));
+        assert_eq!(response.status, 400, "{query}: {response}");
+        let message = response.error_message();
+        assert!(
+            message.contains(expected),
+            "{query}: {message:?} does not say {expected:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------- dashboard
+
+/// The dashboard's page and assets hold no data: served without a token, with a
+/// Content-Security-Policy that allows this origin only. (tests/it/dashboard.rs runs it.)
+#[test]
+fn the_dashboard_is_served_without_a_token_and_locked_to_its_origin() {
+    let server = Served::start_with("shop", |_| {}, &[], &[("LODESTAR_READ_TOKENS", "r3ad")]);
+    assert_eq!(server.get("/api/v1/metrics").status, 401);
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/assets/dashboard.js", "text/javascript"),
+        ("/assets/dashboard.css", "text/css"),
+    ] {
+        let response = server.get(path);
+        assert_eq!(response.status, 200, "{path}: {response}");
+        assert!(
+            response
+                .header("content-type")
+                .unwrap_or_default()
+                .starts_with(kind),
+            "{path}: {response}"
+        );
+        let csp = response
+            .header("content-security-policy")
+            .unwrap_or_default();
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+            "{path}: {csp}"
+        );
+    }
+    let page = server.get("/").text();
+    assert!(page.contains("src=\"/assets/dashboard.js\""));
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "the page loads nothing from elsewhere"
+    );
+    assert_eq!(server.get("/assets/nothing.js").status, 404);
 }

@@ -212,7 +212,7 @@ fn run_phase(addr: SocketAddr, requests: Vec<(String, Expected, &'static str)>) 
 #[test]
 fn load_on_loopback_cached_and_cold_series_without_errors() {
     let server = Served::start_with("shop", |_| {}, &["--max-concurrent", "16"], &[]);
-    let csv = fs_err::read_to_string(server._project.path().join("data/orders.csv")).unwrap();
+    let csv = fs_err::read_to_string(server.scratch().path().join("data/orders.csv")).unwrap();
     let paid = Arc::new(paid_orders(&csv));
     let first = NaiveDate::from_ymd_opt(2026, 3, 2).unwrap();
     let last = NaiveDate::from_ymd_opt(2026, 3, 15).unwrap();

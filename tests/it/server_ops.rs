@@ -123,7 +123,7 @@ fn after_a_data_change_cached_answers_are_recomputed_in_the_background() {
     assert_eq!(second.header("x-cache"), Some("hit"), "{second}");
 
     // A new paid order of 5 in the second week: revenue 90 -> 95.
-    let orders = server._project.path().join("data/orders.csv");
+    let orders = server.scratch().path().join("data/orders.csv");
     let mut text = fs_err::read_to_string(&orders).unwrap();
     text.push_str("11,u8,2026-03-13T10:00:00,paid,5.0,DE\n");
     replace_file(&orders, &text);

@@ -6,6 +6,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Router, middleware};
+use lodestar_core::discovery::{DateRange, DiscoveryRequest, MinSupport, Onboarding, Span};
 use lodestar_core::model::{Grain, TableRef};
 use lodestar_core::periods;
 use lodestar_core::retention::{DayMode, EventSpec, Mode, RetentionRequest};
@@ -31,6 +32,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/tree", get(tree))
         .route("/api/v1/targets", get(targets))
         .route("/api/v1/retention", get(retention))
+        .route("/api/v1/discover", get(discover))
         .route("/api/v1/sql", post(sql))
         .route_layer(middleware::from_fn_with_state(
             Limits::new(
@@ -65,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .merge(api)
         .merge(scrape)
+        .merge(crate::dashboard::router())
         .fallback(not_found)
         .layer(middleware::from_fn(limits::observe));
     let router = match cors(&state.settings().cors_origins) {
@@ -185,7 +188,7 @@ fn json_only(headers: &HeaderMap) -> Result<(), ApiError> {
             "not_acceptable",
             "this endpoint answers in JSON only",
         )
-        .with_hint("Arrow is offered by series, tree, targets and retention")),
+        .with_hint("Arrow is offered by series, tree, targets, retention and discover")),
     }
 }
 
@@ -431,6 +434,108 @@ async fn retention(
         Format::Arrow => encode::arrow(&result.to_record_batch()?),
         Format::Json => encode::json(&wire::RetentionTable::from(&result)),
     }
+}
+
+const DISCOVER_PARAMS: &[&str] = &[
+    "onboarded",
+    "within",
+    "retained",
+    "window",
+    "activity",
+    "event_column",
+    "entity",
+    "max_k",
+    "min_support",
+    "from",
+    "to",
+    "validate_on",
+];
+
+/// `GET /api/v1/discover`: candidate value moments, as `lodestar discover` ranks them. The
+/// parameters are the CLI's options (`--max-k` is `max_k`), less `--where`: SQL is not on
+/// the read API.
+async fn discover(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Answer {
+    let engine = state.engine();
+    let mut params = Params::parse(query.as_deref(), DISCOVER_PARAMS);
+    let onboarded = params.required("onboarded")?;
+    let sources = engine.project().sources.keys().map(String::as_str);
+    let mut request = DiscoveryRequest::new(Onboarding::parse(&onboarded, sources));
+    if let Some(text) = params.one("activity")? {
+        let (table, time) = lodestar_core::discovery::parse_table_column(&text)
+            .map_err(|message| ApiError::bad_request(format!("parameter `activity`: {message}")))?;
+        request.activity = Some(table);
+        request.activity_time = time;
+    }
+    request.event_column = params.one("event_column")?;
+    request.entity = Some(
+        params
+            .one("entity")?
+            .unwrap_or_else(|| lodestar_core::discovery::DEFAULT_ENTITY.to_string()),
+    );
+    if let Some(span) = parsed::<Span>(&mut params, "within")? {
+        request.within = span;
+    }
+    if let Some(span) = parsed::<Span>(&mut params, "retained")? {
+        request.retained = span;
+    }
+    request.window = parsed::<Span>(&mut params, "window")?;
+    if let Some(k) = params.number("max_k")? {
+        let limit = lodestar_core::discovery::MAX_K_LIMIT;
+        if k == 0 || k > limit {
+            return Err(ApiError::bad_request(format!(
+                "parameter `max_k`: thresholds go from 1 to {limit}, not {k}"
+            )));
+        }
+        request.max_k = k;
+    }
+    request.min_support = parsed::<MinSupport>(&mut params, "min_support")?;
+    request.cohorts = DateRange {
+        from: params.date("from")?,
+        to: params.date("to")?,
+    };
+    if let (Some(from), Some(to)) = (request.cohorts.from, request.cohorts.to)
+        && from > to
+    {
+        return Err(ApiError::bad_request(format!(
+            "parameter `from` ({from}) is after parameter `to` ({to})"
+        )));
+    }
+    request.validate_on = parsed::<DateRange>(&mut params, "validate_on")?;
+    params.finish()?;
+    let discovery = engine.discover(&request).await.map_err(|e| {
+        // The core names the CLI's options; say them as this endpoint's parameters.
+        let mut error = ApiError::from(e);
+        for name in DISCOVER_PARAMS {
+            let flag = format!("--{}", name.replace('_', "-"));
+            let param = format!("parameter `{name}`");
+            error.message = error.message.replace(&flag, &param);
+            error.hint = error.hint.map(|h| h.replace(&flag, &param));
+        }
+        error
+    })?;
+    let batch = discovery.to_record_batch()?;
+    match Format::of(&headers) {
+        Format::Arrow => encode::arrow(&batch),
+        Format::Json => encode::json(&wire::Discovery::new(&discovery, encode::rows(&batch)?)),
+    }
+}
+
+/// A parameter read with the core's parser for it (spans, minimum support, date ranges).
+fn parsed<T: std::str::FromStr<Err = String>>(
+    params: &mut Params,
+    name: &str,
+) -> Result<Option<T>, ApiError> {
+    params
+        .one(name)?
+        .map(|text| {
+            text.parse::<T>()
+                .map_err(|message| ApiError::bad_request(format!("parameter `{name}`: {message}")))
+        })
+        .transpose()
 }
 
 /// `source.table.column`.

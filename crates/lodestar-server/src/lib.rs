@@ -9,6 +9,7 @@
 mod api;
 mod auth;
 mod cache;
+mod dashboard;
 mod encode;
 mod error;
 mod limits;

@@ -459,6 +459,81 @@ impl From<&Retention> for RetentionTable {
     }
 }
 
+/// `GET /api/v1/discover`.
+#[derive(Debug, Serialize)]
+pub struct Discovery {
+    /// What onboarding means, in words.
+    pub onboarded: String,
+    /// What retained means, in words.
+    pub retained: String,
+    /// The activity table and its columns, as used (defaults filled in).
+    pub activity: String,
+    pub activity_time: String,
+    pub event_column: String,
+    pub entity: String,
+    pub within: String,
+    pub retained_after: String,
+    pub window: Option<String>,
+    pub max_k: u32,
+    pub training: DiscoveryCohort,
+    pub validation: Option<DiscoveryCohort>,
+    /// Candidates with enough users in both groups, best first: the rows of
+    /// `lodestar discover --format json`.
+    pub candidates: Vec<Map<String, Value>>,
+    /// How many candidates had too few users to be ranked.
+    pub below_support: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DiscoveryCohort {
+    pub from: Option<Date>,
+    pub to: Option<Date>,
+    pub users: u64,
+    pub retained: u64,
+    pub retention: Option<f64>,
+    pub too_young: u64,
+    pub min_support: u64,
+}
+
+impl From<&lodestar_core::discovery::Cohort> for DiscoveryCohort {
+    fn from(c: &lodestar_core::discovery::Cohort) -> DiscoveryCohort {
+        DiscoveryCohort {
+            from: c.range.from.map(date),
+            to: c.range.to.map(date),
+            users: c.users,
+            retained: c.retained,
+            retention: finite(c.retention()),
+            too_young: c.too_young,
+            min_support: c.min_support,
+        }
+    }
+}
+
+impl Discovery {
+    pub fn new(
+        d: &lodestar_core::discovery::Discovery,
+        candidates: Vec<Map<String, Value>>,
+    ) -> Discovery {
+        let s = &d.setup;
+        Discovery {
+            onboarded: s.onboarding_text(),
+            retained: s.retention_text(),
+            activity: s.activity.to_string(),
+            activity_time: s.activity_time.clone(),
+            event_column: s.event_column.clone(),
+            entity: s.entity.clone(),
+            within: s.within.to_string(),
+            retained_after: s.retained.to_string(),
+            window: s.window.map(|w| w.to_string()),
+            max_k: s.max_k,
+            training: DiscoveryCohort::from(&d.training),
+            validation: d.validation.as_ref().map(DiscoveryCohort::from),
+            candidates,
+            below_support: d.below_support.len(),
+        }
+    }
+}
+
 /// `GET /healthz` and `GET /readyz`.
 #[derive(Debug, Serialize)]
 pub struct Health {
