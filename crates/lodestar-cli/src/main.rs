@@ -590,7 +590,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             progress.finish();
             let statuses = statuses?;
             match format {
-                Some(format) => output::write_batch(&lodestar_core::targets::to_record_batch(&statuses)?, format),
+                Some(format) => output::write_batch(
+                    &lodestar_core::targets::to_record_batch(&statuses)?,
+                    format,
+                ),
                 None => {
                     render::targets(&statuses);
                     Ok(())
