@@ -701,19 +701,7 @@ impl Engine {
                 (Some(rows), _) | (None, Some(rows)) => rows.schema(),
                 (None, None) => unreachable!("a scan is skipped only when the cache covers it"),
             };
-            let cached_rows = cached_rows
-                .map(|rows| {
-                    refresh::conform(&rows, &schema).map_err(|problem| {
-                        Error::request_hint(
-                            format!(
-                                "the cached values of metric `{}` cannot be used: {problem}",
-                                metric.name
-                            ),
-                            "run `lodestar cache clear`, or compute with --no-cache",
-                        )
-                    })
-                })
-                .transpose()?;
+            let cached_rows = conform_cached(cached_rows, &schema, &metric.name)?;
             let used = CacheUse {
                 metric: metric.name.clone(),
                 reused: cached_rows
@@ -868,19 +856,7 @@ impl Engine {
             (Some((rows, _, _)), _) | (None, Some(rows)) => rows.schema(),
             (None, None) => unreachable!("the window scan is skipped only when cached"),
         };
-        let cached_rows = cached_rows
-            .map(|rows| {
-                refresh::conform(&rows, &schema).map_err(|problem| {
-                    Error::request_hint(
-                        format!(
-                            "the cached values of metric `{}` cannot be used: {problem}",
-                            metric.name
-                        ),
-                        "run `lodestar cache clear`, or compute with --no-cache",
-                    )
-                })
-            })
-            .transpose()?;
+        let cached_rows = conform_cached(cached_rows, &schema, &metric.name)?;
         let fresh_rows = fresh.as_ref().map(|(rows, _, _)| rows.clone());
         let used = CacheUse {
             metric: metric.name.clone(),
@@ -1686,6 +1662,24 @@ fn finite_or_null(array: &ArrayRef) -> ArrayRef {
     let floats = array.as_primitive::<datafusion::arrow::datatypes::Float64Type>();
     let out: Float64Array = floats.iter().map(|v| v.filter(|x| x.is_finite())).collect();
     Arc::new(out)
+}
+
+/// Cached rows cast to the schema of freshly computed ones; an error naming the metric when
+/// they do not fit.
+fn conform_cached(
+    rows: Option<RecordBatch>,
+    schema: &SchemaRef,
+    metric: &str,
+) -> Result<Option<RecordBatch>> {
+    rows.map(|rows| {
+        refresh::conform(&rows, schema).map_err(|problem| {
+            Error::request_hint(
+                format!("the cached values of metric `{metric}` cannot be used: {problem}"),
+                "run `lodestar cache clear`, or compute with --no-cache",
+            )
+        })
+    })
+    .transpose()
 }
 
 #[cfg(test)]
