@@ -11,8 +11,8 @@ use std::path::Path;
 use crate::support::{Run, Scratch, Table, cell_matches, example_project, lodestar_project};
 
 /// Every metric of the example: simple (sums, counts, a distinct count), ratios, a derived
-/// metric, a running total and a trailing-window distinct count.
-const METRICS: [&str; 12] = [
+/// metric, a running total and a trailing-window distinct count; and a retention rate.
+const METRICS: [&str; 13] = [
     "nights_booked",
     "bookings",
     "nights_per_booking",
@@ -25,6 +25,7 @@ const METRICS: [&str; 12] = [
     "signups",
     "revenue",
     "revenue_per_night",
+    "d7_retention",
 ];
 
 /// A copy of the example project with its data and `cache:` settings.
@@ -33,6 +34,12 @@ fn cached_example() -> Scratch {
     let copy = Scratch::copy_of(example.parent().expect("the example has a directory"));
     let mut text = fs_err::read_to_string(copy.project()).unwrap();
     text.push_str("\ncache:\n  dir: .lodestar-cache\n  lookback: 3d\n");
+    // A retention metric too, which the example itself leaves to `lodestar retention`.
+    let text = text.replacen(
+        "\nmetrics:\n",
+        "\nmetrics:\n  d7_retention:\n    grain: week\n    retention: { cohort: app.users.signed_up_at, activity: app.events.event_time, entity: user_id, after: 7d, window: 7d }\n",
+        1,
+    );
     fs_err::write(copy.project(), text).unwrap();
     copy
 }
@@ -234,6 +241,21 @@ fn a_refresh_reads_only_the_periods_that_can_still_change() {
     );
     assert_eq!(value(&full, "2026-03-02", "active_users"), "0");
     assert_ne!(value(&before, "2026-03-02", "active_users"), "0");
+    // So do closed cohorts: the March cohorts' second weeks were in the removed partition.
+    let rate = |t: &Table, week: &str| -> f64 {
+        let text = value(t, week, "d7_retention");
+        text.parse()
+            .unwrap_or_else(|_| panic!("d7_retention of {week}: {text:?}"))
+    };
+    assert!(rate(&before, "2026-03-02") > 0.0);
+    assert_eq!(
+        rate(&cached, "2026-03-02"),
+        rate(&before, "2026-03-02"),
+        "a closed cohort was recomputed from the data"
+    );
+    assert_eq!(rate(&full, "2026-03-02"), 0.0);
+    // The last complete cohort is computed afresh either way.
+    assert_eq!(value(&cached, "2026-08-10", "d7_retention"), value(&full, "2026-08-10", "d7_retention"));
     // The week of 08-24 ends within the look-back: recomputed, with the late users.
     let late_week = |t: &Table| {
         value(t, "2026-08-24", "active_users")

@@ -79,7 +79,11 @@ fn run_tests() -> Result<()> {
 /// `target/<profile>/`, the directory of the `lodestar` binary, which is on the CLI's plugin
 /// search path; returns the packages built.
 pub fn plugins(release: bool) -> Result<Vec<String>> {
-    let packages = plugin_packages()?;
+    build_plugins(release, plugin_packages()?)
+}
+
+/// Builds the named plugin packages.
+fn build_plugins(release: bool, packages: Vec<String>) -> Result<Vec<String>> {
     let mut args: Vec<String> = vec!["build".into()];
     if release {
         args.push("--release".into());
@@ -107,7 +111,16 @@ pub fn bench(rest: &[String]) -> Result<()> {
         _ => (None, rest),
     };
     check_bench_flags(only, flags)?;
-    plugins(true)?;
+    // Only the plugins a chosen benchmark loads: a release plugin links all of DataFusion
+    // with LTO, which takes minutes each.
+    let needed: Vec<String> = [("ffi", "generate"), ("postgres", "postgres")]
+        .iter()
+        .filter(|(bench, _)| only.is_none_or(|b| b == *bench))
+        .map(|(_, plugin)| format!("lodestar-connector-{plugin}"))
+        .collect();
+    if !needed.is_empty() {
+        build_plugins(true, needed)?;
+    }
     let run = |bench: &str, args: &[String]| {
         let mut all: Vec<String> = ["run", "--release", "--package", "lodestar-bench", "--"]
             .iter()

@@ -142,6 +142,48 @@ struct Part {
     scanned: Option<Scanned>,
 }
 
+/// A series read through the result cache: what [`Engine::through_cache`] needs besides the
+/// computation itself.
+struct CachedSeries<'a> {
+    cache: &'a Cache,
+    /// The entry's key: a hash of everything the values depend on.
+    key: String,
+    metric: &'a Metric,
+    /// The request's dimensions: the entry's columns are `__period`, these, the metric.
+    dims: &'a [String],
+    /// The request's periods, `[from, to)`; `None`: unbounded.
+    range: (Option<NaiveDate>, Option<NaiveDate>),
+    /// The first period that may still change, given the data's last day.
+    cut_of: &'a dyn Fn(NaiveDate) -> NaiveDate,
+}
+
+/// The rows a series through the cache computed from the data.
+struct FreshRows {
+    /// `__period`, dimensions, the metric.
+    rows: RecordBatch,
+    /// The last local day of the data read.
+    last: Option<NaiveDate>,
+    scanned: Option<Scanned>,
+    /// How many periods were computed.
+    recomputed: usize,
+}
+
+impl FreshRows {
+    /// Splits the `__last` column (the last local day per group) off a query's rows.
+    fn split_last(rows: &RecordBatch, scanned: Option<Scanned>, recomputed: usize) -> Result<Self> {
+        let at = rows.schema().index_of(LAST)?;
+        let last = datafusion::arrow::compute::max(rows.column(at).as_primitive::<Date32Type>())
+            .map(from_days);
+        let columns: Vec<usize> = (0..at).collect();
+        Ok(FreshRows {
+            rows: rows.project(&columns)?,
+            last,
+            scanned,
+            recomputed,
+        })
+    }
+}
+
 const PERIOD: &str = "__period";
 const END: &str = "__end";
 /// With the cache: the last local day of the rows a scan read.
@@ -279,9 +321,20 @@ impl Engine {
                 parts.push(part);
             }
             if let MetricKind::Retention(r) = &metric.kind {
-                let part = self
-                    .run_retention_metric(metric, r, grain, (from_start, to_end), parts.len())
-                    .await?;
+                let range = (from_start, to_end);
+                let part = match &cache {
+                    Some(cache) => {
+                        let (part, used) = self
+                            .run_retention_cached(cache, metric, r, grain, range, parts.len())
+                            .await?;
+                        uses.push(used);
+                        part
+                    }
+                    None => {
+                        self.run_retention_metric(metric, r, grain, range, parts.len(), false)
+                            .await?
+                    }
+                };
                 series.insert((metric.name.clone(), grain), part.name.clone());
                 parts.push(part);
             }
@@ -798,34 +851,27 @@ impl Engine {
             &dims.join("\u{1f}"),
             &where_expr.map(ToString::to_string).unwrap_or_default(),
         ]);
-        let expected: Vec<String> = std::iter::once(PERIOD.to_string())
-            .chain(dims.iter().cloned())
-            .collect();
         let (lo, hi) = match (periods.first(), periods.last()) {
             (Some(first), Some(last)) => (Some(*first), Some(next_period(*last, grain))),
             _ => (None, None),
         };
-        let entry = cache
-            .load(&key, &metric.name)
-            .filter(|e| entry_fits(e, &expected, &metric.name))
-            .filter(|e| match (e.header.from, lo) {
-                (None, _) => true,
-                (Some(from), Some(lo)) => from <= lo,
-                (Some(_), None) => false,
-            });
-        let cut = entry.as_ref().map(|e| {
-            e.header
-                .cut
-                .min(cache.cut(e.header.last_day, grain, week_start))
-        });
-        let recompute: Vec<NaiveDate> = periods
-            .iter()
-            .filter(|p| cut.is_none_or(|cut| **p >= cut))
-            .copied()
-            .collect();
-        let fresh = if recompute.is_empty() && entry.is_some() {
-            None
-        } else {
+        let series = CachedSeries {
+            cache,
+            key,
+            metric,
+            dims,
+            range: (lo, hi),
+            cut_of: &|last_day: NaiveDate| cache.cut(last_day, grain, week_start),
+        };
+        self.through_cache(series, index, |cut| async move {
+            let recompute: Vec<NaiveDate> = periods
+                .iter()
+                .filter(|p| cut.is_none_or(|cut| **p >= cut))
+                .copied()
+                .collect();
+            if recompute.is_empty() && cut.is_some() {
+                return Ok(None);
+            }
             let part = self
                 .run_window_scan(
                     metric,
@@ -839,13 +885,116 @@ impl Engine {
                     true,
                 )
                 .await?;
-            let batch = concat_batches(&part.schema, &part.batches)?;
-            let last = batch.column_by_name(LAST).and_then(|c| {
-                datafusion::arrow::compute::max(c.as_primitive::<Date32Type>()).map(from_days)
-            });
-            let columns: Vec<usize> = (0..=dims.len() + 1).collect();
-            Some((batch.project(&columns)?, last, part.scanned))
+            let rows = concat_batches(&part.schema, &part.batches)?;
+            Ok(Some(FreshRows::split_last(
+                &rows,
+                part.scanned,
+                recompute.len(),
+            )?))
+        })
+        .await
+    }
+
+    /// A retention metric through the cache: a cohort period's rate is final once its last
+    /// member's window has ended more than the look-back before the data's last day, so those
+    /// come from the cache and only later cohorts are computed, reading activity from the first
+    /// of them plus `after`.
+    async fn run_retention_cached(
+        &self,
+        cache: &Cache,
+        metric: &Metric,
+        r: &RetentionMetric,
+        grain: Grain,
+        range: (Option<NaiveDate>, Option<NaiveDate>),
+        index: usize,
+    ) -> Result<(Part, CacheUse)> {
+        let project = self.project();
+        let week_start = project.week_start;
+        let (cohort_local, _) = self.local_time_of(&r.cohort, &r.cohort_time).await?;
+        let (activity_local, _) = self.local_time_of(&r.activity, &r.activity_time).await?;
+        let key = refresh::key(&[
+            "retention",
+            &metric.name,
+            &r.cohort.sql(),
+            &cohort_local,
+            &period_of(&cohort_local, grain, week_start),
+            &r.activity.sql(),
+            &activity_local,
+            &r.entity,
+            r.cohort_filter.as_deref().unwrap_or(""),
+            r.activity_filter.as_deref().unwrap_or(""),
+            &r.after_days.to_string(),
+            &r.window_days.to_string(),
+            &source_text(project, &r.cohort),
+            &source_text(project, &r.activity),
+        ]);
+        let reach = Days::new(u64::from(r.after_days + r.window_days));
+        let series = CachedSeries {
+            cache,
+            key,
+            metric,
+            dims: &[],
+            range,
+            cut_of: &|last_day: NaiveDate| cache.cut(last_day - reach, grain, week_start),
         };
+        self.through_cache(series, index, |cut| async move {
+            let lower = match (range.0, cut) {
+                (Some(lower), Some(cut)) => Some(lower.max(cut)),
+                (lower, cut) => lower.or(cut),
+            };
+            if let (Some(lower), Some(upper)) = (lower, range.1)
+                && lower >= upper
+                && cut.is_some()
+            {
+                return Ok(None);
+            }
+            let part = self
+                .run_retention_metric(metric, r, grain, (lower, range.1), index, true)
+                .await?;
+            let rows = concat_batches(&part.schema, &part.batches)?;
+            let recomputed = rows.num_rows();
+            Ok(Some(FreshRows::split_last(&rows, part.scanned, recomputed)?))
+        })
+        .await
+    }
+
+    /// A series through the cache: the periods before the entry's cut come from the cache, the
+    /// others from `compute` (given that cut, `None` without an entry; it returns `None` when
+    /// nothing is left to compute), and the entry is written back grown by the periods that
+    /// have closed since.
+    async fn through_cache<F, Fut>(
+        &self,
+        series: CachedSeries<'_>,
+        index: usize,
+        compute: F,
+    ) -> Result<(Part, CacheUse)>
+    where
+        F: FnOnce(Option<NaiveDate>) -> Fut,
+        Fut: std::future::Future<Output = Result<Option<FreshRows>>>,
+    {
+        let CachedSeries {
+            cache,
+            key,
+            metric,
+            dims,
+            range: (lo, hi),
+            cut_of,
+        } = series;
+        let expected: Vec<String> = std::iter::once(PERIOD.to_string())
+            .chain(dims.iter().cloned())
+            .collect();
+        let entry = cache
+            .load(&key, &metric.name)
+            .filter(|e| entry_fits(e, &expected, &metric.name))
+            .filter(|e| match (e.header.from, lo) {
+                (None, _) => true,
+                (Some(from), Some(lo)) => from <= lo,
+                (Some(_), None) => false,
+            });
+        let cut = entry
+            .as_ref()
+            .map(|e| e.header.cut.min(cut_of(e.header.last_day)));
+        let fresh = compute(cut).await?;
         let cached_rows = match (&entry, cut) {
             (Some(entry), Some(cut)) => Some(refresh::filter_periods(&entry.batch, |p| {
                 p < cut && lo.is_none_or(|lo| p >= lo) && hi.is_none_or(|hi| p < hi)
@@ -853,17 +1002,17 @@ impl Engine {
             _ => None,
         };
         let schema = match (&fresh, &cached_rows) {
-            (Some((rows, _, _)), _) | (None, Some(rows)) => rows.schema(),
-            (None, None) => unreachable!("the window scan is skipped only when cached"),
+            (Some(fresh), _) => fresh.rows.schema(),
+            (None, Some(rows)) => rows.schema(),
+            (None, None) => unreachable!("a series is computed unless the cache covers it"),
         };
         let cached_rows = conform_cached(cached_rows, &schema, &metric.name)?;
-        let fresh_rows = fresh.as_ref().map(|(rows, _, _)| rows.clone());
         let used = CacheUse {
             metric: metric.name.clone(),
             reused: cached_rows
                 .as_ref()
                 .map_or(0, |r| refresh::period_count(std::slice::from_ref(r))),
-            recomputed: recompute.len(),
+            recomputed: fresh.as_ref().map_or(0, |f| f.recomputed),
         };
         tracing::debug!(
             metric = %metric.name,
@@ -874,9 +1023,14 @@ impl Engine {
         let last_day = entry
             .as_ref()
             .map(|e| e.header.last_day)
-            .max(fresh.as_ref().and_then(|(_, last, _)| *last));
-        if let (Some(last_day), Some(fresh_rows), Some(hi)) = (last_day, &fresh_rows, hi) {
-            let new_cut = cache.cut(last_day, grain, week_start).min(hi);
+            .max(fresh.as_ref().and_then(|f| f.last));
+        let (fresh_rows, scanned) = match fresh {
+            Some(fresh) => (Some(fresh.rows), fresh.scanned),
+            None => (None, None),
+        };
+        if let (Some(last_day), Some(fresh_rows)) = (last_day, &fresh_rows) {
+            let new_cut = cut_of(last_day);
+            let new_cut = hi.map_or(new_cut, |hi| new_cut.min(hi));
             let (from, old) = match (&entry, cut) {
                 (Some(entry), Some(cut)) => {
                     let contiguous = lo.is_none_or(|lo| lo <= cut);
@@ -887,8 +1041,13 @@ impl Engine {
                         refresh::conform(&old, &schema).ok(),
                     )
                 }
+                // Without an entry, the computed rows cover the request's range, from the
+                // beginning of the data when it has no start.
                 _ => (
-                    lo.filter(|lo| new_cut > *lo).map(Some),
+                    match lo {
+                        None => Some(None),
+                        Some(lo) => (new_cut > lo).then_some(Some(lo)),
+                    },
                     Some(RecordBatch::new_empty(schema.clone())),
                 ),
             };
@@ -905,7 +1064,7 @@ impl Engine {
                 name: format!("p{index}"),
                 batches: rows,
                 schema,
-                scanned: fresh.and_then(|(_, _, scanned)| scanned),
+                scanned,
             },
             used,
         ))
@@ -1055,7 +1214,10 @@ impl Engine {
     /// A retention metric's series: per cohort period, the share of the cohort active again
     /// in its window, null while the cohort can still change. One query: each entity's first
     /// cohort time, whether it has activity in `[t0 + after, t0 + after + window)`, and the
-    /// activity table's last time as the data's end.
+    /// activity table's last time as the data's end. Cohorts from `lower` (inclusive) to
+    /// `upper` (exclusive) need only the activity from `lower + after` to `upper + after +
+    /// window`, so a partitioned activity table is read only there. With `for_cache`, the rows
+    /// also carry the data's last local day (`__last`).
     async fn run_retention_metric(
         &self,
         metric: &Metric,
@@ -1063,6 +1225,7 @@ impl Engine {
         grain: Grain,
         (lower, upper): (Option<NaiveDate>, Option<NaiveDate>),
         index: usize,
+        for_cache: bool,
     ) -> Result<Part> {
         let (cohort_local, _) = self.local_time_of(&r.cohort, &r.cohort_time).await?;
         let (activity_local, _) = self.local_time_of(&r.activity, &r.activity_time).await?;
@@ -1100,6 +1263,23 @@ impl Engine {
             Grain::Year => "1 year",
         };
         let in_range = time_range("t0", lower, upper);
+        // The activity a cohort in range can have in its window; the data's end is looked for
+        // from the same start (when it lies before, no cohort in range is complete either).
+        let from_day = |days: u32| move |d: NaiveDate| d + Days::new(u64::from(days));
+        let activity_range = time_range(
+            &activity_local,
+            lower.map(from_day(after)),
+            upper.map(from_day(reach)),
+        );
+        let end_range = time_range(&activity_local, lower.map(from_day(after)), None);
+        let and = |conditions: &[String]| -> String {
+            conditions.iter().map(|c| format!(" AND {c}")).collect()
+        };
+        let last = if for_cache {
+            format!(",\n  CAST(max(d.t_end) AS DATE) AS {}", quote_ident(LAST))
+        } else {
+            String::new()
+        };
         let sql = format!(
             "WITH cohort AS (
   SELECT {key} AS e, min({cohort_local}) AS t0 FROM {cohort_table}
@@ -1107,9 +1287,9 @@ impl Engine {
 ),
 activity AS (
   SELECT {key} AS e, {activity_local} AS t FROM {activity_table}
-  WHERE {entity} IS NOT NULL{activity_filter}
+  WHERE {entity} IS NOT NULL{activity_filter}{activity_range}
 ),
-data_end AS (SELECT max({activity_local}) AS t_end FROM {activity_table}),
+data_end AS (SELECT max({activity_local}) AS t_end FROM {activity_table}{end_range}),
 users AS (
   SELECT c.e, c.t0, {period} AS p, bool_or(a.t IS NOT NULL) AS retained
   FROM cohort c LEFT JOIN activity a
@@ -1120,13 +1300,15 @@ SELECT u.p AS {period_col},
   CASE WHEN max(u.t0) + INTERVAL '{reach} days' <= max(d.t_end)
         AND CAST(u.p AS TIMESTAMP) + INTERVAL '{length}' <= max(d.t_end)
     THEN CAST(count(*) FILTER (WHERE u.retained) AS DOUBLE) / CAST(count(*) AS DOUBLE)
-  END AS {name}
+  END AS {name}{last}
 FROM users u CROSS JOIN data_end d{where_range}
 GROUP BY u.p",
             cohort_table = r.cohort.sql(),
             activity_table = r.activity.sql(),
             cohort_filter = filter(&r.cohort_filter)?,
             activity_filter = filter(&r.activity_filter)?,
+            activity_range = and(&activity_range),
+            end_range = where_clause(&end_range),
             period_col = quote_ident(PERIOD),
             name = quote_ident(&metric.name),
             where_range = where_clause(
