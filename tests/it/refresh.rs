@@ -255,7 +255,10 @@ fn a_refresh_reads_only_the_periods_that_can_still_change() {
     );
     assert_eq!(rate(&full, "2026-03-02"), 0.0);
     // The last complete cohort is computed afresh either way.
-    assert_eq!(value(&cached, "2026-08-10", "d7_retention"), value(&full, "2026-08-10", "d7_retention"));
+    assert_eq!(
+        value(&cached, "2026-08-10", "d7_retention"),
+        value(&full, "2026-08-10", "d7_retention")
+    );
     // The week of 08-24 ends within the look-back: recomputed, with the late users.
     let late_week = |t: &Table| {
         value(t, "2026-08-24", "active_users")

@@ -953,7 +953,11 @@ impl Engine {
                 .await?;
             let rows = concat_batches(&part.schema, &part.batches)?;
             let recomputed = rows.num_rows();
-            Ok(Some(FreshRows::split_last(&rows, part.scanned, recomputed)?))
+            Ok(Some(FreshRows::split_last(
+                &rows,
+                part.scanned,
+                recomputed,
+            )?))
         })
         .await
     }
