@@ -154,7 +154,7 @@ struct CachedSeries<'a> {
     /// The request's periods, `[from, to)`; `None`: unbounded.
     range: (Option<NaiveDate>, Option<NaiveDate>),
     /// The first period that may still change, given the data's last day.
-    cut_of: &'a dyn Fn(NaiveDate) -> NaiveDate,
+    cut_of: &'a (dyn Fn(NaiveDate) -> NaiveDate + Sync),
 }
 
 /// The rows a series through the cache computed from the data.
