@@ -186,8 +186,12 @@ impl FreshRows {
 
 const PERIOD: &str = "__period";
 const END: &str = "__end";
+/// A trailing window's first instant, beside its period in the spine.
+const START: &str = "__start";
 /// With the cache: the last local day of the rows a scan read.
 const LAST: &str = "__last";
+/// The counted values of a distinct count, grouped before they are counted.
+const VALUE: &str = "__value";
 
 impl Engine {
     /// Computes the requested metrics.
@@ -225,7 +229,8 @@ impl Engine {
             .to
             .map(|d| next_period(period_start(d, grain, week_start), grain));
 
-        // Scans of simple metrics, fused per table, time column and grain.
+        // Scans of simple metrics, fused per table, time column and grain (distinct counts
+        // apart).
         let mut scans: Scans = IndexMap::new();
         for metric in &closure {
             match &metric.kind {
@@ -571,6 +576,42 @@ impl Engine {
             select.push(format!("{expr} AS {}", quote_ident(dim)));
             group_by.push(expr);
         }
+        let metrics = scan.metrics.iter().map(|(m, _)| m.name.clone()).collect();
+        if let [(metric, measure)] = scan.metrics.as_slice() {
+            let parsed = parse_fragment(&measure.measure)?;
+            if let Some(arg) = plan::distinct_count_arg(&parsed) {
+                // The values grouped per period (a grouping can spill), then counted.
+                select.push(format!("{arg} AS {}", quote_ident(VALUE)));
+                group_by.push(arg.to_string());
+                let mut outer: Vec<String> = [PERIOD]
+                    .into_iter()
+                    .chain(dims.iter().map(String::as_str))
+                    .map(quote_ident)
+                    .collect();
+                let keys = outer.join(", ");
+                outer.push(format!(
+                    "count({}) AS {}",
+                    quote_ident(VALUE),
+                    quote_ident(&metric.name)
+                ));
+                if for_cache {
+                    select.push(format!("max({local}) AS {}", quote_ident(LAST)));
+                    outer.push(format!("CAST(max({0}) AS DATE) AS {0}", quote_ident(LAST)));
+                }
+                let sql = format!(
+                    "SELECT {} FROM (SELECT {} FROM {}{} GROUP BY {}) AS v GROUP BY {keys}",
+                    outer.join(", "),
+                    select.join(", "),
+                    scan.table.sql(),
+                    where_clause(&conditions),
+                    group_by.join(", ")
+                );
+                let part = self
+                    .collect_part(sql, index, scan.table.to_string(), metrics)
+                    .await;
+                return bad_times(part, kind, metric, &scan.time);
+            }
+        }
         for ((metric, measure), filter) in scan.metrics.iter().zip(&filters) {
             let parsed = parse_fragment(&measure.measure)?;
             let expr = match filter {
@@ -600,7 +641,6 @@ impl Engine {
             where_clause(&conditions),
             group_by.join(", ")
         );
-        let metrics = scan.metrics.iter().map(|(m, _)| m.name.clone()).collect();
         let part = self
             .collect_part(sql, index, scan.table.to_string(), metrics)
             .await;
@@ -1089,37 +1129,48 @@ impl Engine {
         for_cache: bool,
     ) -> Result<Part> {
         let (local, kind) = self.local_time_of(&measure.table, &measure.time).await?;
+        // Each period's window is `[start, end)`, both literals in the spine: the join compares
+        // every row with every period, so nothing is computed per pair.
+        let bounds = |period: NaiveDate| {
+            let end = next_period(period, grain);
+            // Without a window the start is not compared; any valid timestamp does.
+            let start = window.map_or(period, |days| end - Days::new(u64::from(days)));
+            (start, end)
+        };
         let spine_rows = if periods.is_empty() {
             // No period to compute: keep the query valid, and let it return nothing.
+            let min = timestamp_literal(NaiveDate::MIN);
             format!(
-                "SELECT {} AS {}, {} AS {} WHERE false",
+                "SELECT {} AS {}, {min} AS {}, {min} AS {} WHERE false",
                 date_literal(NaiveDate::MIN),
                 quote_ident(PERIOD),
-                timestamp_literal(NaiveDate::MIN),
+                quote_ident(START),
                 quote_ident(END)
             )
         } else {
             let values: Vec<String> = periods
                 .iter()
                 .map(|p| {
+                    let (start, end) = bounds(*p);
                     format!(
-                        "({}, {})",
+                        "({}, {}, {})",
                         date_literal(*p),
-                        timestamp_literal(next_period(*p, grain))
+                        timestamp_literal(start),
+                        timestamp_literal(end)
                     )
                 })
                 .collect();
             format!(
-                "SELECT * FROM (VALUES {}) AS v({}, {})",
+                "SELECT * FROM (VALUES {}) AS v({}, {}, {})",
                 values.join(", "),
                 quote_ident(PERIOD),
+                quote_ident(START),
                 quote_ident(END)
             )
         };
-        let end = format!("s.{}", quote_ident(END));
-        let mut on = vec![format!("{local} < {end}")];
-        if let Some(days) = window {
-            on.push(format!("{local} >= {end} - INTERVAL '{days} days'"));
+        let mut on = vec![format!("{local} < s.{}", quote_ident(END))];
+        if window.is_some() {
+            on.push(format!("{local} >= s.{}", quote_ident(START)));
         }
         let lower = match (periods.first(), window) {
             (Some(first), Some(days)) => Some(*first - Days::new(u64::from(days))),
@@ -1284,10 +1335,16 @@ impl Engine {
         } else {
             String::new()
         };
+        // The window's bounds are computed once per cohort member: in the join's filter, an
+        // interval added to every candidate pair's timestamp costs more than the join itself.
         let sql = format!(
-            "WITH cohort AS (
+            "WITH first_seen AS (
   SELECT {key} AS e, min({cohort_local}) AS t0 FROM {cohort_table}
   WHERE {entity} IS NOT NULL{cohort_filter} GROUP BY {key}
+),
+cohort AS (
+  SELECT e, t0, t0 + INTERVAL '{after} days' AS w0, t0 + INTERVAL '{reach} days' AS w1
+  FROM first_seen
 ),
 activity AS (
   SELECT {key} AS e, {activity_local} AS t FROM {activity_table}
@@ -1297,7 +1354,7 @@ data_end AS (SELECT max({activity_local}) AS t_end FROM {activity_table}{end_ran
 users AS (
   SELECT c.e, c.t0, {period} AS p, bool_or(a.t IS NOT NULL) AS retained
   FROM cohort c LEFT JOIN activity a
-    ON a.e = c.e AND a.t >= c.t0 + INTERVAL '{after} days' AND a.t < c.t0 + INTERVAL '{reach} days'
+    ON a.e = c.e AND a.t >= c.w0 AND a.t < c.w1
   GROUP BY c.e, c.t0
 )
 SELECT u.p AS {period_col},
@@ -1424,7 +1481,9 @@ GROUP BY u.p",
     }
 }
 
-type Scans<'p> = IndexMap<(TableRef, String, Grain), Scan<'p>>;
+/// Keyed by table, time column, grain, and the metric for a distinct count (which gets a
+/// scan of its own, see [`plan::distinct_count_arg`]).
+type Scans<'p> = IndexMap<(TableRef, String, Grain, Option<String>), Scan<'p>>;
 
 /// Adds a metric to the scan of its table at `grain`, widening the scan's range if needed.
 fn add_to_scan<'p>(
@@ -1434,7 +1493,14 @@ fn add_to_scan<'p>(
     grain: Grain,
     lower: Option<NaiveDate>,
 ) {
-    let key = (measure.table.clone(), measure.time.clone(), grain);
+    let distinct =
+        plan::parse_expr(&measure.measure).is_ok_and(|e| plan::distinct_count_arg(&e).is_some());
+    let key = (
+        measure.table.clone(),
+        measure.time.clone(),
+        grain,
+        distinct.then(|| metric.name.clone()),
+    );
     let scan = scans.entry(key).or_insert_with(|| Scan {
         table: measure.table.clone(),
         time: measure.time.clone(),

@@ -1136,31 +1136,38 @@ impl Engine {
             ),
             None => format!("CASE WHEN {} THEN 'train' END", training.condition("t0")),
         };
+        // The windows' bounds are computed once per member (cohort `x`, `y0`, `y1`): added to
+        // `t0` in the join's filter, they would be computed for every activity row.
         let x = setup.within.interval();
         let y = setup.retained.interval();
-        let late = match setup.window {
-            Some(w) => format!(
-                "a.t >= c.t0 + {y} AND a.t < c.t0 + {}",
-                Span {
-                    seconds: setup.retained.seconds + w.seconds
-                }
-                .interval()
-            ),
-            None => format!("a.t >= c.t0 + {y}"),
+        let (late, late_end) = match setup.window {
+            Some(w) => {
+                let end = Span {
+                    seconds: setup.retained.seconds + w.seconds,
+                };
+                (
+                    "a.t >= c.y0 AND a.t < c.y1",
+                    format!("t0 + {}", end.interval()),
+                )
+            }
+            // Not compared.
+            None => ("a.t >= c.y0", "t0".to_string()),
         };
         // The onboarding event itself is not an activity; its repeats after it are.
         let early = match onboarding_event {
             Some(name) => format!(
-                "a.t < c.t0 + {x} AND ((a.kind IS DISTINCT FROM {0}) OR a.t > c.t0)",
+                "a.t < c.x AND ((a.kind IS DISTINCT FROM {0}) OR a.t > c.t0)",
                 string_literal(name)
             ),
-            None => format!("a.t < c.t0 + {x}"),
+            None => "a.t < c.x".to_string(),
         };
         let max_k = setup.max_k;
         Ok(format!(
             "WITH onboarded AS ({onboarded}),
 cohort AS (
-  SELECT e, t0, {part} AS part, t0 > {latest} AS young FROM onboarded
+  SELECT e, t0, t0 + {x} AS x, t0 + {y} AS y0, {late_end} AS y1,
+    {part} AS part, t0 > {latest} AS young
+  FROM onboarded
 ),
 activity AS (
   SELECT {activity_key} AS e, CAST({event} AS VARCHAR) AS kind, {local} AS t

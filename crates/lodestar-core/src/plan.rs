@@ -10,7 +10,8 @@ use chrono::{NaiveDate, Weekday};
 use chrono_tz::Tz;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, Expr, visit_expressions, visit_expressions_mut,
+    BinaryOperator, DuplicateTreatment, Expr, FunctionArg, FunctionArgExpr, FunctionArguments,
+    visit_expressions, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -136,6 +137,35 @@ pub(crate) fn filtered_measure(
     measure
 }
 
+/// The argument of a measure that is exactly `count(DISTINCT arg)`.
+///
+/// Such a measure is not fused with others: a distinct count keeps every value it has seen
+/// per period, so the engine computes it as a grouping by the value (which can spill) and
+/// counts the groups, the way DataFusion rewrites a query with a single distinct aggregate.
+pub(crate) fn distinct_count_arg(measure: &Expr) -> Option<&Expr> {
+    let Expr::Function(f) = measure else {
+        return None;
+    };
+    let plain = f.over.is_none()
+        && f.filter.is_none()
+        && f.within_group.is_empty()
+        && f.null_treatment.is_none()
+        && matches!(f.parameters, FunctionArguments::None);
+    if !plain || !f.name.to_string().eq_ignore_ascii_case("count") {
+        return None;
+    }
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    if list.duplicate_treatment != Some(DuplicateTreatment::Distinct) || !list.clauses.is_empty() {
+        return None;
+    }
+    match list.args.as_slice() {
+        [FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))] => Some(arg),
+        _ => None,
+    }
+}
+
 pub(crate) fn and(left: Expr, right: Expr) -> Expr {
     Expr::BinaryOp {
         left: Box::new(left),
@@ -194,6 +224,22 @@ mod tests {
             out.to_string(),
             "sum(amount) FILTER (WHERE (status = 'paid')) / count(*) FILTER (WHERE (status = 'paid'))"
         );
+    }
+
+    #[test]
+    fn only_a_bare_distinct_count_is_one() {
+        let arg = |sql: &str| {
+            distinct_count_arg(&parse_expr(sql).expect("parses")).map(ToString::to_string)
+        };
+        assert_eq!(arg("count(DISTINCT user_id)").as_deref(), Some("user_id"));
+        assert_eq!(
+            arg("COUNT(distinct lower(email))").as_deref(),
+            Some("lower(email)")
+        );
+        assert_eq!(arg("count(user_id)"), None);
+        assert_eq!(arg("count(DISTINCT user_id) * 2"), None);
+        assert_eq!(arg("count(DISTINCT user_id) FILTER (WHERE x > 1)"), None);
+        assert_eq!(arg("sum(DISTINCT amount)"), None);
     }
 
     #[test]
