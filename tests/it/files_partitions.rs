@@ -186,3 +186,95 @@ metrics:
     );
     assert!(run.stderr.contains("`ts`"), "{run}");
 }
+
+/// A distinct count over a time-partitioned table runs as one query per chunk of whole periods
+/// (`-v` logs each): the counts equal the rows' own, at every grain, and equal those of the
+/// same files read without `time_partition`, in one query. In another time zone, where time
+/// bounds do not prune partitions, it stays one query.
+#[test]
+fn distinct_counts_over_partitions_are_computed_chunk_by_chunk_with_the_same_numbers() {
+    let dir = tempfile::Builder::new()
+        .prefix("lodestar-files-partitions-")
+        .tempdir()
+        .unwrap();
+    for d in 0..365 {
+        write_day(&dir.path().join("lake"), d);
+    }
+    let project = |name: &str, zone: &str, partition: &str| {
+        let path = dir.path().join(name);
+        fs_err::write(
+            &path,
+            format!(
+                "\
+{zone}
+sources:
+  app:
+    connector: files
+    path: lake/
+{partition}
+metrics:
+  events: {{ table: app.events, time: event_time, measure: count(*) }}
+  users: {{ table: app.events, time: event_time, measure: count(distinct user_id) }}
+"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let partition = "    time_partition: { column: dt, time: event_time }";
+    let partitioned = project("partitioned.yaml", "", partition);
+    let plain = project("plain.yaml", "", "");
+    let paris = project("paris.yaml", "timezone: Europe/Paris", partition);
+    let compute = |project: &Path, grain: &str| {
+        let run = Run::of(&mut lodestar_project(
+            project,
+            [
+                "-v", "compute", "events", "users", "--grain", grain, "--format", "csv",
+            ],
+        ))
+        .success();
+        let queries = run
+            .stderr
+            .lines()
+            .filter(|l| l.contains("scan") && l.contains("__value"))
+            .count();
+        (run, queries)
+    };
+    for grain in ["day", "week", "month"] {
+        let (chunked, queries) = compute(&partitioned, grain);
+        assert!(queries > 1, "{grain}: one query per chunk\n{chunked}");
+        let (whole, queries) = compute(&plain, grain);
+        assert_eq!(
+            queries, 1,
+            "{grain}: without partitions, one query\n{whole}"
+        );
+        assert_eq!(chunked.stdout, whole.stdout, "{grain}\n{chunked}\n{whole}");
+    }
+    let (run, queries) = compute(&paris, "week");
+    assert_eq!(queries, 1, "no pruning, no chunks\n{run}");
+
+    // Week by week, as counted from the rows (the year starts on a Wednesday: its first
+    // week is Monday Dec 30th's, and its last Monday Dec 29th's).
+    let (run, _) = compute(&partitioned, "week");
+    let table = Table::parse(&run.stdout).unwrap();
+    assert_eq!(table.rows.len(), 53, "{run}");
+    let first_monday = NaiveDate::from_ymd_opt(2024, 12, 30).unwrap();
+    for (week, row) in table.rows.iter().enumerate() {
+        let start = first_monday + Days::new(7 * week as u64);
+        let rows: Vec<_> = (0..7)
+            .map(|i| (start + Days::new(i) - jan_1()).num_days())
+            .filter(|d| (0..365).contains(d))
+            .flat_map(|d| day_events(d as u64))
+            .collect();
+        let users: std::collections::BTreeSet<i64> = rows.iter().map(|r| r.1).collect();
+        let expected = [
+            start.to_string(),
+            rows.len().to_string(),
+            users.len().to_string(),
+        ];
+        assert!(
+            expected.iter().zip(row).all(|(e, a)| cell_matches(e, a)),
+            "week {week}: expected {expected:?}, got {row:?}\n{run}"
+        );
+    }
+}

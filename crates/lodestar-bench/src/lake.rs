@@ -3,7 +3,8 @@
 //! SQL (`lake/duckdb_bench.py`), on the same files with the same thread count and memory limit.
 //!
 //! Three variants, over the whole year and over its last four weeks, at week grain:
-//! - Lodestar: every metric in one request (one scan per table, partitions pruned);
+//! - Lodestar: every metric in one request (metrics of a table share a scan, distinct counts
+//!   apart; partitions pruned);
 //! - Lodestar without scan fusion: one request per metric;
 //! - DuckDB: one query per metric.
 //!

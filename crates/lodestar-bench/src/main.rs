@@ -18,6 +18,11 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+/// The allocator of the `lodestar` binary (the CLI and the server), so that the bench measures
+/// what users run.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "\
 usage: lodestar-bench ffi [--rows N] [--runs N]
        lodestar-bench tree [--project PATH] [--runs N]

@@ -22,6 +22,11 @@ use lodestar_core::{Compare, Engine, MetricRequest, SegmentRequest, TreeRequest,
 
 use crate::output::Format;
 
+/// mimalloc rather than glibc's malloc: DataFusion's many short-lived buffers fragment glibc's
+/// arenas, and its trimming returns pages only to fault them in again (docs/performance.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const EXAMPLES: &str = "\
 Examples:
   lodestar validate

@@ -192,6 +192,9 @@ const START: &str = "__start";
 const LAST: &str = "__last";
 /// The counted values of a distinct count, grouped before they are counted.
 const VALUE: &str = "__value";
+/// The least span of a distinct count's chunk over a time-partitioned table, in days: two
+/// weeks at day or week grain, one period at coarser grains (see `Engine::distinct_chunks`).
+const CHUNK_DAYS: i64 = 14;
 
 impl Engine {
     /// Computes the requested metrics.
@@ -554,8 +557,9 @@ impl Engine {
             .map(|(_, m)| m.filter.as_deref().map(parse_fragment).transpose())
             .collect::<Result<_>>()?;
         let shared = filters.iter().all(|f| f.is_some() && *f == filters[0]);
-        let mut conditions = time_range(&local, lower, upper);
-        conditions.extend(where_expr.map(|e| format!("({e})")));
+        // The conditions besides the time range.
+        let mut conditions: Vec<String> =
+            where_expr.map(|e| format!("({e})")).into_iter().collect();
         if shared {
             conditions.push(format!("({})", filters[0].as_ref().expect("shared filter")));
         } else if filters.iter().all(Option::is_some) {
@@ -598,16 +602,24 @@ impl Engine {
                     select.push(format!("max({local}) AS {}", quote_ident(LAST)));
                     outer.push(format!("CAST(max({0}) AS DATE) AS {0}", quote_ident(LAST)));
                 }
-                let sql = format!(
-                    "SELECT {} FROM (SELECT {} FROM {}{} GROUP BY {}) AS v GROUP BY {keys}",
-                    outer.join(", "),
-                    select.join(", "),
-                    scan.table.sql(),
-                    where_clause(&conditions),
-                    group_by.join(", ")
-                );
+                let chunks = self.distinct_chunks(scan, kind, lower, upper).await?;
+                let queries = chunks
+                    .into_iter()
+                    .map(|(lower, upper)| {
+                        let mut range = time_range(&local, lower, upper);
+                        range.extend(conditions.iter().cloned());
+                        format!(
+                            "SELECT {} FROM (SELECT {} FROM {}{} GROUP BY {}) AS v GROUP BY {keys}",
+                            outer.join(", "),
+                            select.join(", "),
+                            scan.table.sql(),
+                            where_clause(&range),
+                            group_by.join(", ")
+                        )
+                    })
+                    .collect();
                 let part = self
-                    .collect_part(sql, index, scan.table.to_string(), metrics)
+                    .collect_chunks(queries, index, scan.table.to_string(), metrics)
                     .await;
                 return bad_times(part, kind, metric, &scan.time);
             }
@@ -634,11 +646,13 @@ impl Engine {
                 }
             }
         }
+        let mut range = time_range(&local, lower, upper);
+        range.extend(conditions);
         let sql = format!(
             "SELECT {} FROM {}{} GROUP BY {}",
             select.join(", "),
             scan.table.sql(),
-            where_clause(&conditions),
+            where_clause(&range),
             group_by.join(", ")
         );
         let part = self
@@ -1388,6 +1402,67 @@ GROUP BY u.p",
         .await
     }
 
+    /// The time ranges a distinct count is computed in, one query each: the whole range,
+    /// unless the table's files are partitioned by the scan's time column and its time bounds
+    /// prune them (a date or a zoneless timestamp, in a UTC project). Then it is cut
+    /// into chunks of whole periods spanning at least [`CHUNK_DAYS`] (partition-wise
+    /// aggregation, as PostgreSQL's): each query reads only its chunk's partitions, and its
+    /// grouping holds one chunk's (period, value) pairs rather than the whole range's, which
+    /// at a hundred million rows is the difference between a hash table in memory and one that
+    /// spills. Cuts fall on period starts, so no period is split between two queries; an open
+    /// end of the range stays open in its chunk.
+    async fn distinct_chunks(
+        &self,
+        scan: &Scan<'_>,
+        kind: TimeKind,
+        lower: Option<NaiveDate>,
+        upper: Option<NaiveDate>,
+    ) -> Result<Vec<(Option<NaiveDate>, Option<NaiveDate>)>> {
+        let whole = vec![(lower, upper)];
+        // Only where a time bound prunes partitions: on the column itself, not on its
+        // conversion to another zone (see connect/partition.rs).
+        let prunes = match kind {
+            TimeKind::Date => true,
+            TimeKind::Naive => self.project().timezone == chrono_tz::Tz::UTC,
+            TimeKind::Zoned | TimeKind::Text => false,
+        };
+        if !prunes || !partitioned_by(self.project(), &scan.table, &scan.time) {
+            return Ok(whole);
+        }
+        let (first, end) = match (lower, upper) {
+            (Some(lower), Some(upper)) => (lower, upper),
+            _ => {
+                // The column's own dates (a local date is at most a day off its UTC date):
+                // Parquet statistics answer this without reading the rows.
+                let column = quote_ident(&scan.time);
+                let Some((min, max)) = self.bounds_query(&scan.table, &column, &[]).await? else {
+                    return Ok(whole);
+                };
+                (
+                    lower.unwrap_or(min - Days::new(1)),
+                    upper.unwrap_or(max + Days::new(2)),
+                )
+            }
+        };
+        let grain = scan.grain;
+        let mut cuts = Vec::new();
+        let mut start = period_start(first, grain, self.project().week_start);
+        loop {
+            let mut cut = next_period(start, grain);
+            while (cut - start).num_days() < CHUNK_DAYS {
+                cut = next_period(cut, grain);
+            }
+            if cut >= end {
+                break;
+            }
+            cuts.push(cut);
+            start = cut;
+        }
+        let starts = std::iter::once(lower).chain(cuts.iter().copied().map(Some));
+        let ends = cuts.iter().copied().map(Some).chain(std::iter::once(upper));
+        Ok(starts.zip(ends).collect())
+    }
+
     /// The first and last local dates of a measure's rows.
     pub(crate) async fn data_bounds(
         &self,
@@ -1399,7 +1474,7 @@ GROUP BY u.p",
             where_expr.map(|e| format!("({e})")).into_iter().collect();
         conditions.extend(measure.filter.as_ref().map(|f| format!("({f})")));
         let Some(cache) = self.cache() else {
-            return self.bounds_query(measure, &local, &conditions).await;
+            return self.bounds_query(&measure.table, &local, &conditions).await;
         };
         // With the cache, only the rows since the last known day minus the look-back are
         // read: the data's first day is kept, its last day moves forward.
@@ -1415,7 +1490,7 @@ GROUP BY u.p",
             let since = known.last - Days::new(u64::from(cache.lookback()));
             let mut recent = conditions.clone();
             recent.push(format!("{local} >= {}", timestamp_literal(since)));
-            if let Some((first, last)) = self.bounds_query(measure, &local, &recent).await? {
+            if let Some((first, last)) = self.bounds_query(&measure.table, &local, &recent).await? {
                 let bounds = (known.first.min(first), last);
                 if bounds != (known.first, known.last) {
                     cache.store_bounds(&key, bounds.0, bounds.1);
@@ -1428,23 +1503,26 @@ GROUP BY u.p",
                 known.last
             );
         }
-        let found = self.bounds_query(measure, &local, &conditions).await?;
+        let found = self
+            .bounds_query(&measure.table, &local, &conditions)
+            .await?;
         if let Some((first, last)) = found {
             cache.store_bounds(&key, first, last);
         }
         Ok(found)
     }
 
-    /// The first and last local dates of the rows of `measure`'s table that meet `conditions`.
+    /// The first and last dates of `time` (an expression) in the rows of `table` that meet
+    /// `conditions`.
     async fn bounds_query(
         &self,
-        measure: &Measure,
-        local: &str,
+        table: &TableRef,
+        time: &str,
         conditions: &[String],
     ) -> Result<Option<(NaiveDate, NaiveDate)>> {
         let sql = format!(
-            "SELECT CAST(min({local}) AS DATE), CAST(max({local}) AS DATE) FROM {}{}",
-            measure.table.sql(),
+            "SELECT CAST(min({time}) AS DATE), CAST(max({time}) AS DATE) FROM {}{}",
+            table.sql(),
             where_clause(conditions)
         );
         let batches = self.plan(&sql).await?.collect().await?;
@@ -1464,10 +1542,27 @@ GROUP BY u.p",
         table: String,
         metrics: Vec<String>,
     ) -> Result<Part> {
-        tracing::debug!(%sql, "scan");
-        let df = self.plan(&sql).await?;
-        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await?;
+        self.collect_chunks(vec![sql], index, table, metrics).await
+    }
+
+    /// One part from the rows of several queries of the same columns, run one after another.
+    async fn collect_chunks(
+        &self,
+        queries: Vec<String>,
+        index: usize,
+        table: String,
+        metrics: Vec<String>,
+    ) -> Result<Part> {
+        let mut schema: Option<SchemaRef> = None;
+        let mut batches = Vec::new();
+        for sql in &queries {
+            tracing::debug!(%sql, "scan");
+            let df = self.plan(sql).await?;
+            schema.get_or_insert_with(|| Arc::new(df.schema().as_arrow().clone()));
+            batches.extend(df.collect().await?);
+        }
+        let schema = schema.expect("at least one query");
+        let sql = queries.join(";\n");
         Ok(Part {
             name: format!("p{index}"),
             batches,
@@ -1512,6 +1607,29 @@ fn add_to_scan<'p>(
     if !scan.metrics.iter().any(|(m, _)| m.name == metric.name) {
         scan.metrics.push((metric, measure));
     }
+}
+
+/// Whether `table`'s files are partitioned by the date of `time`: the `time_partition`
+/// option (`{ column: dt, time: event_time }`, `time` one column or a list) of the `files`
+/// and `s3` connectors, given for the source or, with `s3`, for the table under `tables:`.
+/// A plugin that prunes partitions the same way declares the same option.
+fn partitioned_by(project: &Project, table: &TableRef, time: &str) -> bool {
+    let Some(source) = project.sources.get(&table.source) else {
+        return false;
+    };
+    let names_time = |option: Option<&serde_json::Value>| match option.and_then(|o| o.get("time")) {
+        Some(serde_json::Value::String(t)) => t == time,
+        Some(serde_json::Value::Array(items)) => items.iter().any(|t| t.as_str() == Some(time)),
+        _ => false,
+    };
+    names_time(source.options.get("time_partition"))
+        || names_time(
+            source
+                .options
+                .get("tables")
+                .and_then(|tables| tables.get(&table.table))
+                .and_then(|t| t.get("time_partition")),
+        )
 }
 
 /// A scan that failed on a text time value is a data problem the user can fix: say so.
