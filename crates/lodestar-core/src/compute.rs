@@ -1421,11 +1421,7 @@ GROUP BY u.p",
         let whole = vec![(lower, upper)];
         // Only where a time bound prunes partitions: on the column itself, not on its
         // conversion to another zone (see connect/partition.rs).
-        let prunes = match kind {
-            TimeKind::Date => true,
-            TimeKind::Naive => self.project().timezone == chrono_tz::Tz::UTC,
-            TimeKind::Zoned | TimeKind::Text => false,
-        };
+        let prunes = plan::local_time_is_column(kind, self.project().timezone);
         if !prunes || !partitioned_by(self.project(), &scan.table, &scan.time) {
             return Ok(whole);
         }

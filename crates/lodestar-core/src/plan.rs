@@ -69,6 +69,17 @@ pub(crate) fn local_time(column: &str, kind: TimeKind, tz: Tz) -> String {
     )
 }
 
+/// Whether [`local_time`] leaves the column as it is (at most cast), so that a bound on the
+/// local time is a bound on the column, which a source can prune date partitions by. Text is
+/// left out: its min and max are by text, not by time.
+pub(crate) fn local_time_is_column(kind: TimeKind, tz: Tz) -> bool {
+    match kind {
+        TimeKind::Date => true,
+        TimeKind::Naive => tz == Tz::UTC,
+        TimeKind::Zoned | TimeKind::Text => false,
+    }
+}
+
 fn zoned_type(tz: Tz) -> String {
     format!("Timestamp(Nanosecond, Some(\"{}\"))", tz.name())
 }
