@@ -1,7 +1,8 @@
 //! `lodestar-bench ffi`: what the plugin boundary costs. The same table provider (the
-//! `generate` connector's) is queried natively, linked into this binary, and through its plugin
-//! library loaded by the real host code; the query is scan-heavy (every row crosses the
-//! boundary). Runs alternate between the two, and medians are compared.
+//! `generate` connector's, crate lodestar-generate) is queried natively, linked into this
+//! binary, and through its plugin library loaded by the real host code; the query is
+//! scan-heavy (every row crosses the boundary). Runs alternate between the two, and medians
+//! are compared. Both sides allocate with mimalloc: this binary and the plugin each declare it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,10 +11,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use datafusion_ffi::proto::logical_extension_codec::FFI_LogicalExtensionCodec;
 use lodestar_connector_api::host;
-use lodestar_connector_generate::{GenerateSchema, Settings};
 use lodestar_core::datafusion::catalog::SchemaProvider;
 use lodestar_core::datafusion::execution::TaskContextProvider;
 use lodestar_core::datafusion::prelude::SessionContext;
+use lodestar_generate::{GenerateSchema, Settings};
 
 use crate::median;
 

@@ -31,6 +31,10 @@ usage: lodestar-bench ffi [--rows N] [--runs N]
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}{}", lake::USAGE);
+        return Ok(());
+    }
     // `lake` runs its variants in child processes, each with its own runtime.
     match args.first().map(String::as_str) {
         Some("lake") => return lake::run(&args[1..]),

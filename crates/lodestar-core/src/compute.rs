@@ -18,6 +18,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::ast::{Expr, visit_expressions_mut};
 use indexmap::IndexMap;
 
+use crate::connect::TimePartition;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::model::{
@@ -1613,19 +1614,16 @@ fn partitioned_by(project: &Project, table: &TableRef, time: &str) -> bool {
     let Some(source) = project.sources.get(&table.source) else {
         return false;
     };
-    let names_time = |option: Option<&serde_json::Value>| match option.and_then(|o| o.get("time")) {
-        Some(serde_json::Value::String(t)) => t == time,
-        Some(serde_json::Value::Array(items)) => items.iter().any(|t| t.as_str() == Some(time)),
-        _ => false,
-    };
-    names_time(source.options.get("time_partition"))
-        || names_time(
-            source
-                .options
-                .get("tables")
-                .and_then(|tables| tables.get(&table.table))
-                .and_then(|t| t.get("time_partition")),
-        )
+    let table_option = source
+        .options
+        .get("tables")
+        .and_then(|tables| tables.get(&table.table))
+        .and_then(|t| t.get("time_partition"));
+    [source.options.get("time_partition"), table_option]
+        .into_iter()
+        .flatten()
+        .filter_map(TimePartition::parse)
+        .any(|tp| tp.time.iter().any(|t| t == time))
 }
 
 /// A scan that failed on a text time value is a data problem the user can fix: say so.

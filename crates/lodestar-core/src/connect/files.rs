@@ -23,7 +23,7 @@ use datafusion::datasource::listing::{
 };
 use datafusion::prelude::SessionContext;
 
-use super::partition::TimePartitioned;
+use super::partition::{TimePartition, TimePartitioned};
 use super::{check_known_options, option_error, string_option};
 use crate::error::{Error, Result};
 use crate::model::SourceDef;
@@ -37,45 +37,18 @@ pub const OPTIONS: &[&str] = &[
     "time_partition",
 ];
 
-/// The `time_partition` option: the date partition column, and the time columns it may cut
-/// (each table uses the first of them it has).
-#[derive(Debug)]
-struct TimePartition {
-    column: String,
-    time: Vec<String>,
-}
-
 fn time_partition_option(source: &SourceDef) -> Result<Option<TimePartition>> {
     let Some(value) = source.options.get("time_partition") else {
         return Ok(None);
     };
-    let bad = || {
+    TimePartition::parse(value).map(Some).ok_or_else(|| {
         option_error(
             source,
             format!(
                 "`time_partition` must be {{ column: dt, time: event_time }} (`time` may list several columns, one per table), not {value}"
             ),
         )
-    };
-    let column = value
-        .get("column")
-        .and_then(serde_json::Value::as_str)
-        .ok_or_else(bad)?;
-    let time = match value.get("time") {
-        Some(serde_json::Value::String(t)) => vec![t.clone()],
-        Some(serde_json::Value::Array(items)) => items
-            .iter()
-            .map(|t| t.as_str().map(str::to_string).ok_or_else(bad))
-            .collect::<Result<Vec<_>>>()?,
-        _ => return Err(bad()),
-    };
-    if time.is_empty() || value.as_object().is_some_and(|o| o.len() != 2) {
-        return Err(bad());
-    }
-    Ok(Some(TimePartition {
-        column: column.to_string(),
-        time,
-    }))
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

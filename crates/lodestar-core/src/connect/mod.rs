@@ -21,6 +21,7 @@ pub const BUILT_IN: &[&str] = &["files"];
 
 /// Options of the built-in `files` connector.
 pub use files::OPTIONS as FILES_OPTIONS;
+pub(crate) use partition::TimePartition;
 
 /// Registers the source's tables as schema `source.name` of the context's default catalog.
 /// `project_root` is where the project file is: relative paths and the `plugins/` directory

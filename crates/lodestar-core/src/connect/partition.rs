@@ -41,6 +41,33 @@ use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
+/// The `time_partition` option, `{ column: dt, time: event_time }`: the date partition column,
+/// and the time columns it may cut (`time` is one column or a list; each table uses the first
+/// of them it has). The `files` connector's, and the shape plugins that prune date partitions
+/// declare too (`s3`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TimePartition {
+    pub column: String,
+    pub time: Vec<String>,
+}
+
+impl TimePartition {
+    /// Reads the option's value; `None` if it does not have that shape.
+    pub(crate) fn parse(value: &serde_json::Value) -> Option<TimePartition> {
+        let object = value.as_object().filter(|o| o.len() == 2)?;
+        let column = object.get("column")?.as_str()?.to_string();
+        let time = match object.get("time")? {
+            serde_json::Value::String(t) => vec![t.clone()],
+            serde_json::Value::Array(items) => items
+                .iter()
+                .map(|t| t.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()?,
+            _ => return None,
+        };
+        (!time.is_empty()).then_some(TimePartition { column, time })
+    }
+}
+
 /// A listing table whose `column` partition holds the UTC date of its rows' `time`.
 #[derive(Debug)]
 pub(super) struct TimePartitioned {
@@ -396,6 +423,33 @@ mod tests {
 
     fn cmp(l: Expr, op: Operator, r: Expr) -> Expr {
         Expr::BinaryExpr(BinaryExpr::new(Box::new(l), op, Box::new(r)))
+    }
+
+    #[test]
+    fn the_option_names_a_column_and_one_or_more_time_columns() {
+        let parse = |text: &str| TimePartition::parse(&serde_json::from_str(text).unwrap());
+        let expected = |time: &[&str]| TimePartition {
+            column: "dt".into(),
+            time: time.iter().map(|t| t.to_string()).collect(),
+        };
+        assert_eq!(
+            parse(r#"{"column": "dt", "time": "ts"}"#),
+            Some(expected(&["ts"]))
+        );
+        assert_eq!(
+            parse(r#"{"time": ["ts", "created_at"], "column": "dt"}"#),
+            Some(expected(&["ts", "created_at"]))
+        );
+        for bad in [
+            r#""dt""#,
+            r#"{"column": "dt"}"#,
+            r#"{"column": "dt", "time": []}"#,
+            r#"{"column": "dt", "time": [1]}"#,
+            r#"{"column": 1, "time": "ts"}"#,
+            r#"{"column": "dt", "time": "ts", "format": "%Y"}"#,
+        ] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
     }
 
     /// 2026-05-01T00:00:00 UTC in microseconds.
