@@ -1,8 +1,7 @@
 //! `lodestar-bench ffi`: what the plugin boundary costs. The same table provider (the
-//! `generate` connector's, crate lodestar-generate) is queried natively, linked into this
-//! binary, and through its plugin library loaded by the real host code; the query is
-//! scan-heavy (every row crosses the boundary). Runs alternate between the two, and medians
-//! are compared. Both sides allocate with mimalloc: this binary and the plugin each declare it.
+//! `generate` connector's) is queried natively, linked into this binary, and through its plugin
+//! library loaded by the real host code; the query is scan-heavy (every row crosses the
+//! boundary). Runs alternate between the two, and medians are compared.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,10 +10,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use datafusion_ffi::proto::logical_extension_codec::FFI_LogicalExtensionCodec;
 use lodestar_connector_api::host;
+use lodestar_connector_generate::{GenerateSchema, Settings};
 use lodestar_core::datafusion::catalog::SchemaProvider;
 use lodestar_core::datafusion::execution::TaskContextProvider;
 use lodestar_core::datafusion::prelude::SessionContext;
-use lodestar_generate::{GenerateSchema, Settings};
 
 use crate::median;
 
