@@ -193,7 +193,7 @@ fn a_panic_while_planning_or_streaming_fails_the_query_not_the_process() {
             "{out}"
         );
         assert!(
-            out.stderr.contains("plugins/generate/src/lib.rs"),
+            out.stderr.contains("crates/lodestar-generate/src/lib.rs"),
             "the panic's place\n{out}"
         );
     }

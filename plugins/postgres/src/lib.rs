@@ -63,6 +63,11 @@ impl Connector for Postgres {
 
 export_connector!(Postgres);
 
+/// A plugin has its own allocator, apart from the host's: mimalloc, like the `lodestar` binary
+/// (docs/performance.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The tables and views of the source's schemas.
 #[derive(Debug)]
 struct PostgresSchema {
