@@ -19,6 +19,7 @@ use datafusion_ffi::proto::logical_extension_codec::FFI_LogicalExtensionCodec;
 
 use crate::Options;
 use crate::abi::{ABI_VERSION, ConnectFn, ConnectorDescriptor, ENTRY_SYMBOL};
+use crate::foreign::ForeignSchema;
 
 /// A loaded, checked plugin.
 pub struct Plugin {
@@ -204,7 +205,9 @@ fn open(path: &Path) -> Result<Plugin, LoadError> {
 
 impl Plugin {
     /// Calls the plugin's constructor with a source's options. The error is the plugin's
-    /// message (a panic inside the plugin arrives as an error too).
+    /// message (a panic inside the plugin arrives as an error too). The tables' scans are
+    /// planned with a session that leaves out the host's function registry (see
+    /// `foreign.rs`: rebuilding it in the plugin cost milliseconds a scan).
     pub fn connect(
         &self,
         options: &Options,
@@ -215,7 +218,9 @@ impl Plugin {
         // takes a pointer and length of UTF-8 JSON valid for the call; `json` outlives it.
         let result = unsafe { (self.connect)(json.as_ptr(), json.len(), codec) };
         match result {
-            FFI_Result::Ok(provider) => Ok(Arc::<dyn SchemaProvider>::from(&provider)),
+            FFI_Result::Ok(provider) => Ok(Arc::new(ForeignSchema::new(
+                Arc::<dyn SchemaProvider>::from(&provider),
+            ))),
             FFI_Result::Err(message) => Err(message.to_string()),
         }
     }

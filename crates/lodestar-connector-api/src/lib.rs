@@ -50,6 +50,8 @@
 //!   own copy of Tokio, and the host's runtime is invisible to it.
 
 mod abi;
+#[cfg(feature = "host")]
+mod foreign;
 mod guard;
 #[cfg(feature = "host")]
 pub mod host;
