@@ -2,7 +2,8 @@
 //! `generate` connector's, crate lodestar-generate) is queried natively, linked into this
 //! binary, and through its plugin library loaded by the real host code; the query is
 //! scan-heavy (every row crosses the boundary). Runs alternate between the two, and medians
-//! are compared. Both sides allocate with mimalloc (this binary mimalloc 3, the plugin mimalloc 2).
+//! are compared. Both sides allocate with the same mimalloc build (the workspace's: mimalloc 2,
+//! built for `dlopen`).
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -105,8 +105,23 @@ pub trait Connector: 'static {
 /// Exports a [`Connector`] as this library's plugin entry point.
 ///
 /// Call it once, in the crate root of a `cdylib`.
+///
+/// `export_connector!(MyConnector, allocator = mimalloc)` also declares the library's global
+/// allocator: mimalloc, as the `lodestar` binary allocates, in the build that is safe in a
+/// library loaded with `dlopen` (mimalloc 2 with local-dynamic thread-locals; the crate's
+/// default build crashes the host). Take it unless your crate declares an allocator itself or
+/// is also linked into a program as a library: a program has one global allocator
+/// (docs/connectors.md, "The allocator").
 #[macro_export]
 macro_rules! export_connector {
+    ($connector:ty, allocator = mimalloc) => {
+        $crate::export_connector!($connector);
+
+        /// The plugin's global allocator: mimalloc, built for a library loaded with `dlopen`.
+        #[global_allocator]
+        static LODESTAR_CONNECTOR_ALLOCATOR: $crate::__private::MiMalloc =
+            $crate::__private::MiMalloc;
+    };
     ($connector:ty) => {
         /// The plugin entry point Lodestar looks up; see `lodestar_connector_api::ENTRY_SYMBOL`.
         #[allow(unsafe_code)] // Exporting an unmangled symbol is what makes this a plugin.
@@ -128,6 +143,7 @@ macro_rules! export_connector {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::abi::describe;
+    pub use mimalloc::MiMalloc;
 }
 
 /// The DataFusion version this crate (and so every plugin built with it) was compiled with.

@@ -105,9 +105,4 @@ impl Connector for Amplitude {
     }
 }
 
-export_connector!(Amplitude);
-
-/// A plugin has its own allocator, apart from the host's: mimalloc, like the `lodestar` binary
-/// (docs/performance.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+export_connector!(Amplitude, allocator = mimalloc);

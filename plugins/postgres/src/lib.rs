@@ -61,12 +61,7 @@ impl Connector for Postgres {
     }
 }
 
-export_connector!(Postgres);
-
-/// A plugin has its own allocator, apart from the host's: mimalloc, like the `lodestar` binary
-/// (docs/performance.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+export_connector!(Postgres, allocator = mimalloc);
 
 /// The tables and views of the source's schemas.
 #[derive(Debug)]

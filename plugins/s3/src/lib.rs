@@ -94,12 +94,7 @@ impl Connector for S3 {
     }
 }
 
-export_connector!(S3);
-
-/// A plugin has its own allocator, apart from the host's: mimalloc, like the `lodestar` binary
-/// (docs/performance.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+export_connector!(S3, allocator = mimalloc);
 
 /// The plugin's runtime environment for one source: the S3 store registered for
 /// `s3://bucket`, and listings cached no longer than `listing_cache_secs`.
