@@ -50,8 +50,9 @@ impl SchemaProvider for ForeignSchema {
     }
 }
 
-/// A plugin's table: everything goes to the plugin as is, except that `scan` is given
-/// [`scan_session`] of the planner's session.
+/// A plugin's table: what Lodestar reads goes to the plugin as is, except that `scan` is given
+/// [`scan_session`] of the planner's session. Writes (`insert_into`) are not forwarded and
+/// keep DataFusion's default refusal: Lodestar only reads its sources.
 #[derive(Debug)]
 struct ForeignTable {
     inner: Arc<dyn TableProvider>,
