@@ -9,7 +9,8 @@
 //! Export API server on loopback, export files and the S3 server), `report` (the HTML report,
 //! rendered in headless Chromium), `refresh` (incremental refresh through the result
 //! cache), `server` (`lodestar serve` over HTTP), `server_ops` (its memory limit, background
-//! refresh, graceful stop, and a Postgres-backed project), `server_load` (a bounded load test
+//! refresh, graceful stop, and a Postgres-backed project), `server_bounds` (the caps on what a
+//! request may ask, and what a read token may see), `server_load` (a bounded load test
 //! on loopback that prints throughput and latency), `support` (helpers).
 
 mod amplitude;
@@ -28,6 +29,7 @@ mod retention;
 mod s3;
 mod segments;
 mod server;
+mod server_bounds;
 mod server_load;
 mod server_ops;
 mod support;

@@ -698,7 +698,12 @@ fn targets_and_their_status() {
 
 #[test]
 fn retention_matches_the_hand_count() {
-    let server = Served::start("retention", |_| {});
+    // A read token (here: anyone, no tokens being set) asks for what the project declares.
+    let server = Served::start("retention", |project| {
+        let mut text = fs_err::read_to_string(project).unwrap();
+        text.push_str("discovery:\n  activity: app.events.event_time\n  onboarding:\n    signup: app.users.signed_up_at\n");
+        fs_err::write(project, text).unwrap();
+    });
     let retention = server.json(
         "/api/v1/retention?cohort=app.users.signed_up_at&activity=app.events.event_time&entity=user_id&grain=day",
     );

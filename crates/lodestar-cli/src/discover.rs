@@ -33,9 +33,10 @@ See docs/discovery.md for every number's definition.";
 /// `lodestar discover`'s arguments.
 #[derive(Debug, Args)]
 pub struct DiscoverArgs {
-    /// When a user is onboarded: an event type (their first such event in the activity
-    /// table), or a cohort table's time column SOURCE.TABLE.COLUMN (e.g. app.users.signed_up_at)
-    #[arg(long, value_name = "EVENT|SOURCE.TABLE.COLUMN")]
+    /// When a user is onboarded: a name of the project's `discovery.onboarding`, an event
+    /// type (their first such event in the activity table), or a cohort table's time column
+    /// SOURCE.TABLE.COLUMN (e.g. app.users.signed_up_at)
+    #[arg(long, value_name = "NAME|EVENT|SOURCE.TABLE.COLUMN")]
     pub onboarded: String,
     /// Count activities done within this long of onboarding (12h, 1d, 2w)
     #[arg(long, default_value = "1d", value_parser = parse_span, value_name = "SPAN")]
@@ -46,15 +47,18 @@ pub struct DiscoverArgs {
     /// …and before --retained plus this [default: any time after --retained]
     #[arg(long, value_parser = parse_span, value_name = "SPAN")]
     pub window: Option<Span>,
-    /// The activity table and its time column [default: the `events` table, its time column guessed]
+    /// The activity table and its time column [default: `discovery.activity` of the
+    /// project, else the `events` table, its time column guessed]
     #[arg(long, value_name = "SOURCE.TABLE[.TIME]")]
     pub activity: Option<String>,
-    /// The activity table's column holding the activity type [default: event_type, event, event_name or type]
+    /// The activity table's column holding the activity type [default:
+    /// `discovery.event_column`, else event_type, event, event_name or type]
     #[arg(long, value_name = "COLUMN")]
     pub event_column: Option<String>,
-    /// The column naming the user, in the activity table and the cohort table
-    #[arg(long, default_value = "user_id", value_name = "COLUMN")]
-    pub entity: String,
+    /// The column naming the user, in the activity table and the cohort table [default:
+    /// `discovery.entity` of the project, else user_id]
+    #[arg(long, value_name = "COLUMN")]
+    pub entity: Option<String>,
     /// Only activity rows matching this SQL predicate count (e.g. "platform = 'ios'")
     #[arg(long = "where", value_name = "PREDICATE")]
     pub filter: Option<String>,
@@ -107,8 +111,7 @@ fn parse_date(s: &str) -> Result<NaiveDate, String> {
 impl DiscoverArgs {
     /// The core request these arguments ask for.
     pub fn request(&self, engine: &Engine) -> Result<DiscoveryRequest, lodestar_core::Error> {
-        let sources = engine.project().sources.keys().map(String::as_str);
-        let mut request = DiscoveryRequest::new(Onboarding::parse(&self.onboarded, sources));
+        let mut request = DiscoveryRequest::new(Onboarding::of(engine.project(), &self.onboarded));
         if let Some(text) = &self.activity {
             let (table, time): (TableRef, Option<String>) =
                 parse_table_column(text).map_err(lodestar_core::Error::request)?;
@@ -116,7 +119,7 @@ impl DiscoverArgs {
             request.activity_time = time;
         }
         request.event_column.clone_from(&self.event_column);
-        request.entity = Some(self.entity.clone());
+        request.entity.clone_from(&self.entity);
         request.filter.clone_from(&self.filter);
         request.within = self.within;
         request.retained = self.retained;

@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lodestar_core::model::{Grain, TableRef};
 use lodestar_core::periods;
 use lodestar_core::retention::{DayMode, EventSpec, Mode, RetentionRequest};
-use lodestar_core::{Compare, Engine, MetricRequest, SegmentRequest, TreeRequest, config};
+use lodestar_core::{Compare, Engine, MetricRequest, SegmentRequest, TreeRequest, bounds, config};
 
 use crate::output::Format;
 
@@ -58,8 +58,37 @@ struct Cli {
     #[arg(long, global = true)]
     no_cache: bool,
 
+    #[command(flatten)]
+    bounds: BoundsArgs,
+
     #[command(subcommand)]
     command: Command,
+}
+
+/// The caps on one request (docs/cli.md "Limits"); `lodestar serve` applies them to every
+/// HTTP request.
+#[derive(Debug, Args)]
+struct BoundsArgs {
+    /// Periods on any time axis of one request: a series' range, a retention table's
+    /// cohorts and periods
+    #[arg(long, global = true, value_name = "N", default_value_t = bounds::DEFAULT_MAX_PERIODS, value_parser = clap::value_parser!(u32).range(1..))]
+    max_periods: u32,
+    /// Cells of one retention table (cohorts × periods)
+    #[arg(long, global = true, value_name = "N", default_value_t = bounds::DEFAULT_MAX_CELLS, value_parser = clap::value_parser!(u64).range(1..))]
+    max_cells: u64,
+    /// Items of any list in one request: metrics, --by dimensions, filter values, brackets
+    #[arg(long, global = true, value_name = "N", default_value_t = bounds::DEFAULT_MAX_LIST)]
+    max_list: usize,
+}
+
+impl BoundsArgs {
+    fn bounds(&self) -> bounds::Bounds {
+        bounds::Bounds {
+            max_periods: self.max_periods,
+            max_cells: self.max_cells,
+            max_list: self.max_list.max(1),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -220,6 +249,10 @@ Stops on Ctrl-C or SIGTERM after answering the requests in flight.")]
         /// default: the engine's memory limit divided by --max-concurrent
         #[arg(long, value_name = "SIZE", value_parser = parse_size)]
         query_memory_limit: Option<usize>,
+        /// Users each group of a value-moment candidate needs at least, whatever a request
+        /// asks (`min_support` of /api/v1/discover)
+        #[arg(long, default_value_t = lodestar_server::DEFAULT_MIN_SUPPORT_FLOOR, value_name = "USERS")]
+        min_support_floor: u64,
     },
     /// Manage the result cache of incremental refresh (`cache:` in lodestar.yaml)
     #[command(subcommand)]
@@ -493,6 +526,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         query_timeout,
         refresh_interval,
         query_memory_limit,
+        min_support_floor,
     } = cli.command
     {
         let mut tokens = lodestar_server::Tokens::default();
@@ -508,6 +542,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             query_timeout: Duration::from_secs(query_timeout),
             refresh_interval: Duration::from_secs(refresh_interval.max(1)),
             query_memory_limit,
+            bounds: cli.bounds.bounds(),
+            min_support_floor,
         };
         return serve(path, listen, settings).await;
     }
@@ -518,7 +554,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if cli.no_cache {
         project.cache = None;
     }
-    let engine = Engine::open(project).await?;
+    let engine = Engine::open(project)
+        .await?
+        .with_bounds(cli.bounds.bounds());
     let progress = Progress::new(cli.quiet);
     match cli.command {
         Command::Validate => validate(&engine, &progress).await,

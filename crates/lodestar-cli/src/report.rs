@@ -512,9 +512,8 @@ async fn discovery(
     args: &ReportArgs,
     retention: Option<&RetentionSection>,
 ) -> anyhow::Result<Result<Discovery, Note>> {
-    let sources = engine.project().sources.keys().map(String::as_str);
     let (onboarded, activity) = match (&args.onboarded, retention) {
-        (Some(text), _) => (Onboarding::parse(text, sources), None),
+        (Some(text), _) => (Onboarding::of(engine.project(), text), None),
         (None, Some(section)) => (
             Onboarding::Column {
                 table: section.request.cohort.table.clone(),

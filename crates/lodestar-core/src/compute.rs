@@ -216,10 +216,19 @@ impl Engine {
                 requested.push(name);
             }
         }
-        if let (Some(from), Some(to)) = (request.from, request.to)
-            && from > to
-        {
-            return Err(Error::request(format!("--from {from} is after --to {to}")));
+        let bounds = self.bounds();
+        bounds.check_list("metrics", request.metrics.len())?;
+        bounds.check_list("by", request.dimensions.len())?;
+        for (field, date) in [("from", request.from), ("to", request.to)] {
+            if let Some(date) = date {
+                crate::bounds::check_date(field, date)?;
+            }
+        }
+        if let (Some(from), Some(to)) = (request.from, request.to) {
+            if from > to {
+                return Err(Error::request(format!("--from {from} is after --to {to}")));
+            }
+            bounds.check_range(from, to, grain)?;
         }
         let closure = closure(project, &requested)?;
         for metric in &closure {
@@ -370,7 +379,9 @@ impl Engine {
                 }
                 match bounds {
                     Some((first, last)) => {
-                        spine(from.unwrap_or(first), to.unwrap_or(last), grain, week_start)
+                        let (first, last) = (from.unwrap_or(first), to.unwrap_or(last));
+                        self.bounds().check_range(first, last, grain)?;
+                        spine(first, last, grain, week_start)
                     }
                     None => Vec::new(),
                 }

@@ -17,8 +17,8 @@ use std::ops::ControlFlow;
 use crate::error::{Error, Location, Result, Subject, did_you_mean};
 pub use crate::model::CacheSettings;
 use crate::model::{
-    Cumulative, CumulativeOver, EngineSettings, Grain, Guardrail, Measure, Metric, MetricKind,
-    Project, RetentionMetric, SourceDef, TableRef, Target,
+    Cumulative, CumulativeOver, DiscoverySettings, EngineSettings, Grain, Guardrail, Measure,
+    Metric, MetricKind, OnboardingDef, Project, RetentionMetric, SourceDef, TableRef, Target,
 };
 
 /// The name `lodestar` looks for.
@@ -103,6 +103,17 @@ struct RawProject {
     sources: IndexMap<Spanned<String>, Spanned<IndexMap<Spanned<String>, serde_json::Value>>>,
     #[serde(default)]
     metrics: IndexMap<Spanned<String>, Spanned<RawMetric>>,
+    discovery: Option<Spanned<RawDiscovery>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDiscovery {
+    activity: Option<Spanned<String>>,
+    entity: Option<Spanned<String>>,
+    event_column: Option<Spanned<String>>,
+    #[serde(default)]
+    onboarding: IndexMap<Spanned<String>, Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -299,6 +310,12 @@ impl Builder<'_> {
             let metric = self.metric(name, def, &sources)?;
             metrics.insert(metric.name.clone(), metric);
         }
+        let discovery = raw
+            .discovery
+            .as_ref()
+            .map(|d| self.discovery(d, &sources))
+            .transpose()?
+            .unwrap_or_default();
         let project = Project {
             root,
             path: self.path.to_path_buf(),
@@ -308,6 +325,7 @@ impl Builder<'_> {
             cache,
             sources,
             metrics,
+            discovery,
         };
         check_references(&project)?;
         check_cycles(&project)?;
@@ -756,43 +774,19 @@ impl Builder<'_> {
     ) -> Result<RetentionMetric> {
         let subject = || Subject::Metric(metric.to_string());
         let r = &r.value;
-        let column = |field: &str, s: &Spanned<String>| -> Result<(TableRef, String)> {
-            let parts: Vec<&str> = s.value.split('.').collect();
-            let [source, table, column] = parts.as_slice() else {
-                return Err(Error::Invalid {
-                    location: self.loc(s),
-                    subject: subject(),
-                    message: format!(
-                        "retention `{field}` is `{}`, which is not SOURCE.TABLE.COLUMN",
-                        s.value
-                    ),
-                    hint: Some(format!(
-                        "name the table and its time column, for example `{}`",
-                        if field == "cohort" {
-                            "app.users.signed_up_at"
-                        } else {
-                            "app.events.event_time"
-                        }
-                    )),
-                });
+        let column = |field: &str, s: &Spanned<String>| {
+            let example = if field == "cohort" {
+                "app.users.signed_up_at"
+            } else {
+                "app.events.event_time"
             };
-            if !sources.contains_key(*source) {
-                return Err(Error::Invalid {
-                    location: self.loc(s),
-                    subject: subject(),
-                    message: format!(
-                        "retention `{field}` names source `{source}`, which is not defined"
-                    ),
-                    hint: did_you_mean(source, sources.keys().map(String::as_str)),
-                });
-            }
-            Ok((
-                TableRef {
-                    source: (*source).to_string(),
-                    table: (*table).to_string(),
-                },
-                (*column).to_string(),
-            ))
+            self.table_column(
+                s,
+                &format!("retention `{field}`"),
+                example,
+                &subject(),
+                sources,
+            )
         };
         let days = |field: &str, s: &Spanned<String>| {
             parse_days(&s.value).ok_or_else(|| {
@@ -818,6 +812,112 @@ impl Builder<'_> {
             window_days: r.window.as_ref().map_or(Ok(1), |w| days("window", w))?,
             cohort_filter: r.cohort_filter.as_ref().map(|f| f.value.clone()),
             activity_filter: r.activity_filter.as_ref().map(|f| f.value.clone()),
+        })
+    }
+
+    /// `SOURCE.TABLE.COLUMN` naming a defined source, for `field` (``retention `cohort` ``)
+    /// of `subject`.
+    fn table_column(
+        &self,
+        s: &Spanned<String>,
+        field: &str,
+        example: &str,
+        subject: &Subject,
+        sources: &IndexMap<String, SourceDef>,
+    ) -> Result<(TableRef, String)> {
+        let parts: Vec<&str> = s.value.split('.').collect();
+        let [source, table, column] = parts.as_slice() else {
+            return Err(Error::Invalid {
+                location: self.loc(s),
+                subject: subject.clone(),
+                message: format!("{field} is `{}`, which is not SOURCE.TABLE.COLUMN", s.value),
+                hint: Some(format!(
+                    "name the table and its time column, for example `{example}`"
+                )),
+            });
+        };
+        if !sources.contains_key(*source) || table.is_empty() || column.is_empty() {
+            return Err(Error::Invalid {
+                location: self.loc(s),
+                subject: subject.clone(),
+                message: format!("{field} names source `{source}`, which is not defined"),
+                hint: did_you_mean(source, sources.keys().map(String::as_str)),
+            });
+        }
+        Ok((
+            TableRef {
+                source: (*source).to_string(),
+                table: (*table).to_string(),
+            },
+            (*column).to_string(),
+        ))
+    }
+
+    fn discovery(
+        &self,
+        raw: &Spanned<RawDiscovery>,
+        sources: &IndexMap<String, SourceDef>,
+    ) -> Result<DiscoverySettings> {
+        let subject = Subject::Project;
+        let activity = raw
+            .value
+            .activity
+            .as_ref()
+            .map(|a| {
+                self.table_column(
+                    a,
+                    "discovery `activity`",
+                    "app.events.event_time",
+                    &subject,
+                    sources,
+                )
+            })
+            .transpose()?;
+        let mut onboarding = IndexMap::new();
+        for (name, def) in &raw.value.onboarding {
+            check_name(&name.value, &self.loc(name), subject.clone())?;
+            let first = def.value.split('.').next().unwrap_or_default();
+            let parsed = if def.value.contains('.') && sources.contains_key(first) {
+                let (table, time) = self.table_column(
+                    def,
+                    &format!("onboarding `{}`", name.value),
+                    "app.users.signed_up_at",
+                    &subject,
+                    sources,
+                )?;
+                OnboardingDef::Column { table, time }
+            } else if def.value.trim().is_empty() {
+                return Err(self.invalid(
+                    self.loc(def),
+                    subject.clone(),
+                    format!(
+                        "onboarding `{}` is empty: name an event type or SOURCE.TABLE.COLUMN",
+                        name.value
+                    ),
+                ));
+            } else {
+                if activity.is_none() {
+                    return Err(Error::Invalid {
+                        location: self.loc(def),
+                        subject: subject.clone(),
+                        message: format!(
+                            "onboarding `{}` is the event type `{}`, but `discovery` names no activity table to find it in",
+                            name.value, def.value
+                        ),
+                        hint: Some(
+                            "add `activity: SOURCE.TABLE.TIME_COLUMN` to `discovery`, or write the onboarding as SOURCE.TABLE.COLUMN".into(),
+                        ),
+                    });
+                }
+                OnboardingDef::Event(def.value.clone())
+            };
+            onboarding.insert(name.value.clone(), parsed);
+        }
+        Ok(DiscoverySettings {
+            activity,
+            entity: raw.value.entity.as_ref().map(|e| e.value.clone()),
+            event_column: raw.value.event_column.as_ref().map(|e| e.value.clone()),
+            onboarding,
         })
     }
 

@@ -276,6 +276,24 @@ pub enum Onboarding {
 }
 
 impl Onboarding {
+    /// The onboarding `text` means in `project`: a name of its `discovery.onboarding`, else
+    /// as [`Onboarding::parse`] reads it.
+    pub fn of(project: &crate::model::Project, text: &str) -> Onboarding {
+        Onboarding::named(project, text)
+            .unwrap_or_else(|| Onboarding::parse(text, project.sources.keys().map(String::as_str)))
+    }
+
+    /// The onboarding `discovery.onboarding` of the project names `name`.
+    pub fn named(project: &crate::model::Project, name: &str) -> Option<Onboarding> {
+        project.discovery.onboarding.get(name).map(|def| match def {
+            crate::model::OnboardingDef::Column { table, time } => Onboarding::Column {
+                table: table.clone(),
+                time: Some(time.clone()),
+            },
+            crate::model::OnboardingDef::Event(kind) => Onboarding::Event(kind.clone()),
+        })
+    }
+
     /// `SOURCE.TABLE.COLUMN` or `SOURCE.TABLE` when the first part names one of `sources`;
     /// anything else is an event type.
     pub fn parse<'a>(text: &str, sources: impl IntoIterator<Item = &'a str>) -> Onboarding {
@@ -348,6 +366,12 @@ pub struct DiscoveryRequest {
     pub cohorts: DateRange,
     /// A later (or earlier) cohort range on which every candidate is checked again.
     pub validate_on: Option<DateRange>,
+    /// Whether error hints may list values of the data (the event types of the activity
+    /// table); `false` for callers who may only see what the project declares.
+    pub reveal_values: bool,
+    /// The least support in users whatever `min_support` says (the server's
+    /// `--min-support-floor`); 0: none.
+    pub support_floor: u64,
 }
 
 impl DiscoveryRequest {
@@ -367,6 +391,8 @@ impl DiscoveryRequest {
             min_support: None,
             cohorts: DateRange::default(),
             validate_on: None,
+            reveal_values: true,
+            support_floor: 0,
         }
     }
 }
@@ -746,6 +772,27 @@ struct TimeColumn {
 impl Engine {
     /// Which early activities go with retention: see the module documentation.
     pub async fn discover(&self, request: &DiscoveryRequest) -> Result<Discovery> {
+        if request.max_k > MAX_K_LIMIT {
+            return Err(crate::bounds::OverCap {
+                fields: vec!["max_k"],
+                asked: format!("{} thresholds", request.max_k),
+                cap: format!("at most {MAX_K_LIMIT}"),
+                setting: None,
+                hint: "test fewer thresholds: \"at least K times\" for K up to 5 or 10 is usual",
+            }
+            .into());
+        }
+        let validation = request.validate_on.unwrap_or_default();
+        for (field, date) in [
+            ("from", request.cohorts.from),
+            ("to", request.cohorts.to),
+            ("validate_on", validation.from),
+            ("validate_on", validation.to),
+        ] {
+            if let Some(date) = date {
+                crate::bounds::check_date(field, date)?;
+            }
+        }
         let setup = self.resolve(request).await?;
         let (training_range, validation_range) = split_ranges(request)?;
         if request.retained < request.within {
@@ -795,8 +842,10 @@ impl Engine {
             .discovery_sql(&setup, training_range, validation_range, latest)
             .await?;
         tracing::debug!(%sql, "discovery");
+        // The counts are held while they are ranked: accounted in the request's pool.
+        let mut held = self.reserve("discovery");
         let batches = match self.plan(&sql).await {
-            Ok(df) => df.collect().await,
+            Ok(df) => self.collect_reserved(df, &mut held).await,
             Err(e) => Err(e),
         }
         .map_err(|e| self.query_error(e, &setup))?;
@@ -806,13 +855,16 @@ impl Engine {
             && nobody(&training_counts)
             && nobody(&validation_counts)
         {
-            self.check_event_exists(&setup, name).await?;
+            self.check_event_exists(&setup, name, request.reveal_values)
+                .await?;
         }
 
-        let min_training = MinSupport::threshold(request.min_support, training_counts.users);
+        let min_training = MinSupport::threshold(request.min_support, training_counts.users)
+            .max(request.support_floor);
         let (mut ranked, below) = candidates(&training_counts, setup.max_k, min_training);
         let validation = validation_range.map(|range| {
-            let min = MinSupport::threshold(request.min_support, validation_counts.users);
+            let min = MinSupport::threshold(request.min_support, validation_counts.users)
+                .max(request.support_floor);
             for candidate in &mut ranked {
                 let table = validation_counts.table(&candidate.activity, candidate.at_least);
                 candidate.validation = Some(Validation {
@@ -835,19 +887,24 @@ impl Engine {
 
     /// Fills in the request's defaults and checks every name against the schemas.
     async fn resolve(&self, request: &DiscoveryRequest) -> Result<Setup> {
-        let activity = match &request.activity {
-            Some(table) => table.clone(),
-            None => self.default_activity_table()?,
+        // What the request leaves out, the project's `discovery:` gives, then the guesses.
+        let declared = &self.project().discovery;
+        let activity = match (&request.activity, &declared.activity) {
+            (Some(table), _) => table.clone(),
+            (None, Some((table, _))) => table.clone(),
+            (None, None) => self.default_activity_table()?,
         };
         let schema = self.schema_of(&activity).await?;
         let columns = column_names(&schema);
-        let activity_time = match &request.activity_time {
-            Some(name) => name.clone(),
-            None => guess_time_column(&schema, &activity)?,
+        let activity_time = match (&request.activity_time, &declared.activity) {
+            (Some(name), _) => name.clone(),
+            (None, Some((table, time))) if *table == activity => time.clone(),
+            (None, _) => guess_time_column(&schema, &activity)?,
         };
         let entity = request
             .entity
             .clone()
+            .or_else(|| declared.entity.clone())
             .unwrap_or_else(|| DEFAULT_ENTITY.to_string());
         for (what, name, flag) in [
             (
@@ -859,7 +916,7 @@ impl Engine {
         ] {
             require_column(&columns, &activity, what, name, flag)?;
         }
-        let event_column = match &request.event_column {
+        let event_column = match request.event_column.as_ref().or(declared.event_column.as_ref()) {
             Some(name) => {
                 require_column(&columns, &activity, "event column", name, "--event-column COLUMN")?;
                 name.clone()
@@ -990,7 +1047,12 @@ impl Engine {
     }
 
     /// When no one is onboarded by an event: an error if the event type does not exist.
-    async fn check_event_exists(&self, setup: &Setup, name: &str) -> Result<()> {
+    async fn check_event_exists(
+        &self,
+        setup: &Setup,
+        name: &str,
+        reveal_values: bool,
+    ) -> Result<()> {
         let event = quote_ident(&setup.event_column);
         let sql = format!(
             "SELECT DISTINCT CAST({event} AS VARCHAR) AS kind FROM {} WHERE {event} IS NOT NULL ORDER BY kind LIMIT 1000",
@@ -1005,6 +1067,15 @@ impl Engine {
         }
         if kinds.iter().any(|k| k == name) {
             return Ok(());
+        }
+        if !reveal_values {
+            return Err(Error::request_hint(
+                format!(
+                    "no one in `{}` was onboarded by a `{name}` event",
+                    setup.activity
+                ),
+                "check the event type's spelling in the project's `discovery.onboarding`",
+            ));
         }
         let hint = did_you_mean(name, kinds.iter().map(String::as_str)).unwrap_or_else(|| {
             let shown: Vec<&str> = kinds.iter().take(20).map(String::as_str).collect();
@@ -1397,7 +1468,7 @@ fn timestamp(t: NaiveDateTime) -> String {
     format!("TIMESTAMP '{}'", t.format("%Y-%m-%d %H:%M:%S%.f"))
 }
 
-fn string_literal(s: &str) -> String {
+pub(crate) fn string_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 

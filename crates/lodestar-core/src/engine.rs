@@ -6,17 +6,21 @@
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::TableReference;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::disk_manager::DiskManagerBuilder;
-use datafusion::execution::memory_pool::{FairSpillPool, MemoryLimit, TrackConsumersPool};
+use datafusion::execution::memory_pool::{
+    FairSpillPool, MemoryConsumer, MemoryLimit, MemoryReservation, TrackConsumersPool,
+};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 
+use crate::bounds::Bounds;
 use crate::connect;
 use crate::error::{Error, Location, Result, Subject, did_you_mean};
 use crate::model::{
@@ -36,6 +40,8 @@ pub struct Engine {
     /// For an engine made by [`Engine::with_memory_limit`]: the context the sources were
     /// registered with, kept alive because plugin tables hold it weakly.
     registered: Option<Arc<SessionContext>>,
+    /// The caps on what one request may ask for.
+    bounds: Bounds,
 }
 
 impl std::fmt::Debug for Engine {
@@ -58,6 +64,7 @@ impl Engine {
             project: Arc::new(project),
             ctx,
             registered: None,
+            bounds: Bounds::default(),
         })
     }
 
@@ -95,7 +102,45 @@ impl Engine {
             project: Arc::clone(&self.project),
             ctx: Arc::new(SessionContext::new_with_state(state)),
             registered: Some(Arc::clone(self.registered.as_ref().unwrap_or(&self.ctx))),
+            bounds: self.bounds,
         }
+    }
+
+    /// The same engine, refusing requests over `bounds` instead of the defaults.
+    pub fn with_bounds(mut self, bounds: Bounds) -> Engine {
+        self.bounds = bounds;
+        self
+    }
+
+    /// The caps on what one request may ask for.
+    pub fn bounds(&self) -> &Bounds {
+        &self.bounds
+    }
+
+    /// A reservation in this engine's memory pool, for what a request holds outside
+    /// DataFusion's operators (rows collected for an analysis, its tables): growing it past
+    /// the pool's limit fails like a query over its memory limit
+    /// ([`Error::is_memory_exhausted`]), and dropping it gives the memory back.
+    pub fn reserve(&self, what: &str) -> MemoryReservation {
+        MemoryConsumer::new(format!("lodestar {what}"))
+            .register(&self.ctx.runtime_env().memory_pool)
+    }
+
+    /// Runs `df` and collects its rows, accounted in `reservation` while they are held.
+    pub async fn collect_reserved(
+        &self,
+        df: DataFrame,
+        reservation: &mut MemoryReservation,
+    ) -> std::result::Result<Vec<RecordBatch>, DataFusionError> {
+        use futures::StreamExt;
+        let mut stream = df.execute_stream().await?;
+        let mut batches = Vec::new();
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            reservation.try_grow(batch.get_array_memory_size())?;
+            batches.push(batch);
+        }
+        Ok(batches)
     }
 
     /// The bound on the memory of this engine's queries, if it has one.
@@ -570,4 +615,48 @@ fn default_memory_limit() -> usize {
             Some(kib * 1024 / 2)
         })
         .unwrap_or(FALLBACK_MEMORY_LIMIT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An engine over a project with no sources.
+    async fn empty_engine() -> (tempfile::TempDir, Engine) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lodestar.yaml");
+        fs_err::write(&path, "metrics: {}\n").unwrap();
+        let engine = Engine::open(crate::config::load(&path).unwrap())
+            .await
+            .unwrap();
+        (dir, engine)
+    }
+
+    /// Rows an analysis holds are accounted: over the pool's limit, collecting them fails as
+    /// a query over its memory limit does, where a plain collect would have held them all.
+    #[tokio::test]
+    async fn rows_held_beside_the_queries_count_against_the_memory_limit() {
+        let (_dir, engine) = empty_engine().await;
+        let small = engine.with_memory_limit(256 << 10);
+        // Some 2 MiB of text, produced without any operator that reserves memory.
+        let sql = "SELECT repeat('x', 1000) AS s FROM generate_series(1, 2000)";
+        let plain = small.sql(sql).await.unwrap().collect().await.unwrap();
+        assert_eq!(plain.iter().map(RecordBatch::num_rows).sum::<usize>(), 2000);
+
+        let mut held = small.reserve("test");
+        let error = small
+            .collect_reserved(small.sql(sql).await.unwrap(), &mut held)
+            .await
+            .unwrap_err();
+        assert!(Error::from(error).is_memory_exhausted());
+
+        // Within the limit, the rows come back and the reservation holds their size.
+        let mut held = engine.reserve("test");
+        let rows = engine
+            .collect_reserved(engine.sql(sql).await.unwrap(), &mut held)
+            .await
+            .unwrap();
+        let bytes: usize = rows.iter().map(RecordBatch::get_array_memory_size).sum();
+        assert_eq!(held.size(), bytes);
+    }
 }

@@ -102,6 +102,10 @@ pub enum Error {
         hint: Option<String>,
     },
 
+    /// A request over one of the caps of [`crate::bounds::Bounds`].
+    #[error(transparent)]
+    OverCap(#[from] crate::bounds::OverCap),
+
     /// The query engine failed while running a valid request.
     #[error("query failed: {0}")]
     DataFusion(#[from] Box<DataFusionError>),
@@ -140,10 +144,10 @@ impl From<datafusion::arrow::error::ArrowError> for Error {
 
 impl Error {
     /// Whether the user can fix this by changing their input (exit code 1) rather than a
-    /// failure of Lodestar or its environment (exit code 2).
+    /// failure of Lodestar or its environment, or a request over a cap (exit code 2).
     pub fn is_user_error(&self) -> bool {
         match self {
-            Error::Io(_) | Error::DataFusion(_) => false,
+            Error::Io(_) | Error::DataFusion(_) | Error::OverCap(_) => false,
             Error::ProjectNotFound { .. }
             | Error::Syntax { .. }
             | Error::Invalid { .. }

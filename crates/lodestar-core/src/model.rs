@@ -25,6 +25,8 @@ pub struct Project {
     pub cache: Option<CacheSettings>,
     pub sources: IndexMap<String, SourceDef>,
     pub metrics: IndexMap<String, Metric>,
+    /// What retention and discovery may be asked about by name (`discovery:`).
+    pub discovery: DiscoverySettings,
 }
 
 impl Project {
@@ -36,9 +38,66 @@ impl Project {
         })
     }
 
+    /// Whether the project declares retention over these columns: a retention metric's
+    /// cohort, activity and entity, or an onboarding column of `discovery:` with its activity
+    /// table and entity. What a caller who may only see declared inputs may ask for.
+    pub fn declares_retention(
+        &self,
+        cohort: (&TableRef, &str),
+        activity: (&TableRef, &str),
+        entities: (&str, &str),
+    ) -> bool {
+        let by_metric = self.metrics.values().any(|m| match &m.kind {
+            MetricKind::Retention(r) => {
+                (&r.cohort, r.cohort_time.as_str()) == cohort
+                    && (&r.activity, r.activity_time.as_str()) == activity
+                    && (r.entity.as_str(), r.entity.as_str()) == entities
+            }
+            _ => false,
+        });
+        let d = &self.discovery;
+        let entity = d
+            .entity
+            .as_deref()
+            .unwrap_or(crate::discovery::DEFAULT_ENTITY);
+        let by_discovery = d
+            .activity
+            .as_ref()
+            .is_some_and(|(t, time)| (t, time.as_str()) == activity)
+            && entities == (entity, entity)
+            && d.onboarding.values().any(|o| {
+                matches!(o, OnboardingDef::Column { table, time } if (table, time.as_str()) == cohort)
+            });
+        by_metric || by_discovery
+    }
+
     pub fn north_stars(&self) -> impl Iterator<Item = &Metric> {
         self.metrics.values().filter(|m| m.north_star)
     }
+}
+
+/// `discovery:`: the activity table and the onboarding events of the project, so that
+/// retention and value-moment discovery can be asked for by name (the only way a read token
+/// of the server may ask for them), and the defaults of `lodestar discover`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiscoverySettings {
+    /// The activity table and its time column (`activity: app.events.event_time`).
+    pub activity: Option<(TableRef, String)>,
+    /// The column naming the entity (user, team) in the activity and cohort tables.
+    pub entity: Option<String>,
+    /// The activity table's column holding the activity type.
+    pub event_column: Option<String>,
+    /// Named onboarding events, in file order: retention cohorts and discovery's onboarding.
+    pub onboarding: IndexMap<String, OnboardingDef>,
+}
+
+/// A named onboarding event of `discovery.onboarding`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnboardingDef {
+    /// Each entity's earliest time in a cohort table's column (`app.users.signed_up_at`).
+    Column { table: TableRef, time: String },
+    /// Each entity's first activity of this type in the activity table.
+    Event(String),
 }
 
 /// Settings of the DataFusion runtime.

@@ -14,7 +14,8 @@ pub fn period_start(date: NaiveDate, grain: Grain, week_start: Weekday) -> Naive
         Grain::Week => {
             let back =
                 (7 + date.weekday().num_days_from_monday() - week_start.num_days_from_monday()) % 7;
-            date - Days::new(u64::from(back))
+            date.checked_sub_days(Days::new(u64::from(back)))
+                .unwrap_or(NaiveDate::MIN)
         }
         Grain::Month => date.with_day(1).expect("day 1 exists"),
         Grain::Quarter => {
@@ -25,29 +26,41 @@ pub fn period_start(date: NaiveDate, grain: Grain, week_start: Weekday) -> Naive
     }
 }
 
-/// The first day of the period after the one starting at `start`.
-pub fn next_period(start: NaiveDate, grain: Grain) -> NaiveDate {
+/// The first day of the period after the one starting at `start`; `None` past the end of
+/// the calendar chrono can represent (dates in requests are bounded far before it, data
+/// may not be).
+pub fn checked_next_period(start: NaiveDate, grain: Grain) -> Option<NaiveDate> {
     match grain {
-        Grain::Day => start + Days::new(1),
-        Grain::Week => start + Days::new(7),
-        Grain::Month => start + Months::new(1),
-        Grain::Quarter => start + Months::new(3),
-        Grain::Year => start + Months::new(12),
+        Grain::Day => start.checked_add_days(Days::new(1)),
+        Grain::Week => start.checked_add_days(Days::new(7)),
+        Grain::Month => start.checked_add_months(Months::new(1)),
+        Grain::Quarter => start.checked_add_months(Months::new(3)),
+        Grain::Year => start.checked_add_months(Months::new(12)),
     }
 }
 
-/// The period before the one starting at `start`.
+/// The first day of the period after the one starting at `start` ([`NaiveDate::MAX`] past
+/// the end of the calendar).
+pub fn next_period(start: NaiveDate, grain: Grain) -> NaiveDate {
+    checked_next_period(start, grain).unwrap_or(NaiveDate::MAX)
+}
+
+/// The period before the one starting at `start` ([`NaiveDate::MIN`] before the beginning
+/// of the calendar).
 pub fn previous_period(start: NaiveDate, grain: Grain) -> NaiveDate {
     match grain {
-        Grain::Day => start - Days::new(1),
-        Grain::Week => start - Days::new(7),
-        Grain::Month => start - Months::new(1),
-        Grain::Quarter => start - Months::new(3),
-        Grain::Year => start - Months::new(12),
+        Grain::Day => start.checked_sub_days(Days::new(1)),
+        Grain::Week => start.checked_sub_days(Days::new(7)),
+        Grain::Month => start.checked_sub_months(Months::new(1)),
+        Grain::Quarter => start.checked_sub_months(Months::new(3)),
+        Grain::Year => start.checked_sub_months(Months::new(12)),
     }
+    .unwrap_or(NaiveDate::MIN)
 }
 
 /// Every period start from the period containing `first` to the one containing `last`.
+///
+/// Callers bound the length first ([`crate::bounds::Bounds::check_range`]): this walks it.
 pub fn spine(
     first: NaiveDate,
     last: NaiveDate,
@@ -58,7 +71,10 @@ pub fn spine(
     let mut p = period_start(first, grain, week_start);
     while p <= last {
         periods.push(p);
-        p = next_period(p, grain);
+        match checked_next_period(p, grain) {
+            Some(next) => p = next,
+            None => break,
+        }
     }
     periods
 }
@@ -125,6 +141,19 @@ mod tests {
 /// date `2026-05-14` (the period of the grain in use that contains it). Returns the grain the
 /// text implies (none for a date) and a date inside the period.
 pub fn parse_period(text: &str) -> Result<(Option<Grain>, NaiveDate), String> {
+    let (grain, date) = parse_period_unbounded(text)?;
+    crate::bounds::check_date("period", date).map_err(|_| {
+        format!(
+            "`{}` is outside the calendar, which runs from {} to {}",
+            text.trim(),
+            crate::bounds::FIRST_DAY,
+            crate::bounds::LAST_DAY
+        )
+    })?;
+    Ok((grain, date))
+}
+
+fn parse_period_unbounded(text: &str) -> Result<(Option<Grain>, NaiveDate), String> {
     let text = text.trim();
     let bad = || {
         format!(
@@ -170,8 +199,16 @@ pub fn parse_period(text: &str) -> Result<(Option<Grain>, NaiveDate), String> {
 /// weekdays line up; 12 months back otherwise.
 pub fn year_before(start: NaiveDate, grain: Grain, week_start: Weekday) -> NaiveDate {
     match grain {
-        Grain::Day | Grain::Week => period_start(start - Days::new(364), grain, week_start),
-        Grain::Month | Grain::Quarter | Grain::Year => start - Months::new(12),
+        Grain::Day | Grain::Week => period_start(
+            start
+                .checked_sub_days(Days::new(364))
+                .unwrap_or(NaiveDate::MIN),
+            grain,
+            week_start,
+        ),
+        Grain::Month | Grain::Quarter | Grain::Year => start
+            .checked_sub_months(Months::new(12))
+            .unwrap_or(NaiveDate::MIN),
     }
 }
 

@@ -121,6 +121,7 @@ impl Engine {
                 request.grain
             )));
         }
+        self.check_retention_bounds(request)?;
         let week_start = self.project().week_start;
         let cohort_time = self.event_time(&request.cohort).await?;
         let activity_time = self.event_time(&request.activity).await?;
@@ -171,12 +172,24 @@ impl Engine {
         let joined = format!(
             "FROM ({cohorts}) AS c JOIN ({activity}) AS a ON a.\"__ae\" = c.\"__e\" AND a.\"__at\" >= c.\"__start\""
         );
-        let query = |sql: String| async move {
-            let df = self.plan(&sql).await.map_err(|e| Error::Request {
-                message: format!("the retention query does not compile: {e}"),
-                hint: Some("check the tables, columns and filters given".into()),
-            })?;
-            Ok::<_, Error>(df.collect().await?)
+        // Everything this request holds outside DataFusion's operators (the rows it reads
+        // back, the per-entity activity) is accounted in the request's memory pool.
+        let reservation = std::sync::Mutex::new(self.reserve("retention"));
+        let query = |sql: String| {
+            let reservation = &reservation;
+            async move {
+                let df = self.plan(&sql).await.map_err(|e| Error::Request {
+                    message: format!("the retention query does not compile: {e}"),
+                    hint: Some("check the tables, columns and filters given".into()),
+                })?;
+                let mut held = self.reserve("retention query");
+                let batches = self.collect_reserved(df, &mut held).await?;
+                reservation
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .try_grow(held.size())?;
+                Ok::<_, Error>(batches)
+            }
         };
 
         let mut by_cohort: Activity = BTreeMap::new();
@@ -211,6 +224,16 @@ impl Engine {
             let entity = entity.as_string::<i32>();
             let n = datafusion::arrow::compute::cast(batch.column(2), &DataType::Int64)?;
             let n = n.as_primitive::<Int64Type>();
+            // The map's keys and period lists, roughly: the entity's text, a map slot, a period.
+            let bytes: usize = (0..batch.num_rows())
+                .map(|i| entity.value(i).len() + 64)
+                .sum();
+            reservation
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .try_grow(bytes)?;
+            // A cooperative point: a request past its time limit is dropped here.
+            tokio::task::yield_now().await;
             for i in 0..batch.num_rows() {
                 let Ok(period) = u32::try_from(n.value(i)) else {
                     continue;
@@ -275,7 +298,118 @@ impl Engine {
                 .then(|| micros(column.value(0)))
                 .flatten()
         });
-        Ok(assemble(request, &by_cohort, data_end))
+        let columns = columns(request, &by_cohort, self.bounds().max_periods);
+        self.bounds()
+            .check_cells(by_cohort.len() as u64, columns.len() as u64)?;
+        reservation
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .try_grow(by_cohort.len() * columns.len() * std::mem::size_of::<Cell>())?;
+        tokio::task::yield_now().await;
+        Ok(assemble(request, columns, &by_cohort, data_end))
+    }
+
+    /// The request's own caps, checked before any query: its dates, lists, periods, and the
+    /// cells it implies when its cohorts and periods are both given.
+    fn check_retention_bounds(&self, request: &RetentionRequest) -> Result<()> {
+        let bounds = self.bounds();
+        for (field, date) in [("from", request.from), ("to", request.to)] {
+            if let Some(date) = date {
+                crate::bounds::check_date(field, date)?;
+            }
+        }
+        let columns = match (&request.mode, request.periods) {
+            (Mode::Brackets(brackets), _) => {
+                bounds.check_list("brackets", brackets.len())?;
+                let end = brackets.iter().map(|(_, b)| *b).max().unwrap_or(0);
+                bounds.check_periods(vec!["brackets"], u64::from(end) + 1, request.grain)?;
+                Some(brackets.len() as u64)
+            }
+            (_, Some(periods)) => {
+                bounds.check_periods(vec!["periods"], u64::from(periods) + 1, request.grain)?;
+                Some(u64::from(periods) + 1)
+            }
+            (_, None) => None,
+        };
+        if let (Some(from), Some(to)) = (request.from, request.to) {
+            let cohorts = crate::bounds::periods_between(from, to, request.grain);
+            bounds.check_periods(vec!["from", "to", "grain"], cohorts, request.grain)?;
+            if let Some(columns) = columns {
+                bounds.check_cells(cohorts, columns)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The cohort and activity the project's `discovery:` declares for the onboarding named
+    /// `name`: its cohort table's column, or its first event of that type in the activity
+    /// table; the activity is the declared activity table. `None` when the project declares
+    /// no such onboarding.
+    pub async fn declared_retention(&self, name: &str) -> Result<Option<(EventSpec, EventSpec)>> {
+        let declared = &self.project().discovery;
+        let Some(onboarding) = declared.onboarding.get(name) else {
+            return Ok(None);
+        };
+        let Some((table, time)) = declared.activity.clone() else {
+            return Err(Error::request_hint(
+                format!(
+                    "the project declares no activity table for onboarding `{name}`'s retention"
+                ),
+                "add `activity: SOURCE.TABLE.TIME_COLUMN` under `discovery:` in the project file",
+            ));
+        };
+        let entity = declared
+            .entity
+            .clone()
+            .unwrap_or_else(|| crate::discovery::DEFAULT_ENTITY.to_string());
+        let activity = EventSpec {
+            table,
+            time,
+            entity: entity.clone(),
+            filter: None,
+        };
+        let cohort = match onboarding {
+            crate::model::OnboardingDef::Column { table, time } => EventSpec {
+                table: table.clone(),
+                time: time.clone(),
+                entity,
+                filter: None,
+            },
+            crate::model::OnboardingDef::Event(kind) => {
+                let column = match &declared.event_column {
+                    Some(column) => column.clone(),
+                    None => {
+                        let schema = self
+                            .table_schema(&activity.table)
+                            .await
+                            .map_err(Error::request)?;
+                        crate::discovery::EVENT_COLUMNS
+                            .iter()
+                            .find(|c| schema.field_with_name(c).is_ok())
+                            .map(|c| (*c).to_string())
+                            .ok_or_else(|| {
+                                Error::request_hint(
+                                    format!(
+                                        "`{}` has none of the usual event-type columns ({})",
+                                        activity.table,
+                                        crate::discovery::EVENT_COLUMNS.join(", ")
+                                    ),
+                                    "name it with `event_column:` under `discovery:`",
+                                )
+                            })?
+                    }
+                };
+                EventSpec {
+                    filter: Some(format!(
+                        "{} = {}",
+                        quote_ident(&column),
+                        crate::discovery::string_literal(kind)
+                    )),
+                    ..activity.clone()
+                }
+            }
+        };
+        Ok(Some((cohort, activity)))
     }
 
     /// The time column as local wall-clock time, checked.
@@ -395,27 +529,42 @@ fn period_end(
     }
 }
 
-/// The cohort triangle from the per-entity activity.
-fn assemble(
+/// The table's columns: `(label, first period, last period)`. Without `periods`, as far as
+/// the data reaches, up to `max_periods` columns.
+fn columns(
     request: &RetentionRequest,
     by_cohort: &Activity,
-    data_end: Option<NaiveDateTime>,
-) -> Retention {
-    let max_seen = by_cohort
-        .values()
-        .flat_map(|c| c.active.values().flatten())
-        .copied()
-        .max()
-        .unwrap_or(0);
-    let last = request.periods.unwrap_or(max_seen);
-    let columns: Vec<(String, u32, u32)> = match &request.mode {
-        Mode::On | Mode::OnOrAfter => (0..=last).map(|n| (n.to_string(), n, n)).collect(),
+    max_periods: u32,
+) -> Vec<(String, u32, u32)> {
+    match &request.mode {
+        Mode::On | Mode::OnOrAfter => {
+            let last = request.periods.unwrap_or_else(|| {
+                by_cohort
+                    .values()
+                    .flat_map(|c| c.active.values().flatten())
+                    .copied()
+                    .max()
+                    .unwrap_or(0)
+                    .min(max_periods.saturating_sub(1))
+            });
+            (0..=last).map(|n| (n.to_string(), n, n)).collect()
+        }
         Mode::Brackets(brackets) => brackets
             .iter()
             .map(|(a, b)| (format!("{a}-{b}"), *a, *b))
             .collect(),
-    };
-    let mut cells = Vec::new();
+    }
+}
+
+/// The cohort triangle from the per-entity activity: for each cohort, one pass over its
+/// entities and one over its columns.
+fn assemble(
+    request: &RetentionRequest,
+    columns: Vec<(String, u32, u32)>,
+    by_cohort: &Activity,
+    data_end: Option<NaiveDateTime>,
+) -> Retention {
+    let mut cells = Vec::with_capacity(by_cohort.len() * columns.len());
     let mut repeat_rates = Vec::new();
     for (cohort, rows) in by_cohort {
         if rows.size == 0 {
@@ -423,26 +572,18 @@ fn assemble(
         }
         repeat_rates.push((*cohort, rows.repeaters as f64 / rows.size as f64));
         let base_value = rows.values.get(&0).copied();
-        for (label, from, to) in &columns {
+        let retained = retained_per_column(&request.mode, &columns, rows);
+        let values = request
+            .value
+            .as_ref()
+            .map(|_| values_per_column(&request.mode, &columns, rows));
+        for (i, (label, _, to)) in columns.iter().enumerate() {
             let eligible = match (period_end(request, *cohort, rows, *to), data_end) {
                 (Some(end), Some(data_end)) => end <= data_end,
                 _ => false,
             };
-            let in_column = |n: u32| match request.mode {
-                Mode::OnOrAfter => n >= *from,
-                _ => n >= *from && n <= *to,
-            };
-            let retained = rows
-                .active
-                .values()
-                .filter(|periods| periods.iter().any(|n| in_column(*n)))
-                .count() as i64;
-            let value = request.value.as_ref().map(|_| {
-                rows.values
-                    .iter()
-                    .filter(|(n, _)| in_column(**n))
-                    .fold(0.0, |sum, (_, v)| sum + v)
-            });
+            let retained = retained[i];
+            let value = values.as_ref().map(|v| v[i]);
             cells.push(Cell {
                 cohort: *cohort,
                 period: label.clone(),
@@ -464,6 +605,91 @@ fn assemble(
         cells,
         repeat_rates,
     }
+}
+
+/// Per column, the entities of a cohort active in it: "on" counts each entity in each of its
+/// periods, "on or after" in every column up to its last period, brackets in each bracket
+/// one of its periods falls in.
+fn retained_per_column(mode: &Mode, columns: &[(String, u32, u32)], rows: &CohortRows) -> Vec<i64> {
+    let mut counts = vec![0i64; columns.len()];
+    let Some(last) = columns.len().checked_sub(1) else {
+        return counts;
+    };
+    match mode {
+        Mode::On => {
+            let mut seen = vec![u32::MAX; columns.len()];
+            for (entity, periods) in rows.active.values().enumerate() {
+                let entity = u32::try_from(entity).unwrap_or(u32::MAX);
+                for &n in periods {
+                    let Some(slot) = usize::try_from(n).ok().filter(|&n| n <= last) else {
+                        continue;
+                    };
+                    // Each entity once per column, however many rows it has there.
+                    if seen[slot] != entity {
+                        seen[slot] = entity;
+                        counts[slot] += 1;
+                    }
+                }
+            }
+        }
+        Mode::OnOrAfter => {
+            for periods in rows.active.values() {
+                if let Some(&latest) = periods.iter().max() {
+                    let slot = usize::try_from(latest).map_or(last, |n| n.min(last));
+                    counts[slot] += 1;
+                }
+            }
+            for i in (0..last).rev() {
+                counts[i] += counts[i + 1];
+            }
+        }
+        Mode::Brackets(_) => {
+            for periods in rows.active.values() {
+                for (count, (_, from, to)) in counts.iter_mut().zip(columns) {
+                    if periods.iter().any(|n| n >= from && n <= to) {
+                        *count += 1;
+                    }
+                }
+            }
+        }
+    }
+    counts
+}
+
+/// Per column, the sum of the value aggregate over the periods the column covers.
+fn values_per_column(mode: &Mode, columns: &[(String, u32, u32)], rows: &CohortRows) -> Vec<f64> {
+    let mut sums = vec![0.0; columns.len()];
+    let Some(last) = columns.len().checked_sub(1) else {
+        return sums;
+    };
+    match mode {
+        Mode::On => {
+            for (&n, v) in &rows.values {
+                if let Some(slot) = usize::try_from(n).ok().filter(|&n| n <= last) {
+                    sums[slot] += v;
+                }
+            }
+        }
+        Mode::OnOrAfter => {
+            for (&n, v) in &rows.values {
+                sums[usize::try_from(n).map_or(last, |n| n.min(last))] += v;
+            }
+            for i in (0..last).rev() {
+                sums[i] += sums[i + 1];
+            }
+        }
+        Mode::Brackets(_) => {
+            for (sum, (_, from, to)) in sums.iter_mut().zip(columns) {
+                *sum = rows
+                    .values
+                    .iter()
+                    .filter(|(n, _)| *n >= from && *n <= to)
+                    .map(|(_, v)| v)
+                    .sum();
+            }
+        }
+    }
+    sums
 }
 
 impl Retention {
@@ -513,5 +739,61 @@ impl Retention {
             ),
         ];
         Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The definition, entity by entity and column by column: active in a period the column
+    /// covers ("on or after": in it or any later one).
+    fn by_definition(mode: &Mode, columns: &[(String, u32, u32)], rows: &CohortRows) -> Vec<i64> {
+        columns
+            .iter()
+            .map(|(_, from, to)| {
+                rows.active
+                    .values()
+                    .filter(|periods| {
+                        periods.iter().any(|n| match mode {
+                            Mode::OnOrAfter => n >= from,
+                            _ => n >= from && n <= to,
+                        })
+                    })
+                    .count() as i64
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_pass_counts_equal_the_definition() {
+        let mut rows = CohortRows::default();
+        // Periods per entity, some past the last column, some repeated.
+        let activity: [&[u32]; 6] = [&[0], &[0, 1, 1, 4], &[2], &[9, 3], &[], &[0, 7, 12]];
+        for (i, periods) in activity.iter().enumerate() {
+            rows.active.insert(format!("e{i}"), periods.to_vec());
+        }
+        let on: Vec<(String, u32, u32)> = (0..=5).map(|n| (n.to_string(), n, n)).collect();
+        let brackets = vec![
+            ("0-0".to_string(), 0, 0),
+            ("1-3".to_string(), 1, 3),
+            ("4-20".to_string(), 4, 20),
+        ];
+        for (mode, columns) in [
+            (Mode::On, &on),
+            (Mode::OnOrAfter, &on),
+            (Mode::Brackets(vec![(0, 0), (1, 3), (4, 20)]), &brackets),
+        ] {
+            assert_eq!(
+                retained_per_column(&mode, columns, &rows),
+                by_definition(&mode, columns, &rows),
+                "{mode:?}"
+            );
+        }
+        // By hand, "on": period 0 has e0, e1, e5; period 1 e1; 2 e2; 3 e3; 4 e1; 5 nobody.
+        assert_eq!(
+            retained_per_column(&Mode::On, &on, &rows),
+            [3, 1, 1, 1, 1, 0]
+        );
     }
 }

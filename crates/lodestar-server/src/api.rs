@@ -268,7 +268,13 @@ async fn series(
             known.push(dimension);
         }
     }
-    let filters = dimension_filter(&params.all("filter"), &known)?;
+    let filters = params.all("filter");
+    state
+        .settings()
+        .bounds
+        .check_list("filter", filters.len())
+        .map_err(ApiError::from)?;
+    let filters = dimension_filter(&filters, &known)?;
     params.finish()?;
     let (filters, filter) = match filters {
         Some((groups, sql)) => (groups, Some(sql)),
@@ -386,17 +392,13 @@ const RETENTION_PARAMS: &[&str] = &[
 
 async fn retention(
     State(state): State<AppState>,
+    Extension(role): Extension<Role>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Answer {
     let engine = state.engine();
     let mut params = Params::parse(query.as_deref(), RETENTION_PARAMS);
-    let entity = params.required("entity")?;
-    let activity_entity = params
-        .one("activity_entity")?
-        .unwrap_or_else(|| entity.clone());
-    let cohort = event_spec("cohort", &params.required("cohort")?, entity)?;
-    let activity = event_spec("activity", &params.required("activity")?, activity_entity)?;
+    let (cohort, activity) = retention_events(&engine, role, &mut params).await?;
     let grain = params.grain("grain")?.unwrap_or(Grain::Week);
     let periods = params.number("periods")?;
     let mode = match (params.one("brackets")?, params.one("mode")?.as_deref()) {
@@ -456,14 +458,24 @@ const DISCOVER_PARAMS: &[&str] = &[
 /// the read API.
 async fn discover(
     State(state): State<AppState>,
+    Extension(role): Extension<Role>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Answer {
     let engine = state.engine();
     let mut params = Params::parse(query.as_deref(), DISCOVER_PARAMS);
     let onboarded = params.required("onboarded")?;
-    let sources = engine.project().sources.keys().map(String::as_str);
-    let mut request = DiscoveryRequest::new(Onboarding::parse(&onboarded, sources));
+    let admin = role == Role::Admin;
+    let project = engine.project();
+    let onboarding = Onboarding::of(project, &onboarded);
+    // A read token asks only for what the project declares under `discovery:`: its
+    // onboarding events (by name, or as written there), its activity table and columns.
+    if !admin && !declares_onboarding(project, &onboarding) {
+        return Err(undeclared("onboarded", &onboarded, project));
+    }
+    let mut request = DiscoveryRequest::new(onboarding);
+    // Only admins see values of the data in hints.
+    request.reveal_values = admin;
     if let Some(text) = params.one("activity")? {
         let (table, time) = lodestar_core::discovery::parse_table_column(&text)
             .map_err(|message| ApiError::bad_request(format!("parameter `activity`: {message}")))?;
@@ -471,11 +483,45 @@ async fn discover(
         request.activity_time = time;
     }
     request.event_column = params.one("event_column")?;
-    request.entity = Some(
-        params
-            .one("entity")?
-            .unwrap_or_else(|| lodestar_core::discovery::DEFAULT_ENTITY.to_string()),
-    );
+    request.entity = params.one("entity")?;
+    if !admin {
+        let declared = &project.discovery;
+        let Some((declared_table, declared_time)) = &declared.activity else {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "the project declares no activity table (`discovery: activity:`), so read tokens cannot ask for discovery",
+            ));
+        };
+        // The declared activity table, with its declared time column if one is given.
+        let activity = request.activity.as_ref().is_none_or(|table| {
+            table == declared_table
+                && request
+                    .activity_time
+                    .as_ref()
+                    .is_none_or(|t| t == declared_time)
+        });
+        let undeclared = [
+            ("activity", !activity),
+            (
+                "event_column",
+                request.event_column.is_some() && request.event_column != declared.event_column,
+            ),
+            (
+                "entity",
+                request.entity.is_some() && request.entity != declared.entity,
+            ),
+        ];
+        if let Some((name, _)) = undeclared.iter().find(|(_, bad)| *bad) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "parameter `{name}`: read tokens use what the project's `discovery:` declares; other tables and columns need an admin token"
+                ),
+            ));
+        }
+    }
     if let Some(span) = parsed::<Span>(&mut params, "within")? {
         request.within = span;
     }
@@ -493,6 +539,17 @@ async fn discover(
         request.max_k = k;
     }
     request.min_support = parsed::<MinSupport>(&mut params, "min_support")?;
+    let floor = state.settings().min_support_floor;
+    if let Some(MinSupport::Users(users)) = request.min_support
+        && users < floor
+    {
+        return Err(ApiError::bad_request(format!(
+            "parameter `min_support`: {users} users asked, at least {floor} on this server (--min-support-floor)"
+        ))
+        .with_hint("groups this small would tell about a handful of people"));
+    }
+    // A share of a small cohort is raised to the floor too.
+    request.support_floor = floor;
     request.cohorts = DateRange {
         from: params.date("from")?,
         to: params.date("to")?,
@@ -536,6 +593,106 @@ fn parsed<T: std::str::FromStr<Err = String>>(
                 .map_err(|message| ApiError::bad_request(format!("parameter `{name}`: {message}")))
         })
         .transpose()
+}
+
+/// The cohort and activity of a retention request: an onboarding the project declares
+/// (`cohort=NAME`, with its declared activity table), or for admin tokens ad-hoc tables
+/// (`cohort=source.table.column&activity=source.table.column&entity=COLUMN`). A read token
+/// sees only what the project declares.
+async fn retention_events(
+    engine: &lodestar_core::Engine,
+    role: Role,
+    params: &mut Params,
+) -> Result<(EventSpec, EventSpec), ApiError> {
+    let cohort = params.required("cohort")?;
+    let activity = params.one("activity")?;
+    let entity = params.one("entity")?;
+    let activity_entity = params.one("activity_entity")?;
+    if let Some(declared) = engine.declared_retention(&cohort).await? {
+        let extra = [
+            ("activity", &activity),
+            ("entity", &entity),
+            ("activity_entity", &activity_entity),
+        ];
+        if let Some((name, _)) = extra.iter().find(|(_, v)| v.is_some()) {
+            return Err(ApiError::bad_request(format!(
+                "parameter `{name}`: onboarding `{cohort}` comes with the project's activity table and entity"
+            ))
+            .with_hint("leave it out; `discovery:` in the project file declares them"));
+        }
+        return Ok(declared);
+    }
+    if role != Role::Admin && !cohort.contains('.') {
+        return Err(undeclared("cohort", &cohort, engine.project()));
+    }
+    let entity = entity.ok_or_else(|| {
+        ApiError::bad_request(
+            "parameter `entity` is required with tables named by their columns (cohort=source.table.column)",
+        )
+    })?;
+    let activity_entity = activity_entity.unwrap_or_else(|| entity.clone());
+    let activity =
+        activity.ok_or_else(|| ApiError::bad_request("parameter `activity` is required"))?;
+    let (cohort_spec, activity_spec) = (
+        event_spec("cohort", &cohort, entity)?,
+        event_spec("activity", &activity, activity_entity)?,
+    );
+    let declared = engine.project().declares_retention(
+        (&cohort_spec.table, &cohort_spec.time),
+        (&activity_spec.table, &activity_spec.time),
+        (&cohort_spec.entity, &activity_spec.entity),
+    );
+    if role != Role::Admin && !declared {
+        return Err(undeclared("cohort", &cohort, engine.project()));
+    }
+    Ok((cohort_spec, activity_spec))
+}
+
+/// A read token named an onboarding the project does not declare: 403 for a table's column
+/// (only admins name tables), 400 for an unknown name.
+fn undeclared(param: &str, text: &str, project: &lodestar_core::model::Project) -> ApiError {
+    let names: Vec<&str> = project
+        .discovery
+        .onboarding
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let hint = if names.is_empty() {
+        "the project declares no onboarding events: add them under `discovery: onboarding:` in the project file".to_string()
+    } else {
+        format!("the project declares: {}", names.join(", "))
+    };
+    if text.contains('.') {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "parameter `{param}`: naming a table's column needs an admin token; read tokens ask for the onboarding events the project declares"
+            ),
+        )
+        .with_hint(hint)
+    } else {
+        ApiError::bad_request(format!(
+            "parameter `{param}`: `{text}` is not an onboarding event the project declares"
+        ))
+        .with_hint(hint)
+    }
+}
+
+/// Whether `onboarding` is one the project's `discovery:` declares.
+fn declares_onboarding(project: &lodestar_core::model::Project, onboarding: &Onboarding) -> bool {
+    use lodestar_core::model::OnboardingDef;
+    project
+        .discovery
+        .onboarding
+        .values()
+        .any(|def| match (def, onboarding) {
+            (OnboardingDef::Event(a), Onboarding::Event(b)) => a == b,
+            (OnboardingDef::Column { table, time }, Onboarding::Column { table: t, time: c }) => {
+                table == t && c.as_deref() == Some(time.as_str())
+            }
+            _ => false,
+        })
 }
 
 /// `source.table.column`.

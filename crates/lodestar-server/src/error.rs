@@ -95,6 +95,12 @@ impl From<lodestar_core::Error> for ApiError {
             );
         }
         match e {
+            E::OverCap(over) => ApiError {
+                status: StatusCode::BAD_REQUEST,
+                code: OVER_LIMIT,
+                message: over.message(|field| format!("parameter `{field}`")),
+                hint: Some(over.hint.to_string()),
+            },
             E::Request { message, hint } => ApiError {
                 status: StatusCode::BAD_REQUEST,
                 code: "bad_request",
@@ -124,6 +130,15 @@ impl From<lodestar_core::Error> for ApiError {
         }
     }
 }
+
+impl From<lodestar_core::bounds::OverCap> for ApiError {
+    fn from(over: lodestar_core::bounds::OverCap) -> ApiError {
+        ApiError::from(lodestar_core::Error::from(over))
+    }
+}
+
+/// The code of the answer to a request over one of the caps on what it may ask (400).
+pub const OVER_LIMIT: &str = "over_limit";
 
 /// The code of the answer to a query over its memory limit (507).
 pub const MEMORY_LIMIT: &str = "memory_limit";

@@ -58,6 +58,11 @@ pub struct Settings {
     /// The memory one request's queries may hold (beyond it they spill to disk, or fail with
     /// 507); `None`: the engine's memory limit shared evenly by the query slots.
     pub query_memory_limit: Option<usize>,
+    /// The caps on what one request may ask for (400 beyond them).
+    pub bounds: lodestar_core::bounds::Bounds,
+    /// The least `min_support` a value-moment discovery may use, in users: a small group
+    /// would let a caller learn about a handful of people.
+    pub min_support_floor: u64,
 }
 
 impl Default for Settings {
@@ -70,9 +75,14 @@ impl Default for Settings {
             query_timeout: DEFAULT_QUERY_TIMEOUT,
             refresh_interval: DEFAULT_REFRESH_INTERVAL,
             query_memory_limit: None,
+            bounds: lodestar_core::bounds::Bounds::default(),
+            min_support_floor: DEFAULT_MIN_SUPPORT_FLOOR,
         }
     }
 }
+
+/// Default of [`Settings::min_support_floor`].
+pub const DEFAULT_MIN_SUPPORT_FLOOR: u64 = 10;
 
 /// Default of [`Settings::max_concurrent_queries`].
 pub const DEFAULT_MAX_CONCURRENT_QUERIES: usize = 16;
@@ -152,6 +162,7 @@ impl AppState {
     pub fn engine(&self) -> Engine {
         self.shared_engine()
             .with_memory_limit(self.shared.query_memory)
+            .with_bounds(self.shared.settings.bounds)
     }
 
     /// The memory one request's queries may hold, in bytes.

@@ -64,14 +64,17 @@ impl Params {
             .transpose()
     }
 
-    pub fn date(&mut self, name: &str) -> Result<Option<NaiveDate>, ApiError> {
+    /// A `YYYY-MM-DD` date within the calendar requests may name
+    /// ([`lodestar_core::bounds::check_date`]).
+    pub fn date(&mut self, name: &'static str) -> Result<Option<NaiveDate>, ApiError> {
         self.one(name)?
             .map(|text| {
-                NaiveDate::parse_from_str(&text, "%Y-%m-%d").map_err(|_| {
+                let date = NaiveDate::parse_from_str(&text, "%Y-%m-%d").map_err(|_| {
                     ApiError::bad_request(format!(
                         "parameter `{name}`: `{text}` is not a date; write YYYY-MM-DD"
                     ))
-                })
+                })?;
+                lodestar_core::bounds::check_date(name, date).map_err(ApiError::from)
             })
             .transpose()
     }
