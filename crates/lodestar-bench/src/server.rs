@@ -153,7 +153,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let cached_check: Check = Arc::new(move |answer: &Answer| -> Result<(), String> {
         status_ok(answer)?;
         if answer.header("x-cache") != Some("hit") {
-            return Err(format!("X-Cache {:?}, expected hit", answer.header("x-cache")));
+            return Err(format!(
+                "X-Cache {:?}, expected hit",
+                answer.header("x-cache")
+            ));
         }
         if answer.body != cached_body {
             return Err("a body different from the checked one".into());
@@ -245,7 +248,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     if wrong > 0 {
         let first: Vec<&String> = phases
             .iter()
-            .flat_map(|(_, phase)| phase.errors.iter().filter(|e| !e.contains("503 overloaded")))
+            .flat_map(|(_, phase)| {
+                phase
+                    .errors
+                    .iter()
+                    .filter(|e| !e.contains("503 overloaded"))
+            })
             .take(5)
             .collect();
         bail!(
@@ -267,7 +275,10 @@ fn finish(name: &str, phase: Phase, server: &Server) -> (Value, Phase) {
     println!(
         "{}; server peak RSS {}",
         phase.report(name),
-        peak.map_or("unknown".into(), |kib| format!("{:.1} MiB", kib as f64 / 1024.0))
+        peak.map_or("unknown".into(), |kib| format!(
+            "{:.1} MiB",
+            kib as f64 / 1024.0
+        ))
     );
     for e in phase.errors.iter().take(3) {
         println!("  for example: {e}");
@@ -421,7 +432,8 @@ fn compare_weekly(
     );
     for (row, (day, values)) in rows.iter().zip(expected) {
         ensure!(
-            row["period"].as_str() == Some(day.to_string().as_str()) && close(row[metric].as_f64(), values[0]),
+            row["period"].as_str() == Some(day.to_string().as_str())
+                && close(row[metric].as_f64(), values[0]),
             "row {row}, the CLI {day}: {}",
             values[0]
         );
@@ -621,4 +633,3 @@ impl Drop for Server {
         }
     }
 }
-

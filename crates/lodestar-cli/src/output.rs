@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::ValueEnum;
 use lodestar_core::datafusion::arrow::array::RecordBatch;
 use lodestar_core::datafusion::arrow::datatypes::SchemaRef;

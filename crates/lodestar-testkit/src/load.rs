@@ -205,7 +205,11 @@ async fn client(
     }
 }
 
-async fn send(addr: SocketAddr, sender: &mut Option<Sender>, target: &str) -> Result<Answer, String> {
+async fn send(
+    addr: SocketAddr,
+    sender: &mut Option<Sender>,
+    target: &str,
+) -> Result<Answer, String> {
     if sender.as_ref().is_none_or(|s| s.is_closed()) {
         *sender = Some(connect(addr).await?);
     }
