@@ -88,7 +88,11 @@ impl Phase {
         format!(
             "{name}: {} of {} requests in {:.2} s by {} clients: {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} errors{}",
             self.done(),
-            self.shape.requests,
+            if self.shape.requests == usize::MAX {
+                "unbounded".to_string()
+            } else {
+                self.shape.requests.to_string()
+            },
             self.elapsed.as_secs_f64(),
             self.shape.clients,
             self.requests_per_second(),
