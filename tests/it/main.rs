@@ -8,10 +8,12 @@
 //! cluster that `postgres_server` runs), `amplitude` (the Amplitude connector against an
 //! Export API server on loopback, export files and the S3 server), `report` (the HTML report,
 //! rendered in headless Chromium), `refresh` (incremental refresh through the result
-//! cache), `server` (`lodestar serve` over HTTP), `server_ops` (its memory limit, background
-//! refresh, graceful stop, and a Postgres-backed project), `server_bounds` (the caps on what a
-//! request may ask, and what a read token may see), `server_load` (a bounded load test
-//! on loopback that prints throughput and latency), `support` (helpers).
+//! cache), `reliability` (corrupt Parquet, a full disk while writing a report, an output
+//! file or the cache; docs/reliability.md is the catalogue), `server` (`lodestar serve` over
+//! HTTP), `server_ops` (its memory limit, background refresh, graceful stop, and a
+//! Postgres-backed project), `server_bounds` (the caps on what a request may ask, and what a
+//! read token may see), `server_load` (a bounded load test on loopback that prints
+//! throughput and latency), `support` (helpers).
 
 mod amplitude;
 mod cases;
@@ -24,6 +26,7 @@ mod plugins;
 mod postgres;
 mod postgres_server;
 mod refresh;
+mod reliability;
 mod report;
 mod retention;
 mod s3;

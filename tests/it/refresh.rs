@@ -29,7 +29,7 @@ const METRICS: [&str; 13] = [
 ];
 
 /// A copy of the example project with its data and `cache:` settings.
-fn cached_example() -> Scratch {
+pub(crate) fn cached_example() -> Scratch {
     let example = example_project();
     let copy = Scratch::copy_of(example.parent().expect("the example has a directory"));
     let mut text = fs_err::read_to_string(copy.project()).unwrap();
@@ -129,7 +129,7 @@ fn assert_same_json(expected: &serde_json::Value, actual: &serde_json::Value, at
 
 /// One more day of data: events in a new `month=2026-09` partition, bookings appended to
 /// their file, and a signup.
-fn append_a_day(root: &Path) {
+pub(crate) fn append_a_day(root: &Path) {
     let events = root.join("data/events/month=2026-09");
     fs_err::create_dir_all(&events).unwrap();
     fs_err::write(

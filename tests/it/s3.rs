@@ -653,6 +653,58 @@ fn throttled_requests_are_retried() {
     assert!(out.stderr.contains("SlowDown"), "{out}");
 }
 
+/// A 500 `InternalError` is retried like throttling; with retries off it is an error that
+/// names the source and what the service answered, and never the secret key.
+#[test]
+fn server_errors_are_retried_then_named() {
+    let server = S3Server::start();
+    write_lake(&server);
+    let dir = project(
+        &server,
+        "    prefix: prod/\n    max_retries: 3\n",
+        "metrics: {}\n",
+    );
+    server.inject(&[Fault::InternalError, Fault::InternalError]);
+    let out = run(
+        &dir,
+        &[
+            "sql",
+            "SELECT count(*) AS n FROM lake.users",
+            "--format",
+            "csv",
+        ],
+    )
+    .success();
+    assert_rows(&csv(&out), &[vec!["40".into()]], &out);
+    let log = server.log();
+    let failed: Vec<&str> = log
+        .iter()
+        .filter(|s| s.status == 500)
+        .filter_map(|s| s.key())
+        .collect();
+    assert_eq!(failed.len(), 2, "{log:#?}");
+    for key in failed {
+        assert!(
+            log.iter()
+                .any(|s| s.key() == Some(key) && (200..300).contains(&s.status)),
+            "`{key}` was retried until served\n{log:#?}"
+        );
+    }
+
+    let dir = project(
+        &server,
+        "    prefix: prod/\n    max_retries: 0\n",
+        "metrics: {}\n",
+    );
+    server.inject(&[Fault::InternalError]);
+    let out = run(&dir, &["validate"]);
+    assert_ne!(out.code, Some(0), "{out}");
+    assert!(out.stderr.contains("source `lake`"), "{out}");
+    assert!(out.stderr.contains("500"), "{out}");
+    assert!(out.stderr.contains("InternalError"), "{out}");
+    assert!(!out.stderr.contains(SECRET_KEY), "{out}");
+}
+
 /// A request that takes longer than `request_timeout_secs` fails instead of hanging.
 #[test]
 fn a_stalled_request_times_out() {

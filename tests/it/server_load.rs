@@ -1,20 +1,21 @@
-//! A load test of `lodestar serve` on loopback, bounded in count and time: a few clients ask
-//! for a cached series over and over, then for cold series (each question new, so each one is
-//! computed). It prints throughput and p50/p99 latency for both and asserts only correctness:
+//! A load test of `lodestar serve` on loopback, bounded in count and time: a few keep-alive
+//! clients ask for a cached series over and over, then for cold series (each question new, so
+//! each one is computed). It prints throughput and p50/p99 latency for both and asserts only
+//! correctness:
 //! every answer is a 200 with the right numbers (computed here from the fixture's CSV), and
 //! none fails. Run it alone to read the numbers:
 //! `cargo test -p lodestar-e2e --test it -- server_load --nocapture`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::NaiveDate;
+use lodestar_testkit::load::{self, Answer, Check, Phase, Plan, Shape};
 use serde_json::{Value, json};
 
-use crate::server::{Served, http_request};
+use crate::server::Served;
 
 /// Clients sending requests at once (each waits for its answer before the next).
 const CLIENTS: usize = 4;
@@ -120,93 +121,34 @@ impl Expected {
     }
 }
 
-/// What one phase did.
-struct Phase {
-    latencies: Vec<Duration>,
-    errors: Vec<String>,
-    elapsed: Duration,
-    planned: usize,
-}
-
-impl Phase {
-    fn percentile(&self, p: f64) -> Duration {
-        let mut sorted = self.latencies.clone();
-        sorted.sort();
-        if sorted.is_empty() {
-            return Duration::ZERO;
-        }
-        let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-        sorted[rank - 1]
-    }
-
-    fn report(&self, name: &str) -> String {
-        let done = self.latencies.len();
-        format!(
-            "{name}: {done} of {} requests in {:.2} s by {CLIENTS} clients: {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
-            self.planned,
-            self.elapsed.as_secs_f64(),
-            done as f64 / self.elapsed.as_secs_f64(),
-            self.percentile(0.50).as_secs_f64() * 1000.0,
-            self.percentile(0.99).as_secs_f64() * 1000.0,
-            self.errors.len()
-        )
-    }
-}
-
-/// Sends every request (target, expected answer, expected `X-Cache`) from `CLIENTS` threads.
+/// Sends every request (target, expected answer, expected `X-Cache`) from `CLIENTS`
+/// keep-alive clients (`lodestar_testkit::load`, which the server benchmark uses too).
 fn run_phase(addr: SocketAddr, requests: Vec<(String, Expected, &'static str)>) -> Phase {
-    let planned = requests.len();
+    let shape = Shape {
+        clients: CLIENTS,
+        requests: requests.len(),
+        time_limit: PHASE_TIME_LIMIT,
+    };
     let requests = Arc::new(requests);
-    let next = Arc::new(AtomicUsize::new(0));
-    let latencies = Arc::new(Mutex::new(Vec::with_capacity(planned)));
-    let errors = Arc::new(Mutex::new(Vec::new()));
-    let started = Instant::now();
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let (requests, next) = (Arc::clone(&requests), Arc::clone(&next));
-            let (latencies, errors) = (Arc::clone(&latencies), Arc::clone(&errors));
-            std::thread::spawn(move || {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= requests.len() || started.elapsed() > PHASE_TIME_LIMIT {
-                        return;
-                    }
-                    let (target, expected, cache) = &requests[i];
-                    let sent = Instant::now();
-                    let answer = http_request(addr, "GET", target, &[], "");
-                    let took = sent.elapsed();
-                    let problem = match answer {
-                        Err(e) => Some(format!("GET {target}: {e}")),
-                        Ok(r) if r.status != 200 => Some(format!("GET {target}: {r}")),
-                        Ok(r) if r.header("x-cache") != Some(*cache) => {
-                            Some(format!("GET {target}: expected X-Cache {cache}: {r}"))
-                        }
-                        Ok(r) => match serde_json::from_slice::<Value>(&r.body)
-                            .map_err(|e| e.to_string())
-                            .and_then(|body| expected.check(&body))
-                        {
-                            Ok(()) => None,
-                            Err(problem) => Some(format!("GET {target}: {problem}, got {r}")),
-                        },
-                    };
-                    latencies.lock().unwrap().push(took);
-                    if let Some(problem) = problem {
-                        errors.lock().unwrap().push(problem);
-                    }
-                }
-            })
-        })
-        .collect();
-    for client in clients {
-        client.join().expect("a client thread");
-    }
-    let elapsed = started.elapsed();
-    Phase {
-        latencies: std::mem::take(&mut *latencies.lock().unwrap()),
-        errors: std::mem::take(&mut *errors.lock().unwrap()),
-        elapsed,
-        planned,
-    }
+    let plan: Plan = Arc::new(move |i: usize| {
+        let (target, expected, cache) = requests[i].clone();
+        let check: Check = Arc::new(move |answer: &Answer| -> Result<(), String> {
+            if answer.status != 200 {
+                return Err("expected 200".into());
+            }
+            if answer.header("x-cache") != Some(cache) {
+                return Err(format!("expected X-Cache {cache}"));
+            }
+            let body: Value = serde_json::from_slice(&answer.body).map_err(|e| e.to_string())?;
+            expected.check(&body)
+        });
+        (target, check)
+    });
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime")
+        .block_on(load::run_phase(addr, shape, plan))
 }
 
 #[test]
@@ -274,6 +216,6 @@ fn load_on_loopback_cached_and_cold_series_without_errors() {
                 .join("\n"),
             server.log()
         );
-        assert!(!phase.latencies.is_empty(), "{report}");
+        assert!(phase.done() > 0, "{report}");
     }
 }

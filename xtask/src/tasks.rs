@@ -103,11 +103,11 @@ fn build_plugins(release: bool, packages: Vec<String>) -> Result<Vec<String>> {
 }
 
 /// `cargo xtask bench`: builds the benchmarks and plugins in release mode and runs them:
-/// every benchmark, or the one named first (`ffi`, `tree`, `postgres`, `lake`), each with the
-/// flags it takes out of the remaining ones.
+/// every benchmark, or the one named first (`ffi`, `tree`, `postgres`, `lake`, `server`), each
+/// with the flags it takes out of the remaining ones.
 pub fn bench(rest: &[String]) -> Result<()> {
     let (only, flags) = match rest.first().map(String::as_str) {
-        Some(name @ ("ffi" | "tree" | "postgres" | "lake")) => (Some(name), &rest[1..]),
+        Some(name @ ("ffi" | "tree" | "postgres" | "lake" | "server")) => (Some(name), &rest[1..]),
         _ => (None, rest),
     };
     check_bench_flags(only, flags)?;
@@ -163,11 +163,58 @@ pub fn bench(rest: &[String]) -> Result<()> {
             &pick_flags(flags, &["--events", "--runs", "--threads", "--refresh"]),
         )?;
     }
+    if only.is_none_or(|b| b == "server") {
+        // The release server the benchmark starts: `cargo run` builds only the bench, and no
+        // plugin (the example project reads local files).
+        ensure_sample_data()?;
+        cargo([
+            "build",
+            "--release",
+            "--package",
+            "lodestar-cli",
+            "--package",
+            "lodestar-bench",
+        ])
+        .context("building the release `lodestar` and `lodestar-bench` failed")?;
+        let mut args = vec![
+            "--project".to_string(),
+            workspace_root()
+                .join(EXAMPLE_PROJECT)
+                .to_string_lossy()
+                .into_owned(),
+        ];
+        args.extend(pick_flags(flags, SERVER_FLAGS));
+        run("server", &args)?;
+    }
     Ok(())
 }
 
+/// Flags of the `server` benchmark.
+const SERVER_FLAGS: &[&str] = &[
+    "--clients",
+    "--slots",
+    "--cached-requests",
+    "--cold-requests",
+    "--phase-seconds",
+    "--soak-seconds",
+    "--sample-seconds",
+];
+
 /// Flags the benchmarks take; `--refresh` alone has no value.
-const BENCH_FLAGS: &[&str] = &["--rows", "--runs", "--events", "--threads", "--refresh"];
+const BENCH_FLAGS: &[&str] = &[
+    "--rows",
+    "--runs",
+    "--events",
+    "--threads",
+    "--refresh",
+    "--clients",
+    "--slots",
+    "--cached-requests",
+    "--cold-requests",
+    "--phase-seconds",
+    "--soak-seconds",
+    "--sample-seconds",
+];
 
 /// Refuses a flag no benchmark takes, before minutes of release build.
 fn check_bench_flags(only: Option<&str>, flags: &[String]) -> Result<()> {

@@ -97,7 +97,7 @@ fn parse_count(text: &str) -> anyhow::Result<u64> {
 }
 
 /// The cargo target directory this binary was built in (`TARGET/release/lodestar-bench`).
-fn target_dir() -> anyhow::Result<PathBuf> {
+pub(crate) fn target_dir() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     exe.parent()
         .and_then(Path::parent)
@@ -286,7 +286,7 @@ fn print_table(options: &Options, rows: &[Value]) {
 }
 
 /// The machine, for the report: CPU model, cores, memory.
-fn machine() -> Value {
+pub(crate) fn machine() -> Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
         .lines()

@@ -6,11 +6,15 @@
 //! - `postgres`: the Postgres connector's rows/s against `psql \copy` (`postgres.rs`).
 //! - `lake`: the metric tree over a year of hive-partitioned Parquet against DuckDB
 //!   (`lake.rs`, its data set in `lake_data.rs`).
+//! - `server`: `lodestar serve` under many keep-alive clients on loopback: a cached series, a
+//!   cold series mix and a soak, with latency percentiles and the server's memory
+//!   (`server.rs`).
 
 mod ffi;
 mod lake;
 mod lake_data;
 mod postgres;
+mod server;
 mod tree;
 
 use std::path::PathBuf;
@@ -32,13 +36,15 @@ usage: lodestar-bench ffi [--rows N] [--runs N]
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}{}", lake::USAGE);
+        println!("{USAGE}{}{}", lake::USAGE, server::USAGE);
         return Ok(());
     }
     // `lake` runs its variants in child processes, each with its own runtime.
     match args.first().map(String::as_str) {
         Some("lake") => return lake::run(&args[1..]),
         Some("lake-child") => return lake::child(&args[1..]),
+        // `server` drives a `lodestar serve` child with its own runtime.
+        Some("server") => return server::run(&args[1..]),
         _ => {}
     }
     let mut iter = args.iter();
@@ -68,7 +74,7 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(postgres::copy_rate(rows.unwrap_or(2_000_000), runs.max(1)))
         }
         Some("tree") => runtime.block_on(tree::tree_scans(&project, runs.max(1))),
-        _ => bail!("{USAGE}{}", lake::USAGE),
+        _ => bail!("{USAGE}{}{}", lake::USAGE, server::USAGE),
     }
 }
 

@@ -4,9 +4,9 @@
 //! leaves a half-written result behind.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::ValueEnum;
 use lodestar_core::datafusion::arrow::array::RecordBatch;
 use lodestar_core::datafusion::arrow::datatypes::SchemaRef;
@@ -51,8 +51,9 @@ pub fn write_batch(batch: &RecordBatch, format: Format) -> anyhow::Result<()> {
     write(&batch.schema(), std::slice::from_ref(batch), format, None)
 }
 
-/// Writes a file through `fill`: into a temporary file beside `path`, then renamed over it, so
-/// a failed run leaves neither a half-written file nor the temporary one.
+/// Writes a file through `fill` with [`lodestar_core::atomic::write_atomically`]: into a
+/// temporary file beside `path`, then renamed over it, so a failed run leaves the previous
+/// file as it was and no temporary one. Checks the directory first, for a clearer message.
 pub fn write_atomically(
     path: &Path,
     fill: impl FnOnce(&mut std::io::BufWriter<fs_err::File>) -> anyhow::Result<()>,
@@ -72,26 +73,36 @@ pub fn write_atomically(
             path.display()
         );
     }
-    let temporary = temporary_path(path);
-    let result = (|| -> anyhow::Result<()> {
-        let mut file = std::io::BufWriter::new(fs_err::File::create(&temporary)?);
-        fill(&mut file)?;
-        file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        fs_err::rename(&temporary, path)?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs_err::remove_file(&temporary);
-    }
-    result.with_context(|| format!("could not write {}", path.display()))
+    lodestar_core::atomic::write_atomically(path, fill).map_err(|e| {
+        let hint = if is_out_of_space(&e) {
+            format!(
+                "\n  hint: the disk may be full (or a file-size limit reached); {} was left as it was",
+                path.display()
+            )
+        } else {
+            String::new()
+        };
+        e.context(format!("could not write {}{hint}", path.display()))
+    })
 }
 
-fn temporary_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "output".into());
-    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+/// Whether a write failed for want of space: a full disk, a quota, a file-size limit.
+fn is_out_of_space(e: &anyhow::Error) -> bool {
+    use std::io::ErrorKind;
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| {
+            matches!(
+                io.kind(),
+                ErrorKind::StorageFull | ErrorKind::FileTooLarge | ErrorKind::QuotaExceeded
+            )
+        })
+        || e.chain().any(|c| {
+            let text = c.to_string();
+            ["os error 27)", "os error 28)", "os error 122)"]
+                .iter()
+                .any(|code| text.contains(code))
+        })
 }
 
 fn encode<W: Write + Send>(

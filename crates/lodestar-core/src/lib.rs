@@ -3,6 +3,7 @@
 //! [`config::load`] reads a project file into a [`model::Project`]; [`Engine::open`] connects
 //! its sources to a DataFusion context; [`Engine::compute`] answers a [`MetricRequest`].
 
+pub mod atomic;
 pub mod bounds;
 pub mod compute;
 pub mod config;

@@ -168,30 +168,25 @@ impl Cache {
         }
     }
 
-    /// Writes through a temporary file in the same directory, then renames it over `path`:
-    /// readers see the old file or the new one, never a part.
+    /// Writes through [`crate::atomic::write_atomically`] (a temporary file in the cache's
+    /// directory, renamed over `path`): readers see the old file or the new one, never a part.
     fn write_atomically(
         &self,
         path: &Path,
-        write: impl FnOnce(&mut std::fs::File) -> Result<(), String>,
+        write: impl FnOnce(&mut std::io::BufWriter<fs_err::File>) -> Result<(), String>,
     ) -> Result<(), String> {
         fs_err::create_dir_all(&self.dir).map_err(|e| e.to_string())?;
-        let temp = self.dir.join(format!(
-            ".{}.{}.{}.tmp",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("entry"),
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        let result = (|| {
-            let mut file = fs_err::File::create(&temp).map_err(|e| e.to_string())?;
-            write(file.file_mut())?;
-            file.sync_all().map_err(|e| e.to_string())?;
-            fs_err::rename(&temp, path).map_err(|e| e.to_string())
-        })();
-        if result.is_err() {
-            let _ = fs_err::remove_file(&temp);
-        }
-        result
+        crate::atomic::write_atomically(path, |file| write(file).map_err(Problem))
+            .map_err(|Problem(problem)| problem)
+    }
+}
+
+/// An error of a cache write, as the warning shows it.
+struct Problem(String);
+
+impl From<std::io::Error> for Problem {
+    fn from(e: std::io::Error) -> Self {
+        Problem(e.to_string())
     }
 }
 
@@ -269,7 +264,7 @@ impl Header {
 }
 
 fn write_entry(
-    file: &mut std::fs::File,
+    file: &mut (impl std::io::Write + Send),
     header: &Header,
     batch: &RecordBatch,
 ) -> Result<(), String> {

@@ -68,6 +68,8 @@ impl Served {
 pub enum Fault {
     /// 503 with S3's `SlowDown` error, as S3 throttles.
     SlowDown,
+    /// 500 with S3's `InternalError`, as S3 answers when it fails on its side.
+    InternalError,
     /// Waits this long before serving.
     Stall(Duration),
 }
@@ -236,6 +238,13 @@ async fn answer(
             .header("content-type", "application/xml")
             .body(s3s::Body::from(
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>".to_string(),
+            ))
+            .expect("a valid response"),
+        Some(Fault::InternalError) => Response::builder()
+            .status(StatusCode::INTERNAL_SERVER_ERROR)
+            .header("content-type", "application/xml")
+            .body(s3s::Body::from(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InternalError</Code><Message>We encountered an internal error. Please try again.</Message></Error>".to_string(),
             ))
             .expect("a valid response"),
         stall => {

@@ -213,8 +213,8 @@ pub(super) async fn register(
     Ok(())
 }
 
-/// The first and last data files below `dir` (by path), with `extension`.
-fn first_and_last_files(dir: &Path, extension: &str) -> Vec<PathBuf> {
+/// The data files below `dir` with `extension`, by path: not hidden, not empty.
+fn data_files(dir: &Path, extension: &str) -> Vec<PathBuf> {
     fn walk(dir: &Path, extension: &str, out: &mut Vec<PathBuf>) {
         let Ok(entries) = fs_err::read_dir(dir) else {
             return;
@@ -236,6 +236,12 @@ fn first_and_last_files(dir: &Path, extension: &str) -> Vec<PathBuf> {
     }
     let mut files = Vec::new();
     walk(dir, extension, &mut files);
+    files
+}
+
+/// The first and last data files below `dir` (by path), with `extension`.
+fn first_and_last_files(dir: &Path, extension: &str) -> Vec<PathBuf> {
+    let files = data_files(dir, extension);
     match (files.first(), files.last()) {
         (Some(first), Some(last)) if first != last => vec![first.clone(), last.clone()],
         (Some(first), _) => vec![first.clone()],
@@ -430,12 +436,42 @@ async fn listing_table(
             let mut schemas = Vec::new();
             for file in files {
                 let url = ListingTableUrl::parse(file.to_string_lossy())?;
-                schemas.push(options.infer_schema(&state, &url).await?.as_ref().clone());
+                let schema = options
+                    .infer_schema(&state, &url)
+                    .await
+                    .map_err(|e| e.context(format!("file {}", file.display())))?;
+                schemas.push(schema.as_ref().clone());
             }
             config.with_schema(Arc::new(Schema::try_merge(schemas)?))
         }
-        None => config.infer_schema(&state).await?,
+        None => match config.clone().infer_schema(&state).await {
+            Ok(config) => config,
+            Err(e) => return Err(name_the_file(&state, &options, spec, e).await),
+        },
     };
     let config = config.infer_partitions_from_path(&state).await?;
     ListingTable::try_new(config)
+}
+
+/// A directory table's schema could not be read: DataFusion's error (a truncated or corrupt
+/// Parquet footer, say) does not say which of the files it was, so each file is read alone
+/// to name the first that fails. Only on this error path; the original error if none does.
+async fn name_the_file(
+    state: &datafusion::execution::SessionState,
+    options: &ListingOptions,
+    spec: &TableSpec,
+    error: datafusion::error::DataFusionError,
+) -> datafusion::error::DataFusionError {
+    if !spec.location.ends_with('/') {
+        return error.context(format!("file {}", spec.location));
+    }
+    for file in data_files(Path::new(&spec.location), &spec.extension) {
+        let Ok(url) = ListingTableUrl::parse(file.to_string_lossy()) else {
+            continue;
+        };
+        if let Err(e) = options.infer_schema(state, &url).await {
+            return e.context(format!("file {}", file.display()));
+        }
+    }
+    error
 }
