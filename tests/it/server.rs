@@ -843,7 +843,7 @@ fn sql_is_off_unless_enabled() {
 }
 
 /// SHA-256 in hex, from the system's `sha256sum`: an implementation other than the server's.
-fn sha256_hex(text: &str) -> String {
+pub(crate) fn sha256_hex(text: &str) -> String {
     let mut child = std::process::Command::new("sha256sum")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -192,7 +192,9 @@ Examples:
   lodestar serve
   lodestar --project /srv/metrics/lodestar.yaml serve --listen 0.0.0.0:8080
 
-Stops on Ctrl-C or SIGTERM after answering the requests in flight.")]
+Stops on Ctrl-C or SIGTERM after answering the requests in flight (at most
+--shutdown-timeout seconds). Without tokens it listens on loopback only, unless
+--allow-anonymous is given.")]
     Serve {
         /// The address and port to listen on (port 0: any free port)
         #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR:PORT")]
@@ -220,6 +222,32 @@ Stops on Ctrl-C or SIGTERM after answering the requests in flight.")]
         /// default: the engine's memory limit divided by --max-concurrent
         #[arg(long, value_name = "SIZE", value_parser = parse_size)]
         query_memory_limit: Option<usize>,
+
+        // -- Operational limits and fail-closed authentication (docs/server.md). --
+        /// Serve without tokens on an address that is not loopback (anyone who can reach it
+        /// reads the metrics)
+        #[arg(long)]
+        allow_anonymous: bool,
+        /// Memory for cached answers, e.g. 256MiB; an answer over a quarter of it is sent
+        /// uncached [default: a sixteenth of the engine's memory limit, 16MiB to 1GiB]
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        answer_cache_size: Option<usize>,
+        /// Rows an ad-hoc SQL answer may have; a larger one is stopped and answered 413
+        #[arg(long, default_value_t = lodestar_server::DEFAULT_SQL_MAX_ROWS, value_name = "N")]
+        sql_max_rows: usize,
+        /// Data an ad-hoc SQL answer may hold, e.g. 64MiB; more is stopped and answered 413
+        #[arg(long, default_value = "64MiB", value_name = "SIZE", value_parser = parse_size)]
+        sql_max_bytes: usize,
+        /// Connections served at once; more wait to be accepted
+        #[arg(long, default_value_t = lodestar_server::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
+        max_connections: usize,
+        /// Seconds a client has to send a request's headers; also how long an idle
+        /// keep-alive connection stays open
+        #[arg(long, default_value_t = lodestar_server::DEFAULT_HEADER_TIMEOUT.as_secs(), value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+        header_timeout: u64,
+        /// Seconds the requests in flight may take after SIGTERM before they are cancelled
+        #[arg(long, default_value_t = lodestar_server::DEFAULT_SHUTDOWN_TIMEOUT.as_secs(), value_name = "SECONDS")]
+        shutdown_timeout: u64,
     },
     /// Manage the result cache of incremental refresh (`cache:` in lodestar.yaml)
     #[command(subcommand)]
@@ -377,7 +405,11 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_INTERNAL_ERROR);
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // Work cancelled at a deadline (`serve`'s shutdown timeout) may leave blocking threads
+    // behind, such as a file read; dropping the runtime would wait for them.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if e.downcast_ref::<ValidationFailed>().is_none() {
@@ -493,13 +525,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         query_timeout,
         refresh_interval,
         query_memory_limit,
+        allow_anonymous,
+        answer_cache_size,
+        sql_max_rows,
+        sql_max_bytes,
+        max_connections,
+        header_timeout,
+        shutdown_timeout,
     } = cli.command
     {
-        let mut tokens = lodestar_server::Tokens::default();
-        tokens.add_from_env();
-        if let Some(file) = &tokens_file {
-            tokens.add_file(file)?;
-        }
+        let tokens = lodestar_server::Tokens::load(tokens_file.as_deref())?;
         let settings = lodestar_server::Settings {
             tokens,
             enable_sql,
@@ -508,6 +543,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             query_timeout: Duration::from_secs(query_timeout),
             refresh_interval: Duration::from_secs(refresh_interval.max(1)),
             query_memory_limit,
+            tokens_file,
+            allow_anonymous,
+            answer_cache_size,
+            sql_max_rows,
+            sql_max_bytes,
+            max_connections: max_connections.max(1),
+            header_timeout: Duration::from_secs(header_timeout),
+            shutdown_timeout: Duration::from_secs(shutdown_timeout),
         };
         return serve(path, listen, settings).await;
     }
