@@ -714,17 +714,40 @@ fn without_tokens_only_loopback_is_served_unless_anonymous_is_allowed() {
     assert!(!run.stderr.contains("listening on"), "{run}");
 
     // Explicitly allowed, it serves (the test talks to it on loopback).
-    let server = Served::start_in(
-        Scratch::copy_of(&crate::support::test_dir("fixtures").join("shop")),
-        &["--listen", "0.0.0.0:0", "--allow-anonymous"],
-        &[],
+    let mut command = lodestar_project(
+        &project.project(),
+        ["serve", "--listen", "0.0.0.0:0", "--allow-anonymous"],
     );
-    assert!(
-        server.log().contains("--allow-anonymous is given"),
-        "{}",
-        server.log()
-    );
-    assert_eq!(server.get("/healthz").status, 200);
+    command.env_remove("LODESTAR_READ_TOKENS");
+    command.env_remove("LODESTAR_ADMIN_TOKENS");
+    command.env_remove("LODESTAR_TOKENS_FILE");
+    let mut child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cannot start `lodestar serve`");
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let mut port = None;
+    for line in std::io::BufRead::lines(stderr).map_while(Result::ok) {
+        seen.push_str(&line);
+        seen.push('\n');
+        if let Some(addr) = line.split("listening on http://").nth(1) {
+            port = addr
+                .trim()
+                .parse::<std::net::SocketAddr>()
+                .ok()
+                .map(|a| a.port());
+            break;
+        }
+    }
+    let port = port.unwrap_or_else(|| panic!("the server did not start:\n{seen}"));
+    assert!(seen.contains("--allow-anonymous is given"), "{seen}");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let health = http_request(addr, "GET", "/healthz", &[], "");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(health.expect("GET /healthz").status, 200);
 }
 
 #[test]

@@ -190,7 +190,7 @@ project file, then the directory of the lodestar binary.")]
     #[command(after_help = "\
 Examples:
   lodestar serve
-  lodestar --project /srv/metrics/lodestar.yaml serve --listen 0.0.0.0:8080
+  lodestar --project /srv/metrics/lodestar.yaml serve --listen 0.0.0.0:8080 --tokens-file tokens
 
 Stops on Ctrl-C or SIGTERM after answering the requests in flight (at most
 --shutdown-timeout seconds). Without tokens it listens on loopback only, unless
