@@ -578,7 +578,12 @@ fn a_body_over_1_mib_gets_413_and_a_url_over_8_kib_gets_414() {
     let sender = std::thread::spawn(move || {
         // The server may stop reading once it has refused: later writes may fail.
         for chunk in sql.as_bytes().chunks(64 << 10) {
-            let frame = [format!("{:x}\r\n", chunk.len()).as_bytes(), chunk, b"\r\n"].concat();
+            let frame = [
+                format!("{:x}\r\n", chunk.len()).as_bytes(),
+                chunk,
+                &b"\r\n"[..],
+            ]
+            .concat();
             if writer.write_all(&frame).is_err() {
                 return;
             }
