@@ -734,7 +734,8 @@ fn without_tokens_only_loopback_is_served_unless_anonymous_is_allowed() {
     let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
     let mut seen = String::new();
     let mut port = None;
-    for line in std::io::BufRead::lines(stderr).map_while(Result::ok) {
+    let mut lines = std::io::BufRead::lines(stderr);
+    for line in lines.by_ref().map_while(Result::ok) {
         seen.push_str(&line);
         seen.push('\n');
         if let Some(addr) = line.split("listening on http://").nth(1) {
@@ -746,12 +747,15 @@ fn without_tokens_only_loopback_is_served_unless_anonymous_is_allowed() {
             break;
         }
     }
+    // Keep reading its log: a server whose stderr is closed cannot log its answers.
+    let drain = std::thread::spawn(move || lines.map_while(Result::ok).count());
     let port = port.unwrap_or_else(|| panic!("the server did not start:\n{seen}"));
     assert!(seen.contains("--allow-anonymous is given"), "{seen}");
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let health = http_request(addr, "GET", "/healthz", &[], "");
     let _ = child.kill();
     let _ = child.wait();
+    let _ = drain.join();
     assert_eq!(health.expect("GET /healthz").status, 200);
 }
 
