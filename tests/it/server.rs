@@ -218,8 +218,11 @@ pub(crate) fn http_request(
     body: &str,
 ) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect(addr)?;
-    let mut request =
-        format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut request = format!("{method} {target} HTTP/1.1\r\nConnection: close\r\n");
+    // The server's address, unless the test names another host.
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        request.push_str(&format!("Host: {addr}\r\n"));
+    }
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -848,7 +851,7 @@ fn sql_is_off_unless_enabled() {
 }
 
 /// SHA-256 in hex, from the system's `sha256sum`: an implementation other than the server's.
-fn sha256_hex(text: &str) -> String {
+pub(crate) fn sha256_hex(text: &str) -> String {
     let mut child = std::process::Command::new("sha256sum")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -219,9 +219,11 @@ project file, then the directory of the lodestar binary.")]
     #[command(after_help = "\
 Examples:
   lodestar serve
-  lodestar --project /srv/metrics/lodestar.yaml serve --listen 0.0.0.0:8080
+  lodestar --project /srv/metrics/lodestar.yaml serve --listen 0.0.0.0:8080 --tokens-file tokens
 
-Stops on Ctrl-C or SIGTERM after answering the requests in flight.")]
+Stops on Ctrl-C or SIGTERM after answering the requests in flight (at most
+--shutdown-timeout seconds). Without tokens it listens on loopback only, unless
+--allow-anonymous is given.")]
     Serve {
         /// The address and port to listen on (port 0: any free port)
         #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR:PORT")]
@@ -253,6 +255,32 @@ Stops on Ctrl-C or SIGTERM after answering the requests in flight.")]
         /// asks (`min_support` of /api/v1/discover)
         #[arg(long, default_value_t = lodestar_server::DEFAULT_MIN_SUPPORT_FLOOR, value_name = "USERS")]
         min_support_floor: u64,
+
+        // -- Operational limits and fail-closed authentication (docs/server.md). --
+        /// Serve without tokens on an address that is not loopback (anyone who can reach it
+        /// reads the metrics)
+        #[arg(long)]
+        allow_anonymous: bool,
+        /// Memory for cached answers, e.g. 256MiB; an answer over a quarter of it is sent
+        /// uncached [default: a sixteenth of the engine's memory limit, 16MiB to 1GiB]
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        answer_cache_size: Option<usize>,
+        /// Rows an ad-hoc SQL answer may have; a larger one is stopped and answered 413
+        #[arg(long, default_value_t = lodestar_server::DEFAULT_SQL_MAX_ROWS, value_name = "N")]
+        sql_max_rows: usize,
+        /// Data an ad-hoc SQL answer may hold, e.g. 64MiB; more is stopped and answered 413
+        #[arg(long, default_value = "64MiB", value_name = "SIZE", value_parser = parse_size)]
+        sql_max_bytes: usize,
+        /// Connections served at once; more wait to be accepted
+        #[arg(long, default_value_t = lodestar_server::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
+        max_connections: usize,
+        /// Seconds a client has to send a request's headers; also how long an idle
+        /// keep-alive connection stays open
+        #[arg(long, default_value_t = lodestar_server::DEFAULT_HEADER_TIMEOUT.as_secs(), value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+        header_timeout: u64,
+        /// Seconds the requests in flight may take after SIGTERM before they are cancelled
+        #[arg(long, default_value_t = lodestar_server::DEFAULT_SHUTDOWN_TIMEOUT.as_secs(), value_name = "SECONDS")]
+        shutdown_timeout: u64,
     },
     /// Manage the result cache of incremental refresh (`cache:` in lodestar.yaml)
     #[command(subcommand)]
@@ -410,7 +438,11 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_INTERNAL_ERROR);
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // Work cancelled at a deadline (`serve`'s shutdown timeout) may leave blocking threads
+    // behind, such as a file read; dropping the runtime would wait for them.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if e.downcast_ref::<ValidationFailed>().is_none() {
@@ -527,13 +559,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         refresh_interval,
         query_memory_limit,
         min_support_floor,
+        allow_anonymous,
+        answer_cache_size,
+        sql_max_rows,
+        sql_max_bytes,
+        max_connections,
+        header_timeout,
+        shutdown_timeout,
     } = cli.command
     {
-        let mut tokens = lodestar_server::Tokens::default();
-        tokens.add_from_env();
-        if let Some(file) = &tokens_file {
-            tokens.add_file(file)?;
-        }
+        let tokens = lodestar_server::Tokens::load(tokens_file.as_deref())?;
         let settings = lodestar_server::Settings {
             tokens,
             enable_sql,
@@ -544,6 +579,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             query_memory_limit,
             bounds: cli.bounds.bounds(),
             min_support_floor,
+            tokens_file,
+            allow_anonymous,
+            answer_cache_size,
+            sql_max_rows,
+            sql_max_bytes,
+            max_connections: max_connections.max(1),
+            header_timeout: Duration::from_secs(header_timeout),
+            shutdown_timeout: Duration::from_secs(shutdown_timeout),
         };
         return serve(path, listen, settings).await;
     }

@@ -69,6 +69,15 @@ pub fn router(state: AppState) -> Router {
         .merge(scrape)
         .merge(crate::dashboard::router())
         .fallback(not_found)
+        // Bodies sent without a length stop being read here (413); declared ones in `guard`.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::hygiene::MAX_BODY_BYTES,
+        ))
+        .layer(crate::hygiene::catch_panic())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::hygiene::guard,
+        ))
         .layer(middleware::from_fn(limits::observe));
     let router = match cors(&state.settings().cors_origins) {
         Some(layer) => router.layer(layer),
@@ -101,7 +110,7 @@ async fn sql(
     State(state): State<AppState>,
     Extension(role): Extension<Role>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Answer {
     if !state.settings().enable_sql {
         return Err(ApiError::new(
@@ -111,7 +120,7 @@ async fn sql(
         )
         .with_hint("start it with `lodestar serve --enable-sql`"));
     }
-    if role != Role::Admin || state.settings().tokens.is_empty() {
+    if role != Role::Admin || state.tokens().is_empty() {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -122,15 +131,27 @@ async fn sql(
     struct Query {
         sql: String,
     }
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            crate::hygiene::body_too_large(None)
+        } else {
+            ApiError::bad_request(format!(
+                "the body cannot be read: {}",
+                rejection.body_text()
+            ))
+        }
+    })?;
     let query: Query = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("the body is not {{\"sql\": \"...\"}}: {e}")))?;
     let engine = state.engine();
     let df = engine.sql(&query.sql).await?;
     let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-    let batches = df
-        .collect()
-        .await
-        .map_err(|e| ApiError::from(lodestar_core::Error::from(e)))?;
+    let batches = collect_capped(
+        df,
+        state.settings().sql_max_rows,
+        state.settings().sql_max_bytes,
+    )
+    .await?;
     let batch = lodestar_core::datafusion::arrow::compute::concat_batches(&schema, &batches)
         .map_err(|e| ApiError::from(lodestar_core::Error::from(e)))?;
     match Format::of(&headers) {
@@ -140,6 +161,53 @@ async fn sql(
 }
 
 type Answer = Result<Response, ApiError>;
+
+/// The batches of an ad-hoc query, read as they come: past `max_rows` rows or `max_bytes` of
+/// Arrow data the query is stopped (the stream dropped) and the answer is 413.
+async fn collect_capped(
+    df: lodestar_core::datafusion::dataframe::DataFrame,
+    max_rows: usize,
+    max_bytes: usize,
+) -> Result<Vec<lodestar_core::datafusion::arrow::array::RecordBatch>, ApiError> {
+    use futures::StreamExt;
+    use lodestar_core::datafusion::arrow::array::Array;
+    let failed = |e| ApiError::from(lodestar_core::Error::from(e));
+    let mut stream = df.execute_stream().await.map_err(failed)?;
+    let (mut rows, mut bytes, mut batches) = (0usize, 0usize, Vec::new());
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(failed)?;
+        rows += batch.num_rows();
+        // Of the rows in this batch only: a slice of a larger batch shares its buffers.
+        bytes += batch
+            .columns()
+            .iter()
+            .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
+            .sum::<usize>();
+        if rows > max_rows {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!(
+                    "the query returns more than {max_rows} rows, the most one ad-hoc SQL answer may hold; it was stopped"
+                ),
+            )
+            .with_hint("aggregate or add a LIMIT, or start the server with a larger --sql-max-rows"));
+        }
+        if bytes > max_bytes {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!(
+                    "the query's answer holds more than {} of data, the most one ad-hoc SQL answer may hold; it was stopped",
+                    limits::format_bytes(max_bytes)
+                ),
+            )
+            .with_hint("select fewer columns or rows (LIMIT), or start the server with a larger --sql-max-bytes"));
+        }
+        batches.push(batch);
+    }
+    Ok(batches)
+}
 
 /// The OpenAPI document of these routes; a test keeps the two in step.
 pub const OPENAPI: &str = include_str!("openapi.json");

@@ -64,6 +64,10 @@ pub enum TokensError {
         "{path}:{line}: expected `ROLE SHA256-HEX [label]` with ROLE read or admin and 64 hex digits\n  hint: the hash of a token is `printf %s TOKEN | sha256sum`"
     )]
     Line { path: String, line: usize },
+    #[error(
+        "the tokens file {path} holds no token: it would turn authentication off\n  hint: add `ROLE SHA256-HEX [label]` lines (docs/server.md#authentication), or do not pass --tokens-file (without tokens the server listens on loopback only)"
+    )]
+    Empty { path: String },
 }
 
 fn digest(token: &str) -> [u8; 32] {
@@ -97,13 +101,30 @@ impl Tokens {
         }
     }
 
-    /// Reads a tokens file: `ROLE SHA256-HEX [label]` lines; blank lines and `#` comments.
+    /// The tokens of the environment (see [`Tokens::add_from_env`]) and of `file`, if given.
+    pub fn load(file: Option<&Path>) -> Result<Tokens, TokensError> {
+        let mut tokens = Tokens::default();
+        tokens.add_from_env();
+        if let Some(file) = file {
+            tokens.add_file(file)?;
+        }
+        Ok(tokens)
+    }
+
+    /// How many tokens are accepted.
+    pub fn len(&self) -> usize {
+        self.hashes.len()
+    }
+
+    /// Reads a tokens file: `ROLE SHA256-HEX [label]` lines; blank lines and `#` comments. A
+    /// file without any token is an error: it must not turn authentication off.
     pub fn add_file(&mut self, path: &Path) -> Result<(), TokensError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| TokensError::Read {
             path: shown.clone(),
             source,
         })?;
+        let mut found = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -116,7 +137,7 @@ impl Tokens {
                 .and_then(|h| hex::decode(h).ok())
                 .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok());
             match (role, hash) {
-                (Some(role), Some(hash)) => self.hashes.push((role, hash)),
+                (Some(role), Some(hash)) => found.push((role, hash)),
                 _ => {
                     return Err(TokensError::Line {
                         path: shown,
@@ -125,6 +146,10 @@ impl Tokens {
                 }
             }
         }
+        if found.is_empty() {
+            return Err(TokensError::Empty { path: shown });
+        }
+        self.hashes.extend(found);
         Ok(())
     }
 
@@ -151,7 +176,7 @@ pub async fn require_token(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let tokens = &state.settings().tokens;
+    let tokens = state.tokens();
     // The background refresh recomputes answers that a caller with a token asked for.
     if tokens.is_empty()
         || request
@@ -159,7 +184,8 @@ pub async fn require_token(
             .get::<crate::cache::Refresh>()
             .is_some()
     {
-        // Authentication is off (a warning said so at start): everyone reads.
+        // No tokens: the server listens on loopback only (or was started with
+        // --allow-anonymous), and a warning said so at start: everyone reads.
         request.extensions_mut().insert(Role::Read);
         return next.run(request).await;
     }
@@ -203,6 +229,23 @@ mod tests {
         assert_eq!(tokens.role_of("boss"), Some(Role::Admin));
         assert_eq!(tokens.role_of("Boss"), None);
         assert_eq!(tokens.role_of(""), None);
+    }
+
+    #[test]
+    fn a_tokens_file_without_tokens_is_an_error_naming_it() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        for text in ["", "\n\n", "# only a comment\n   \n# another\n"] {
+            std::fs::write(file.path(), text).unwrap();
+            let mut tokens = Tokens::default();
+            let error = tokens.add_file(file.path()).unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .contains(&format!("{} holds no token", file.path().display())),
+                "{error}"
+            );
+            assert!(tokens.is_empty());
+        }
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //! router (so under the same limits), and replace the old ones: the next request is a hit with
 //! the new numbers. Until then the previous answers are served; the ones that could not be
 //! recomputed are dropped.
+//!
+//! The cache is bounded in bytes (`--answer-cache-size`): the oldest answers go first. An
+//! answer larger than a quarter of it is not kept: it is sent as it is computed, uncached,
+//! without an `ETag`.
 use std::collections::{HashMap, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
@@ -26,10 +30,8 @@ use lodestar_core::model::Project;
 use sha2::{Digest, Sha256};
 use tower::ServiceExt;
 
-/// Answers kept at most; the oldest goes first.
-const CAPACITY: usize = 512;
-/// Answers larger than this are not kept.
-const MAX_BODY: usize = 32 << 20;
+/// An answer larger than this fraction of the cache is not kept.
+const MAX_ENTRY_FRACTION: usize = 4;
 /// Answers recomputed after a data change at most (the most recently computed ones).
 const REFRESH_MAX: usize = 64;
 
@@ -50,6 +52,8 @@ pub struct Cache {
     /// generation its computation started in.
     generation: AtomicU64,
     max_age: Duration,
+    /// The most bytes of answers kept.
+    capacity: usize,
     pub hits: AtomicU64,
     pub misses: AtomicU64,
     /// Answers recomputed in the background after a data change.
@@ -60,6 +64,8 @@ pub struct Cache {
 struct Entries {
     map: HashMap<Key, Entry>,
     order: VecDeque<Key>,
+    /// The bytes of the entries in `map`, keys included.
+    bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -71,6 +77,32 @@ struct Key {
     version: u64,
 }
 
+impl Key {
+    fn size(&self) -> usize {
+        self.path.len()
+            + self
+                .params
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+            + std::mem::size_of::<Key>()
+    }
+}
+
+impl Entry {
+    fn size(&self) -> usize {
+        self.body.len() + self.etag.len() + std::mem::size_of::<Entry>()
+    }
+}
+
+impl Entries {
+    fn remove(&mut self, key: &Key) {
+        if let Some(entry) = self.map.remove(key) {
+            self.bytes -= key.size() + entry.size();
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Entry {
     etag: HeaderValue,
@@ -80,8 +112,10 @@ struct Entry {
 }
 
 impl Cache {
-    pub fn new(max_age: Duration) -> Cache {
+    /// A cache of at most `capacity` bytes of answers, fresh for `max_age`.
+    pub fn new(max_age: Duration, capacity: usize) -> Cache {
         Cache {
+            capacity,
             entries: Mutex::default(),
             version: AtomicU64::new(0),
             generation: AtomicU64::new(0),
@@ -98,6 +132,20 @@ impl Cache {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         entries.map.clear();
         entries.order.clear();
+        entries.bytes = 0;
+    }
+
+    /// The largest answer kept, in bytes.
+    fn max_entry(&self) -> usize {
+        self.capacity / MAX_ENTRY_FRACTION
+    }
+
+    /// The bytes of answers kept.
+    pub fn bytes(&self) -> usize {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .bytes
     }
 
     fn get(&self, key: &Key) -> Option<Entry> {
@@ -117,12 +165,19 @@ impl Cache {
         {
             return;
         }
-        if entries.map.insert(key.clone(), entry).is_none() {
-            entries.order.push_back(key);
+        let size = key.size() + entry.size();
+        if size > self.max_entry() {
+            return;
         }
-        while entries.order.len() > CAPACITY {
-            if let Some(old) = entries.order.pop_front() {
-                entries.map.remove(&old);
+        entries.remove(&key);
+        entries.order.retain(|k| k != &key);
+        entries.bytes += size;
+        entries.map.insert(key.clone(), entry);
+        entries.order.push_back(key);
+        while entries.bytes > self.capacity {
+            match entries.order.pop_front() {
+                Some(old) => entries.remove(&old),
+                None => break,
             }
         }
     }
@@ -136,11 +191,18 @@ impl Cache {
     /// Drops the answers computed on data older than `generation`; returns how many.
     fn drop_older_than(&self, generation: u64) -> usize {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        let Entries { map, order } = &mut *entries;
-        let before = map.len();
-        map.retain(|_, entry| entry.generation >= generation);
+        let old: Vec<Key> = entries
+            .map
+            .iter()
+            .filter(|(_, entry)| entry.generation < generation)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in &old {
+            entries.remove(key);
+        }
+        let Entries { map, order, .. } = &mut *entries;
         order.retain(|key| map.contains_key(key));
-        before - map.len()
+        old.len()
     }
 
     fn respond(&self, entry: Entry, if_none_match: Option<&HeaderValue>) -> Response {
@@ -207,15 +269,26 @@ pub async fn cached(State(cache): State<Arc<Cache>>, request: Request, next: Nex
     if response.status() != StatusCode::OK {
         return response;
     }
-    let (parts, body) = response.into_parts();
-    let body = match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(body) => body,
+    let (mut parts, body) = response.into_parts();
+    let body = match read_up_to(body, cache.max_entry()).await {
+        Ok(Whole(body)) => body,
+        Ok(TooLarge(body)) => {
+            // Too large to keep: sent as it comes, uncached.
+            tracing::debug!(
+                max = cache.max_entry(),
+                "an answer larger than a quarter of the cache is sent uncached"
+            );
+            parts
+                .headers
+                .insert(X_CACHE, HeaderValue::from_static("miss"));
+            return Response::from_parts(parts, body);
+        }
         Err(e) => {
-            tracing::warn!("an answer could not be cached: {e}");
+            tracing::warn!("an answer could not be read: {e}");
             return crate::error::ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "encoding_failed",
-                "the answer is too large",
+                "the answer could not be read",
             )
             .into_response();
         }
@@ -235,6 +308,33 @@ pub async fn cached(State(cache): State<Arc<Cache>>, request: Request, next: Nex
         .headers_mut()
         .insert(X_CACHE, HeaderValue::from_static("miss"));
     response
+}
+
+/// An answer's body, read whole when it is at most the limit.
+enum Read {
+    Whole(Bytes),
+    /// Over the limit: what was read, then the rest, as a body to send on.
+    TooLarge(Body),
+}
+use Read::{TooLarge, Whole};
+
+async fn read_up_to(body: Body, limit: usize) -> Result<Read, axum::Error> {
+    use axum::body::HttpBody;
+    use futures::StreamExt;
+    if body.size_hint().lower() > limit as u64 {
+        return Ok(TooLarge(body));
+    }
+    let mut stream = body.into_data_stream();
+    let mut read = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if read.len() + chunk.len() > limit {
+            let head = futures::stream::iter([Ok(Bytes::from(read)), Ok(chunk)]);
+            return Ok(TooLarge(Body::from_stream(head.chain(stream))));
+        }
+        read.extend_from_slice(&chunk);
+    }
+    Ok(Whole(Bytes::from(read)))
 }
 
 /// A fingerprint of the project's data, as far as it can be read cheaply: sizes and times of
@@ -296,6 +396,7 @@ pub async fn refresh(
     concurrency: usize,
 ) {
     let mut last = fingerprint(state.shared_engine().project());
+    crate::metrics::compute_north_stars(&state).await;
     let mut ticks = tokio::time::interval(interval);
     // A round slower than the interval delays the next check rather than piling them up.
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -309,6 +410,7 @@ pub async fn refresh(
             .flatten();
         if now.is_none() || now != last {
             recompute(&cache, &app, concurrency).await;
+            crate::metrics::compute_north_stars(&state).await;
         }
         last = now;
     }

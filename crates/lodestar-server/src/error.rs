@@ -22,6 +22,16 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error(
+        "no API tokens are configured, so the server listens on loopback addresses only, and {addr} is not one\n  hint: configure tokens (--tokens-file, LODESTAR_READ_TOKENS; docs/server.md#authentication), listen on 127.0.0.1, or pass --allow-anonymous to let anyone who reaches {addr} read the metrics"
+    )]
+    Anonymous { addr: SocketAddr },
+
+    #[error(
+        "--cors-origin `{origin}` is not an origin: {reason}\n  hint: write `*` or scheme://host[:port] as a browser sends it, e.g. https://dash.example.com or http://localhost:3000"
+    )]
+    CorsOrigin { origin: String, reason: String },
+
     #[error("the server stopped: {0}")]
     Serve(#[source] std::io::Error),
 }

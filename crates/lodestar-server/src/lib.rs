@@ -12,10 +12,12 @@ mod cache;
 mod dashboard;
 mod encode;
 mod error;
+mod hygiene;
 mod limits;
 mod metrics;
 mod params;
 mod reload;
+mod serve;
 mod wire;
 
 use std::net::SocketAddr;
@@ -28,6 +30,7 @@ use tokio::net::TcpListener;
 pub use crate::api::router;
 pub use crate::auth::{Role, Tokens, TokensError};
 pub use crate::error::{ApiError, Error, Result};
+pub use crate::hygiene::{MAX_BODY_BYTES, MAX_URL_BYTES, check_cors_origin};
 
 /// How to run the server.
 #[derive(Debug, Clone)]
@@ -63,6 +66,24 @@ pub struct Settings {
     /// The least `min_support` a value-moment discovery may use, in users: a small group
     /// would let a caller learn about a handful of people.
     pub min_support_floor: u64,
+
+    // -- Operational limits and fail-closed authentication (docs/server.md "Running it"). --
+    /// The tokens file `tokens` was read from, read again on SIGHUP (with the environment's).
+    pub tokens_file: Option<PathBuf>,
+    /// Serve without tokens on an address that is not loopback.
+    pub allow_anonymous: bool,
+    /// Bytes of answers the cache keeps; `None`: [`default_answer_cache_size`].
+    pub answer_cache_size: Option<usize>,
+    /// Rows an ad-hoc SQL answer may have; more: 413.
+    pub sql_max_rows: usize,
+    /// Bytes (as Arrow data in memory) an ad-hoc SQL answer may hold; more: 413.
+    pub sql_max_bytes: usize,
+    /// Connections open at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// Time to receive a request's headers (also how long a keep-alive connection may idle).
+    pub header_timeout: std::time::Duration,
+    /// After SIGTERM, how long requests in flight may take before they are cancelled.
+    pub shutdown_timeout: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -77,12 +98,36 @@ impl Default for Settings {
             query_memory_limit: None,
             bounds: lodestar_core::bounds::Bounds::default(),
             min_support_floor: DEFAULT_MIN_SUPPORT_FLOOR,
+            tokens_file: None,
+            allow_anonymous: false,
+            answer_cache_size: None,
+            sql_max_rows: DEFAULT_SQL_MAX_ROWS,
+            sql_max_bytes: DEFAULT_SQL_MAX_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         }
     }
 }
 
 /// Default of [`Settings::min_support_floor`].
 pub const DEFAULT_MIN_SUPPORT_FLOOR: u64 = 10;
+/// Default of [`Settings::sql_max_rows`].
+pub const DEFAULT_SQL_MAX_ROWS: usize = 100_000;
+/// Default of [`Settings::sql_max_bytes`].
+pub const DEFAULT_SQL_MAX_BYTES: usize = 64 << 20;
+/// Default of [`Settings::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default of [`Settings::header_timeout`].
+pub const DEFAULT_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Default of [`Settings::shutdown_timeout`].
+pub const DEFAULT_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The answer cache's size when not set: a sixteenth of the engine's memory limit (which is
+/// half the machine's memory by default), between 16 MiB and 1 GiB; 64 MiB when unknown.
+pub fn default_answer_cache_size(engine_memory_limit: Option<usize>) -> usize {
+    engine_memory_limit.map_or(64 << 20, |total| (total / 16).clamp(16 << 20, 1 << 30))
+}
 
 /// Default of [`Settings::max_concurrent_queries`].
 pub const DEFAULT_MAX_CONCURRENT_QUERIES: usize = 16;
@@ -113,10 +158,25 @@ struct Shared {
     metrics: metrics::Metrics,
     /// The memory limit of each request's queries, in bytes.
     query_memory: usize,
+    /// The accepted tokens, replaced when SIGHUP reloads them.
+    tokens: RwLock<Arc<Tokens>>,
+    /// Whether the server started without tokens (fixed: a reload never empties them).
+    anonymous: bool,
+    /// Where the server listens, for the `Host` check; `None` for a router without a server.
+    listen: Option<SocketAddr>,
+    /// The North Star values `/metrics` shows, computed in the background.
+    north_stars: tokio::sync::watch::Sender<Option<Arc<metrics::NorthStars>>>,
 }
 
 impl AppState {
     pub fn new(engine: Engine, settings: Settings) -> AppState {
+        AppState::build(engine, settings, None)
+    }
+
+    fn build(engine: Engine, settings: Settings, listen: Option<SocketAddr>) -> AppState {
+        let cache_size = settings
+            .answer_cache_size
+            .unwrap_or_else(|| default_answer_cache_size(engine.memory_limit()));
         let query_memory = settings.query_memory_limit.unwrap_or_else(|| {
             engine
                 .memory_limit()
@@ -128,7 +188,11 @@ impl AppState {
             shared: Arc::new(Shared {
                 query_memory,
                 engine: RwLock::new(engine),
-                cache: Arc::new(cache::Cache::new(settings.refresh_interval)),
+                cache: Arc::new(cache::Cache::new(settings.refresh_interval, cache_size)),
+                tokens: RwLock::new(Arc::new(settings.tokens.clone())),
+                anonymous: settings.tokens.is_empty(),
+                listen,
+                north_stars: tokio::sync::watch::Sender::new(None),
                 settings,
                 metrics: metrics::Metrics::default(),
             }),
@@ -147,6 +211,42 @@ impl AppState {
             .write()
             .unwrap_or_else(PoisonError::into_inner) = engine;
         self.shared.cache.invalidate();
+    }
+
+    /// The tokens accepted now.
+    pub(crate) fn tokens(&self) -> Arc<Tokens> {
+        Arc::clone(
+            &self
+                .shared
+                .tokens
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    /// Accepts `tokens` from now on, instead of the previous ones.
+    fn replace_tokens(&self, tokens: Tokens) {
+        *self
+            .shared
+            .tokens
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(tokens);
+    }
+
+    /// Whether the server started without any token.
+    pub(crate) fn anonymous(&self) -> bool {
+        self.shared.anonymous
+    }
+
+    /// Where the server listens (`None` for a router tested without a server).
+    pub(crate) fn listen(&self) -> Option<SocketAddr> {
+        self.shared.listen
+    }
+
+    pub(crate) fn north_stars(
+        &self,
+    ) -> &tokio::sync::watch::Sender<Option<Arc<metrics::NorthStars>>> {
+        &self.shared.north_stars
     }
 
     pub(crate) fn metrics(&self) -> &metrics::Metrics {
@@ -190,7 +290,25 @@ pub struct Server {
 
 impl Server {
     /// Loads the project, opens its sources and binds the listening socket.
+    ///
+    /// Fails closed: without tokens it listens on a loopback address only, unless
+    /// [`Settings::allow_anonymous`]; and every CORS origin must be one a browser can send.
     pub async fn bind(options: &Options) -> Result<Server> {
+        let settings = &options.settings;
+        for origin in &settings.cors_origins {
+            check_cors_origin(origin).map_err(|reason| Error::CorsOrigin {
+                origin: origin.clone(),
+                reason,
+            })?;
+        }
+        if settings.tokens.is_empty()
+            && !options.listen.ip().is_loopback()
+            && !settings.allow_anonymous
+        {
+            return Err(Error::Anonymous {
+                addr: options.listen,
+            });
+        }
         let project = config::load(&options.project)?;
         let engine = Engine::open(project).await?;
         let listener = TcpListener::bind(options.listen)
@@ -199,15 +317,21 @@ impl Server {
                 addr: options.listen,
                 source,
             })?;
-        if options.settings.tokens.is_empty() {
-            tracing::warn!(
-                "no API tokens are configured: anyone who can reach {} can read the metrics",
-                options.listen
-            );
+        let local = listener.local_addr().map_err(Error::Serve)?;
+        if settings.tokens.is_empty() {
+            if local.ip().is_loopback() {
+                tracing::warn!(
+                    "no API tokens are configured: anyone on this machine can read the metrics at {local} (requests must name it in `Host`)"
+                );
+            } else {
+                tracing::warn!(
+                    "no API tokens are configured and --allow-anonymous is given: anyone who can reach {local} can read the metrics"
+                );
+            }
         }
         Ok(Server {
             listener,
-            state: AppState::new(engine, options.settings.clone()),
+            state: AppState::build(engine, settings.clone(), Some(local)),
             hangup: reload::catch_hangup(),
         })
     }
@@ -219,7 +343,8 @@ impl Server {
 
     /// Answers requests until `shutdown` completes, then stops accepting connections (the
     /// listening socket is closed: new connections are refused) and returns once the requests
-    /// in flight are answered. Idle keep-alive connections are closed.
+    /// in flight are answered, or after [`Settings::shutdown_timeout`] with the ones still
+    /// running cancelled. Idle keep-alive connections are closed.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let app = router(self.state.clone());
         // A quarter of the query slots at most: requests keep the rest.
@@ -236,13 +361,16 @@ impl Server {
             self.state.settings().refresh_interval,
             self.hangup,
         ));
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(Error::Serve);
+        let settings = self.state.settings();
+        let limits = serve::ConnectionLimits {
+            max_connections: settings.max_connections,
+            header_timeout: settings.header_timeout,
+            shutdown_timeout: settings.shutdown_timeout,
+        };
+        serve::serve(self.listener, app, limits, shutdown).await;
         refresher.abort();
         watcher.abort();
-        served
+        Ok(())
     }
 }
 

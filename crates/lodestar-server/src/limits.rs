@@ -17,6 +17,20 @@ use crate::error::{ApiError, ErrorCode, MEMORY_LIMIT};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+tokio::task_local! {
+    /// The id of the request being answered, for answers made without the request at hand
+    /// (the 500 after a panic).
+    static CURRENT_ID: HeaderValue;
+}
+
+/// The id of the request this task is answering, inside [`observe`].
+pub fn current_request_id() -> Option<String> {
+    CURRENT_ID
+        .try_with(|id| id.to_str().ok().map(str::to_string))
+        .ok()
+        .flatten()
+}
+
 /// Seconds a client is told to wait when every query slot is taken.
 const RETRY_AFTER_SECONDS: u64 = 1;
 
@@ -47,7 +61,9 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     );
     let started = Instant::now();
     span.in_scope(|| tracing::debug!("received"));
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let mut response = CURRENT_ID
+        .scope(id.clone(), next.run(request).instrument(span.clone()))
+        .await;
     let status = response.status().as_u16();
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     span.in_scope(|| tracing::info!(status, elapsed_ms, "answered"));

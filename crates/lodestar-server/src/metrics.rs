@@ -1,10 +1,14 @@
 //! Prometheus metrics at `/metrics`: requests by route and status, their durations, cache hits
 //! and misses, and the North Star values themselves, in the text exposition format.
+//!
+//! A scrape computes nothing: the North Star values are computed in the background (at start,
+//! when the data changed, after a reload; see `cache::refresh`), and a scrape shows the last
+//! ones with their age.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -54,6 +58,65 @@ impl Metrics {
         histogram.sum += seconds;
         histogram.count += 1;
     }
+}
+
+/// The North Star values, as last computed.
+#[derive(Debug)]
+pub struct NorthStars {
+    /// (metric, grain, value) of each North Star with a finite value.
+    values: Vec<(String, String, f64)>,
+    /// When the computation finished.
+    computed: Instant,
+    /// How long it took.
+    seconds: f64,
+}
+
+/// Computes the North Stars in their last complete period, as the tree does, in one
+/// request's memory pool and time limit; the values replace the previous ones. A computation
+/// that fails keeps the previous values (their age tells), unless there were none yet.
+pub async fn compute_north_stars(state: &AppState) {
+    let engine = state.engine();
+    let started = Instant::now();
+    let tree = tokio::time::timeout(
+        state.settings().query_timeout,
+        engine.tree(&TreeRequest::default()),
+    )
+    .await;
+    let seconds = started.elapsed().as_secs_f64();
+    let values = match tree {
+        Ok(Ok(tree)) => Some(
+            tree.roots
+                .iter()
+                .filter(|r| r.north_star)
+                .filter_map(|root| {
+                    root.value
+                        .filter(|v| v.is_finite())
+                        .map(|v| (root.metric.clone(), tree.grain.to_string(), v))
+                })
+                .collect(),
+        ),
+        Ok(Err(e)) => {
+            tracing::warn!("the North Stars could not be computed for /metrics: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("the North Stars took too long to compute for /metrics");
+            None
+        }
+    };
+    let failed = values.is_none();
+    let values = values.unwrap_or_default();
+    state.north_stars().send_if_modified(|kept| {
+        if failed && kept.is_some() {
+            return false;
+        }
+        *kept = Some(Arc::new(NorthStars {
+            values,
+            computed: Instant::now(),
+            seconds,
+        }));
+        true
+    });
 }
 
 /// Counts every routed request and its duration, by route template (not by raw path, so
@@ -150,40 +213,45 @@ pub async fn exposition(State(state): State<AppState>) -> Response {
     );
     let _ = writeln!(
         out,
+        "# HELP lodestar_cache_bytes Bytes of answers the cache holds (at most --answer-cache-size).\n# TYPE lodestar_cache_bytes gauge\nlodestar_cache_bytes {}",
+        cache.bytes()
+    );
+    let _ = writeln!(
+        out,
         "# HELP lodestar_cache_refreshes_total Cached answers recomputed in the background after the data changed.\n# TYPE lodestar_cache_refreshes_total counter\nlodestar_cache_refreshes_total {}",
         cache.refreshed.load(Ordering::Relaxed)
     );
-    // The North Stars in their last complete period, as the tree computes them.
-    let engine = state.engine();
-    let started = Instant::now();
-    let tree = tokio::time::timeout(
+    // The North Stars as last computed in the background; before the first computation ends,
+    // the scrape waits for it (within the time limit of a query).
+    let mut receiver = state.north_stars().subscribe();
+    let waited = tokio::time::timeout(
         state.settings().query_timeout,
-        engine.tree(&TreeRequest::default()),
+        receiver.wait_for(Option::is_some),
     )
     .await;
-    let query_seconds = started.elapsed().as_secs_f64();
-    out.push_str("# HELP lodestar_north_star_value Each North Star in the last complete period of its grain.\n");
+    drop(waited);
+    let snapshot = receiver.borrow().clone();
+    out.push_str("# HELP lodestar_north_star_value Each North Star in the last complete period of its grain, as last computed.\n");
     out.push_str("# TYPE lodestar_north_star_value gauge\n");
-    match tree {
-        Ok(Ok(tree)) => {
-            for root in tree.roots.iter().filter(|r| r.north_star) {
-                if let Some(value) = root.value.filter(|v| v.is_finite()) {
-                    let _ = writeln!(
-                        out,
-                        "lodestar_north_star_value{{metric=\"{}\",grain=\"{}\"}} {value}",
-                        escape(&root.metric),
-                        tree.grain
-                    );
-                }
-            }
+    if let Some(snapshot) = &snapshot {
+        for (metric, grain, value) in &snapshot.values {
+            let _ = writeln!(
+                out,
+                "lodestar_north_star_value{{metric=\"{}\",grain=\"{grain}\"}} {value}",
+                escape(metric),
+            );
         }
-        Ok(Err(e)) => tracing::warn!("the North Stars could not be computed for /metrics: {e}"),
-        Err(_) => tracing::warn!("the North Stars took too long to compute for /metrics"),
+        let _ = writeln!(
+            out,
+            "# HELP lodestar_north_star_age_seconds Time since the North Star values were computed.\n# TYPE lodestar_north_star_age_seconds gauge\nlodestar_north_star_age_seconds {}",
+            snapshot.computed.elapsed().as_secs_f64()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP lodestar_north_star_query_seconds Time the last North Star computation took.\n# TYPE lodestar_north_star_query_seconds gauge\nlodestar_north_star_query_seconds {}",
+            snapshot.seconds
+        );
     }
-    let _ = writeln!(
-        out,
-        "# HELP lodestar_north_star_query_seconds Time the last North Star query took.\n# TYPE lodestar_north_star_query_seconds gauge\nlodestar_north_star_query_seconds {query_seconds}"
-    );
     (
         [(
             header::CONTENT_TYPE,

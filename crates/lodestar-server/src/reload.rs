@@ -1,12 +1,33 @@
 //! Reloading the project: on SIGHUP, or when the project file changes (checked every refresh
 //! interval). A new file that does not load or whose sources do not open is refused with the
-//! error logged, and the old project keeps serving.
+//! error logged, and the old project keeps serving. SIGHUP also reads the tokens file again,
+//! so that a revoked token stops working without a restart.
 
 use std::time::{Duration, SystemTime};
 
 use lodestar_core::{Engine, config};
 
-use crate::AppState;
+use crate::{AppState, Tokens};
+
+/// Reads the tokens again (the environment's and the tokens file's) and accepts those from
+/// now on; a file that cannot be used is refused with the error logged, and the previous
+/// tokens stay.
+pub fn reload_tokens(state: &AppState) {
+    let Some(file) = state.settings().tokens_file.as_deref() else {
+        return;
+    };
+    match Tokens::load(Some(file)) {
+        Ok(tokens) => {
+            let count = tokens.len();
+            state.replace_tokens(tokens);
+            tracing::info!(file = %file.display(), tokens = count, "tokens reloaded (SIGHUP)");
+        }
+        Err(e) => tracing::error!(
+            file = %file.display(),
+            "tokens reload refused (SIGHUP); the previous tokens stay: {e}"
+        ),
+    }
+}
 
 /// Loads the project file again and swaps the engine if it works.
 pub async fn reload(state: &AppState, why: &str) {
@@ -76,7 +97,10 @@ pub async fn watch(state: AppState, interval: Duration, mut hangup: Hangup) {
         #[cfg(not(unix))]
         let hup = std::future::pending::<()>();
         tokio::select! {
-            () = hup => reload(&state, "SIGHUP").await,
+            () = hup => {
+                reload_tokens(&state);
+                reload(&state, "SIGHUP").await;
+            }
             _ = ticks.tick() => {
                 let now = modified(&state);
                 if now != last {
