@@ -504,7 +504,11 @@ fn server_errors_beyond_the_retries_name_the_hours_and_the_status() {
     let events = history();
     let server = server_with_history(&events);
     let cache = TempDir::new().unwrap();
-    let dir = project(&api_options(&server, cache.path(), "      max_retries: 2\n"));
+    let dir = project(&api_options(
+        &server,
+        cache.path(),
+        "      max_retries: 2\n",
+    ));
     server.answer_next(&[503, 502, 503]);
     let out = run(&dir, &["sql", &day_query(11), "--format", "csv"]).expect_code(2);
     let statuses: Vec<u16> = server.log().iter().map(|s| s.status).collect();
@@ -519,7 +523,10 @@ fn server_errors_beyond_the_retries_name_the_hours_and_the_status() {
         "{out}"
     );
     assert!(out.stderr.contains("hint: "), "{out}");
-    assert!(out.stderr.contains("raise `api.max_retries` (now 2)"), "{out}");
+    assert!(
+        out.stderr.contains("raise `api.max_retries` (now 2)"),
+        "{out}"
+    );
     assert!(!out.stderr.contains(SECRET_KEY), "{out}");
 }
 

@@ -178,7 +178,11 @@ enum Refused {
 }
 
 impl Refused {
-    const ALL: [Refused; 3] = [Refused::NotALibrary, Refused::NoEntry, Refused::DataFusion54];
+    const ALL: [Refused; 3] = [
+        Refused::NotALibrary,
+        Refused::NoEntry,
+        Refused::DataFusion54,
+    ];
 
     fn connector(self) -> &'static str {
         match self {
@@ -292,8 +296,9 @@ fn a_panic_while_connecting_is_an_error_naming_the_source() {
     let out = run(&dir, &["validate"]).expect_code(1);
     assert!(out.stderr.contains("source `gen`"), "{out}");
     assert!(
-        out.stderr
-            .contains("connector `generate`: the connector panicked: asked to panic while connecting"),
+        out.stderr.contains(
+            "connector `generate`: the connector panicked: asked to panic while connecting"
+        ),
         "{out}"
     );
 }
@@ -401,9 +406,17 @@ async fn engine_with_panic(call: &str) -> (TempDir, Engine) {
     (dir, engine)
 }
 
-fn source_schema(engine: &Engine) -> std::sync::Arc<dyn lodestar_core::datafusion::catalog::SchemaProvider> {
+fn source_schema(
+    engine: &Engine,
+) -> std::sync::Arc<dyn lodestar_core::datafusion::catalog::SchemaProvider> {
     let ctx = engine.context();
-    let catalog = ctx.state().config().options().catalog.default_catalog.clone();
+    let catalog = ctx
+        .state()
+        .config()
+        .options()
+        .catalog
+        .default_catalog
+        .clone();
     ctx.catalog(&catalog).unwrap().schema("gen").unwrap()
 }
 
@@ -437,7 +450,11 @@ async fn a_panic_while_looking_up_a_table_answers_no_and_fails_the_next_query() 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_panic_while_reading_statistics_answers_none_and_fails_the_next_query() {
     let (_dir, engine) = engine_with_panic("statistics").await;
-    let table = source_schema(&engine).table("events").await.unwrap().unwrap();
+    let table = source_schema(&engine)
+        .table("events")
+        .await
+        .unwrap()
+        .unwrap();
     assert!(table.statistics().is_none());
     let error = next_query_error(&engine).await;
     assert!(

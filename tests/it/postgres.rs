@@ -651,14 +651,21 @@ fn verify_full_with_the_servers_ca_computes_a_metric() {
     let db = tls_database("verify_full");
     let ca = db.cluster.ca_file();
     for (url, extra) in [
-        (db.url(), format!(", tls: verify-full, sslrootcert: \"{}\"", ca.display())),
+        (
+            db.url(),
+            format!(", tls: verify-full, sslrootcert: \"{}\"", ca.display()),
+        ),
         (
             format!("{}?sslmode=verify-full", db.url()),
             format!(", sslrootcert: \"{}\"", ca.display()),
         ),
     ] {
         let dir = tls_project(&url, &extra);
-        let out = run(&dir, &["compute", "orders", "--grain", "day", "--format", "csv"]).success();
+        let out = run(
+            &dir,
+            &["compute", "orders", "--grain", "day", "--format", "csv"],
+        )
+        .success();
         assert_eq!(out.stdout, TLS_ORDERS, "{out}");
     }
 }
@@ -682,9 +689,13 @@ fn verify_full_refuses_a_certificate_from_another_ca() {
             )),
             "{mode}\n{out}"
         );
-        assert!(out.stderr.contains("invalid peer certificate"), "{mode}\n{out}");
         assert!(
-            out.stderr.contains("hint: the server's certificate is not signed by a trusted authority"),
+            out.stderr.contains("invalid peer certificate"),
+            "{mode}\n{out}"
+        );
+        assert!(
+            out.stderr
+                .contains("hint: the server's certificate is not signed by a trusted authority"),
             "{mode}\n{out}"
         );
         assert!(!out.stderr.contains(PASSWORD), "{mode}\n{out}");
@@ -720,7 +731,11 @@ fn verify_full_refuses_a_host_name_not_in_the_certificate() {
         &url,
         &format!(", tls: verify-ca, sslrootcert: \"{}\"", ca.display()),
     );
-    let out = run(&dir, &["compute", "orders", "--grain", "day", "--format", "csv"]).success();
+    let out = run(
+        &dir,
+        &["compute", "orders", "--grain", "day", "--format", "csv"],
+    )
+    .success();
     assert_eq!(out.stdout, TLS_ORDERS, "{out}");
 }
 
@@ -741,15 +756,23 @@ fn require_never_falls_back_to_plain_text() {
         let dir = tls_project(&db.url(), &extra);
         let out = run(&dir, &["validate"]).expect_code(1);
         assert!(out.stderr.contains("source `pg`"), "{mode}\n{out}");
-        assert!(out.stderr.contains("server does not support TLS"), "{mode}\n{out}");
         assert!(
-            out.stderr.contains("hint: the server has TLS turned off and this source requires it"),
+            out.stderr.contains("server does not support TLS"),
+            "{mode}\n{out}"
+        );
+        assert!(
+            out.stderr
+                .contains("hint: the server has TLS turned off and this source requires it"),
             "{mode}\n{out}"
         );
         assert!(!out.stderr.contains(PASSWORD), "{mode}\n{out}");
     }
     let dir = tls_project(&db.url(), ", tls: prefer");
-    let out = run(&dir, &["compute", "orders", "--grain", "day", "--format", "csv"]).success();
+    let out = run(
+        &dir,
+        &["compute", "orders", "--grain", "day", "--format", "csv"],
+    )
+    .success();
     assert_eq!(out.stdout, TLS_ORDERS, "{out}");
 }
 

@@ -150,7 +150,12 @@ impl Guard {
 
     /// Runs `f`, which cannot fail, inside the runtime; on a panic, keeps it for the next call
     /// that can fail and returns `fallback(message)`.
-    fn call_or<T>(&self, during: &str, fallback: impl FnOnce(&str) -> T, f: impl FnOnce() -> T) -> T {
+    fn call_or<T>(
+        &self,
+        during: &str,
+        fallback: impl FnOnce(&str) -> T,
+        f: impl FnOnce() -> T,
+    ) -> T {
         let _entered = self.runtime.enter();
         match catch_unwind(AssertUnwindSafe(f)) {
             Ok(value) => value,
@@ -230,8 +235,11 @@ impl GuardedSchemaProvider {
 #[async_trait]
 impl SchemaProvider for GuardedSchemaProvider {
     fn table_names(&self) -> Vec<String> {
-        self.guard
-            .call_or("listing tables", |_| Vec::new(), || self.inner.table_names())
+        self.guard.call_or(
+            "listing tables",
+            |_| Vec::new(),
+            || self.inner.table_names(),
+        )
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {

@@ -38,12 +38,12 @@ use lodestar_connector_api::datafusion::logical_expr::{
     BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType,
 };
 use lodestar_connector_api::datafusion::physical_expr::PhysicalExpr;
-use lodestar_connector_api::datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
-};
 use lodestar_connector_api::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use lodestar_connector_api::datafusion::physical_plan::streaming::{
     PartitionStream, StreamingTableExec,
+};
+use lodestar_connector_api::datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
 };
 use lodestar_connector_api::serde_json::{Value, json};
 use lodestar_connector_api::{BoxError, ConnectContext, Connector, Options};
@@ -268,7 +268,11 @@ impl SchemaProvider for GenerateSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        PanicAt::check(self.settings.panic, PanicAt::TableExist, "looking up a table");
+        PanicAt::check(
+            self.settings.panic,
+            PanicAt::TableExist,
+            "looking up a table",
+        );
         matches!(name, "events" | "stats")
     }
 }
@@ -368,17 +372,29 @@ impl Events {
 #[async_trait]
 impl TableProvider for Events {
     fn schema(&self) -> SchemaRef {
-        PanicAt::check(self.settings.panic, PanicAt::Schema, "describing its columns");
+        PanicAt::check(
+            self.settings.panic,
+            PanicAt::Schema,
+            "describing its columns",
+        );
         self.schema.clone()
     }
 
     fn table_type(&self) -> TableType {
-        PanicAt::check(self.settings.panic, PanicAt::TableType, "describing its type");
+        PanicAt::check(
+            self.settings.panic,
+            PanicAt::TableType,
+            "describing its type",
+        );
         TableType::Base
     }
 
     fn statistics(&self) -> Option<Statistics> {
-        PanicAt::check(self.settings.panic, PanicAt::Statistics, "reading statistics");
+        PanicAt::check(
+            self.settings.panic,
+            PanicAt::Statistics,
+            "reading statistics",
+        );
         None
     }
 
@@ -386,7 +402,11 @@ impl TableProvider for Events {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        PanicAt::check(self.settings.panic, PanicAt::Filters, "pushing filters down");
+        PanicAt::check(
+            self.settings.panic,
+            PanicAt::Filters,
+            "pushing filters down",
+        );
         // Inexact: the range narrows what is generated; DataFusion still applies the filter.
         Ok(filters
             .iter()
@@ -440,9 +460,9 @@ impl TableProvider for Events {
             limit,
         )?);
         Ok(match self.settings.panic {
-            Some(at @ (PanicAt::Name | PanicAt::Properties | PanicAt::FmtAs | PanicAt::Execute)) => {
-                Arc::new(PanickingExec { inner: exec, at })
-            }
+            Some(
+                at @ (PanicAt::Name | PanicAt::Properties | PanicAt::FmtAs | PanicAt::Execute),
+            ) => Arc::new(PanickingExec { inner: exec, at }),
             _ => exec,
         })
     }

@@ -5,9 +5,9 @@ use std::sync::{Arc, Mutex};
 
 use lodestar_connector_api::tokio::runtime::Handle;
 use lodestar_connector_api::tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
@@ -277,7 +277,9 @@ fn roots(settings: &Settings) -> std::result::Result<RootCertStore, (String, Opt
             if added == 0 {
                 return Err((
                     format!("sslrootcert `{shown}` holds no usable certificate"),
-                    Some("it must be a PEM file with -----BEGIN CERTIFICATE----- blocks".to_string()),
+                    Some(
+                        "it must be a PEM file with -----BEGIN CERTIFICATE----- blocks".to_string(),
+                    ),
                 ));
             }
         }

@@ -509,7 +509,9 @@ mod tests {
     #[test]
     fn verifying_modes_come_from_the_url_the_environment_or_the_option() {
         let s = Settings::from_options(
-            &options(json!({ "url": "postgres://u:pw@h/d?sslmode=Verify-Full&application_name=x" })),
+            &options(
+                json!({ "url": "postgres://u:pw@h/d?sslmode=Verify-Full&application_name=x" }),
+            ),
             &no_env,
         )
         .unwrap();
@@ -528,7 +530,9 @@ mod tests {
         assert_eq!(s.root_cert, Some(PathBuf::from("/etc/ca.pem")));
 
         let s = Settings::from_options(
-            &options(json!({ "url": "host=h user=u", "tls": "verify-full", "sslrootcert": "ca.crt" })),
+            &options(
+                json!({ "url": "host=h user=u", "tls": "verify-full", "sslrootcert": "ca.crt" }),
+            ),
             &env,
         )
         .unwrap();
@@ -544,7 +548,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("sslmode `verify-everything` is not supported"), "{e}");
+        assert!(
+            e.contains("sslmode `verify-everything` is not supported"),
+            "{e}"
+        );
         assert!(e.contains("verify-full"), "{e}");
     }
 }

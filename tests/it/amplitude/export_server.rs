@@ -224,7 +224,8 @@ fn answer(request: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>>
         .lock()
         .unwrap()
         .push(Served { start, end, status });
-    let mut response = Response::builder().status(StatusCode::from_u16(status).expect("a valid status"));
+    let mut response =
+        Response::builder().status(StatusCode::from_u16(status).expect("a valid status"));
     if let Some(value) = retry_after {
         response = response.header("retry-after", value);
     }
