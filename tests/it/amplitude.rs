@@ -444,6 +444,92 @@ fn export_api_answers_404_400_429_and_504() {
     assert!(out.stderr.contains("max_retries"), "{out}");
 }
 
+/// `SELECT count(*)` of the events of 2025-01-`d` (UTC).
+fn day_query(d: u32) -> String {
+    format!(
+        "SELECT count(*) FROM amp.events WHERE event_time >= TIMESTAMP '2025-01-{d:02} 00:00:00' \
+         AND event_time < TIMESTAMP '2025-01-{:02} 00:00:00'",
+        d + 1
+    )
+}
+
+fn count_day(events: &[Event], d: u32) -> i64 {
+    let start = NaiveDate::from_ymd_opt(2025, 1, d)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap();
+    events
+        .iter()
+        .filter(|e| start <= e.event_time && e.event_time < start + Duration::days(1))
+        .count() as i64
+}
+
+#[test]
+fn export_api_server_errors_are_retried_until_it_answers() {
+    let events = history();
+    let server = server_with_history(&events);
+    let cache = TempDir::new().unwrap();
+    let dir = project(&api_options(&server, cache.path(), ""));
+    server.answer_next(&[500, 502, 503]);
+    assert_eq!(sql_number(&dir, &day_query(8)), count_day(&events, 8));
+    let statuses: Vec<u16> = server.log().iter().map(|s| s.status).collect();
+    assert_eq!(statuses, [500, 502, 503, 200]);
+}
+
+/// A server asking to come back in an hour is asked again after `max_retry_wait_ms`.
+#[test]
+fn a_long_retry_after_is_capped() {
+    let events = history();
+    let server = server_with_history(&events);
+    let cache = TempDir::new().unwrap();
+    let dir = project(&api_options(
+        &server,
+        cache.path(),
+        "      max_retry_wait_ms: 200\n",
+    ));
+    server.retry_after("3600");
+    server.answer_next(&[429, 503]);
+    let started = std::time::Instant::now();
+    assert_eq!(sql_number(&dir, &day_query(8)), count_day(&events, 8));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(600),
+        "waited the Retry-After"
+    );
+    let statuses: Vec<u16> = server.log().iter().map(|s| s.status).collect();
+    assert_eq!(statuses, [429, 503, 200]);
+}
+
+#[test]
+fn server_errors_beyond_the_retries_name_the_hours_and_the_status() {
+    let events = history();
+    let server = server_with_history(&events);
+    let cache = TempDir::new().unwrap();
+    let dir = project(&api_options(
+        &server,
+        cache.path(),
+        "      max_retries: 2\n",
+    ));
+    server.answer_next(&[503, 502, 503]);
+    let out = run(&dir, &["sql", &day_query(11), "--format", "csv"]).expect_code(2);
+    let statuses: Vec<u16> = server.log().iter().map(|s| s.status).collect();
+    assert_eq!(statuses, [503, 502, 503], "three attempts, then no more");
+    assert!(
+        out.stderr.contains("failed for the hours 20250111T00 to "),
+        "{out}"
+    );
+    assert!(
+        out.stderr
+            .contains("after 3 attempts; the last one answered 503 Service Unavailable"),
+        "{out}"
+    );
+    assert!(out.stderr.contains("hint: "), "{out}");
+    assert!(
+        out.stderr.contains("raise `api.max_retries` (now 2)"),
+        "{out}"
+    );
+    assert!(!out.stderr.contains(SECRET_KEY), "{out}");
+}
+
 fn hours_between(start: &str, end: &str) -> i64 {
     let parse =
         |t: &str| NaiveDateTime::parse_from_str(&format!("{t}:00"), "%Y%m%dT%H:%M").unwrap();

@@ -166,37 +166,301 @@ fn an_abi_mismatch_is_refused_naming_both_versions_and_the_path() {
     assert!(out.stderr.contains(&plugin_file("abi_mismatch")), "{out}");
 }
 
+/// A library a user can put on the plugin path by mistake, named like a plugin.
+#[derive(Debug, Clone, Copy)]
+enum Refused {
+    /// A text file.
+    NotALibrary,
+    /// A real shared library without the entry point (fixture `plugins/no-entry`).
+    NoEntry,
+    /// A plugin of this ABI declaring DataFusion 54 (fixture `plugins/datafusion-mismatch`).
+    DataFusion54,
+}
+
+impl Refused {
+    const ALL: [Refused; 3] = [
+        Refused::NotALibrary,
+        Refused::NoEntry,
+        Refused::DataFusion54,
+    ];
+
+    fn connector(self) -> &'static str {
+        match self {
+            Refused::NotALibrary => "notes",
+            Refused::NoEntry => "no_entry",
+            Refused::DataFusion54 => "datafusion_mismatch",
+        }
+    }
+
+    /// What the user is told is wrong, and part of the hint.
+    fn problem(self) -> (&'static str, &'static str) {
+        match self {
+            Refused::NotALibrary => (
+                "it is not a shared library this system can load",
+                "a file named like liblodestar_connector_notes.so on the plugin path must be a connector plugin",
+            ),
+            Refused::NoEntry => (
+                "is not a Lodestar connector plugin: it exports no `lodestar_connector_descriptor`",
+                "a file named like liblodestar_connector_no_entry.so on the plugin path must be a connector plugin",
+            ),
+            Refused::DataFusion54 => (
+                "was built with DataFusion 54.0.0, but this Lodestar uses DataFusion 55",
+                "rebuild liblodestar_connector_datafusion_mismatch.so with DataFusion 55",
+            ),
+        }
+    }
+
+    /// A project whose `plugins/` holds the text file, and whose source `bad` uses `self`
+    /// (the fixtures are found beside the binary).
+    fn project(self) -> TempDir {
+        let dir = project(&format!(
+            "sources:\n  bad: {{ connector: {} }}\nmetrics:\n  n: {{ table: bad.events, time: ts, measure: count(*) }}\n",
+            self.connector()
+        ));
+        let plugins = dir.path().join("plugins");
+        fs_err::create_dir(&plugins).unwrap();
+        fs_err::write(
+            plugins.join(plugin_file("notes")),
+            "These are my notes, not a plugin.\n",
+        )
+        .unwrap();
+        dir
+    }
+
+    /// The library's path, as the messages name it.
+    fn path(self, project: &TempDir) -> std::path::PathBuf {
+        let file = plugin_file(self.connector());
+        match self {
+            Refused::NotALibrary => project.path().join("plugins").join(file),
+            _ => plugin_dir().join(file),
+        }
+    }
+}
+
+#[test]
+fn refused_libraries_are_listed_with_the_problem_and_a_hint() {
+    for refused in Refused::ALL {
+        let dir = refused.project();
+        let out = run(&dir, &["connectors", "--format", "json"]).success();
+        let rows: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+        let row = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == refused.connector())
+            .unwrap_or_else(|| panic!("{refused:?} is not listed\n{out}"));
+        let (problem, hint) = refused.problem();
+        assert_eq!(row["kind"], "refused", "{row}");
+        let error = row["error"].as_str().unwrap();
+        assert!(error.contains(problem), "{refused:?}: {row}");
+        let path = refused.path(&dir).canonicalize().unwrap();
+        assert!(error.contains(&path.display().to_string()), "{row}");
+        assert!(row["hint"].as_str().unwrap().contains(hint), "{row}");
+
+        // The table the user reads says the same, and the other connectors are still listed.
+        let out = run(&dir, &["connectors"]).success();
+        assert!(out.stdout.contains("refused"), "{out}");
+        assert!(out.stdout.contains("generate"), "{out}");
+    }
+}
+
+#[test]
+fn a_source_using_a_refused_library_is_an_error_naming_the_file_with_a_hint() {
+    for refused in Refused::ALL {
+        let dir = refused.project();
+        let (problem, hint) = refused.problem();
+        let path = refused.path(&dir).canonicalize().unwrap();
+        for args in [&["validate"][..], &["compute", "n", "--grain", "day"][..]] {
+            // Exit code 1 (the user's to fix), not a crash.
+            let out = run(&dir, args).expect_code(1);
+            assert!(
+                out.stderr.contains("lodestar.yaml:2:3: source `bad`: "),
+                "{refused:?}\n{out}"
+            );
+            assert!(out.stderr.contains(problem), "{refused:?}\n{out}");
+            assert!(
+                out.stderr.contains(&path.display().to_string()),
+                "{refused:?}\n{out}"
+            );
+            assert!(
+                out.stderr.contains(&format!("hint: {hint}")),
+                "{refused:?}\n{out}"
+            );
+        }
+    }
+}
+
 #[test]
 fn a_panic_while_connecting_is_an_error_naming_the_source() {
     let dir = project("sources:\n  gen: { connector: generate, panic: connect }\nmetrics: {}\n");
     let out = run(&dir, &["validate"]).expect_code(1);
     assert!(out.stderr.contains("source `gen`"), "{out}");
     assert!(
-        out.stderr
-            .contains("the connector panicked: asked to panic while connecting"),
+        out.stderr.contains(
+            "connector `generate`: the connector panicked: asked to panic while connecting"
+        ),
         "{out}"
     );
 }
 
+/// Runs `lodestar ARGS` on the generator asked to panic in `call`.
+fn run_with_panic(call: &str, args: &[&str]) -> Run {
+    let dir = project(&GENERATED.replace(
+        "step_seconds: 60",
+        &format!("step_seconds: 60, panic: {call}"),
+    ));
+    run(&dir, args)
+}
+
+/// The host survived (an exit code, not a signal) and the user is told which connector
+/// panicked, in which call, and where in its code.
+fn assert_panic_reported(out: &Run, during: &str) {
+    assert!(out.code.is_some(), "killed by a signal\n{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "the connector `generate` panicked while {during}: asked to panic while"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.stderr.contains("crates/lodestar-generate/src/lib.rs"),
+        "the panic's place\n{out}"
+    );
+}
+
+/// `lodestar compute` on the generator asked to panic in `call`: the query fails with exit
+/// code 2 (an internal error: the connector's bug, not the user's) and the panic's message.
+fn assert_compute_reports_panic(call: &str, during: &str) {
+    let out = run_with_panic(call, &["compute", "events", "--grain", "day"]);
+    assert_panic_reported(&out, during);
+    assert_eq!(out.code, Some(2), "{out}");
+}
+
 #[test]
-fn a_panic_while_planning_or_streaming_fails_the_query_not_the_process() {
-    for (step, during) in [("plan", "planning a scan"), ("stream", "reading rows")] {
-        let dir = project(&GENERATED.replace(
-            "step_seconds: 60",
-            &format!("step_seconds: 60, panic: {step}"),
-        ));
-        // Exit code 2 (an internal error), not a signal: the host caught it.
-        let out = run(&dir, &["compute", "events", "--grain", "day"]).expect_code(2);
-        assert!(
-            out.stderr
-                .contains(&format!("the connector panicked while {during}")),
-            "{out}"
-        );
-        assert!(
-            out.stderr.contains("crates/lodestar-generate/src/lib.rs"),
-            "the panic's place\n{out}"
-        );
+fn a_panic_while_opening_a_table_fails_the_query_not_the_process() {
+    assert_compute_reports_panic("table", "opening a table");
+}
+
+#[test]
+fn a_panic_in_a_tables_schema_fails_the_query_not_the_process() {
+    assert_compute_reports_panic("schema", "describing a table's columns");
+}
+
+#[test]
+fn a_panic_in_a_tables_type_fails_the_query_not_the_process() {
+    assert_compute_reports_panic("table_type", "describing a table's type");
+}
+
+#[test]
+fn a_panic_while_pushing_filters_fails_the_query_not_the_process() {
+    assert_compute_reports_panic("filters", "pushing filters down");
+}
+
+#[test]
+fn a_panic_while_planning_a_scan_fails_the_query_not_the_process() {
+    assert_compute_reports_panic("plan", "planning a scan");
+}
+
+#[test]
+fn a_panic_in_a_scans_name_fails_the_query_not_the_process() {
+    assert_compute_reports_panic("name", "naming its scan");
+}
+
+#[test]
+fn a_panic_in_a_scans_properties_fails_the_query_not_the_process() {
+    assert_compute_reports_panic("properties", "describing its scan's properties");
+}
+
+#[test]
+fn a_panic_while_starting_a_scan_fails_the_query_not_the_process() {
+    assert_compute_reports_panic("execute", "starting a scan");
+}
+
+#[test]
+fn a_panic_while_reading_rows_fails_the_query_not_the_process() {
+    assert_compute_reports_panic("stream", "reading rows");
+}
+
+/// Listing tables cannot fail: the list is empty and the panic is reported on stderr, here
+/// when `validate` lists the tables of a source to say that a metric's table is not one.
+#[test]
+fn a_panic_while_listing_tables_is_reported_not_fatal() {
+    let dir = project(
+        "sources:\n  gen: { connector: generate, panic: table_names }\nmetrics:\n  n: { table: gen.nope, time: ts, measure: count(*) }\n",
+    );
+    let out = run(&dir, &["validate"]).expect_code(1);
+    assert_panic_reported(&out, "listing tables");
+}
+
+/// An engine on the generator asked to panic in `call`, in this process: the calls a query
+/// does not make are made here directly on the host's side of the plugin's providers.
+async fn engine_with_panic(call: &str) -> (TempDir, Engine) {
+    let dir = project(&GENERATED.replace(
+        "step_seconds: 60",
+        &format!("step_seconds: 60, panic: {call}"),
+    ));
+    fs_err::create_dir(dir.path().join("plugins")).unwrap();
+    place_plugin("generate", &dir.path().join("plugins"));
+    let project = config::load(&dir.path().join("lodestar.yaml")).unwrap();
+    let engine = Engine::open(project).await.unwrap();
+    (dir, engine)
+}
+
+fn source_schema(
+    engine: &Engine,
+) -> std::sync::Arc<dyn lodestar_core::datafusion::catalog::SchemaProvider> {
+    let ctx = engine.context();
+    let catalog = ctx
+        .state()
+        .config()
+        .options()
+        .catalog
+        .default_catalog
+        .clone();
+    ctx.catalog(&catalog).unwrap().schema("gen").unwrap()
+}
+
+/// The error of the next query on `engine`'s source `gen`.
+async fn next_query_error(engine: &Engine) -> String {
+    let result = match engine.sql("SELECT count(*) FROM gen.events").await {
+        Ok(frame) => frame.collect().await.map(|_| ()).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match result {
+        Ok(()) => panic!("the query after a panic succeeded"),
+        Err(e) => e,
     }
+}
+
+/// Looking a table up cannot fail: the answer is "no", and the next query of the source fails
+/// with the panic.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panic_while_looking_up_a_table_answers_no_and_fails_the_next_query() {
+    let (_dir, engine) = engine_with_panic("table_exist").await;
+    assert!(!source_schema(&engine).table_exist("events"));
+    let error = next_query_error(&engine).await;
+    assert!(
+        error.contains("the connector `generate` panicked while looking up a table: asked to panic while looking up a table"),
+        "{error}"
+    );
+}
+
+/// Statistics cannot fail: there are none, and the next query of the source fails with the
+/// panic.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panic_while_reading_statistics_answers_none_and_fails_the_next_query() {
+    let (_dir, engine) = engine_with_panic("statistics").await;
+    let table = source_schema(&engine)
+        .table("events")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(table.statistics().is_none());
+    let error = next_query_error(&engine).await;
+    assert!(
+        error.contains("the connector `generate` panicked while reading statistics: asked to panic while reading statistics"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -228,6 +492,56 @@ fn secrets_in_options_are_never_echoed() {
     let out = run(&dir, &["validate"]).expect_code(1);
     assert!(out.stderr.contains("unknown option `password`"), "{out}");
     assert!(!out.stderr.contains("hunter2"), "{out}");
+}
+
+/// Options nested under `api:` and `s3:` (the amplitude plugin's) that fail its schema: the
+/// message names the option by its path and says what was expected, and no value written
+/// anywhere in the options appears.
+#[test]
+fn secrets_nested_in_options_are_never_echoed() {
+    let cases = [
+        (
+            "api: { api_key: hunter2-key, secret_key: [hunter2-secret] }",
+            "lodestar.yaml:4:5: source `amp`: option `api.secret_key` must be of type string",
+        ),
+        (
+            "api: { api_key: hunter2-key, secret_key: hunter2-secret, residency: hunter2-eu }",
+            "option `api.residency` must be one of",
+        ),
+        (
+            "api: { api_key: hunter2-key, secret_key: hunter2-secret, max_retries: -1 }",
+            "option `api.max_retries` must be at least 0",
+        ),
+        (
+            "api: { api_key: hunter2-key, secret_key: hunter2-secret, passw0rd: hunter2-pw }",
+            "unknown option `api.passw0rd` for connector `amplitude`",
+        ),
+        (
+            "api: { api_key: hunter2-key }",
+            "option `api.secret_key` is required by connector `amplitude`",
+        ),
+        (
+            "s3: { bucket: b, secret_access_key: { value: hunter2-secret } }",
+            "option `s3.secret_access_key` must be of type string",
+        ),
+        (
+            "s3: { bucket: b, allow_http: hunter2-http }",
+            "option `s3.allow_http` must be of type boolean",
+        ),
+        (
+            "api: hunter2-key-in-the-wrong-place",
+            "option `api` must be of type object",
+        ),
+    ];
+    for (options, expected) in cases {
+        let dir = project(&format!(
+            "sources:\n  amp:\n    connector: amplitude\n    {options}\nmetrics: {{}}\n"
+        ));
+        let out = run(&dir, &["validate"]).expect_code(1);
+        assert!(out.stderr.contains(expected), "{options}\n{out}");
+        assert!(!out.stderr.contains("hunter2"), "{options}\n{out}");
+        assert!(!out.stdout.contains("hunter2"), "{options}\n{out}");
+    }
 }
 
 #[test]

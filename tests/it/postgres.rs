@@ -622,6 +622,160 @@ metrics: {{}}
     drop(engine);
 }
 
+/// A project with source `pg` on `url` (options in `extra`) and metric `orders`, a count of
+/// table `orders` by `ts`.
+fn tls_project(url: &str, extra: &str) -> TempDir {
+    project(
+        &format!(
+            "sources:\n  pg: {{ connector: postgres, url: \"{url}\"{extra} }}\nmetrics:\n  orders: {{ table: pg.orders, time: ts, measure: count(*) }}\n"
+        ),
+        &[],
+    )
+}
+
+/// 48 orders an hour apart from 2026-01-01 10:00: 14, 24 and 10 a day.
+fn tls_database(label: &str) -> Database {
+    let db = Database::new(label);
+    db.run(
+        "CREATE TABLE orders AS SELECT TIMESTAMP '2026-01-01 10:00' + i * INTERVAL '1 hour' AS ts FROM generate_series(0, 47) i;",
+    );
+    db
+}
+
+const TLS_ORDERS: &str = "period,orders\n2026-01-01,14\n2026-01-02,24\n2026-01-03,10\n";
+
+/// `sslrootcert` of the cluster's CA: verify-full (the option, or the URL's sslmode) checks
+/// the chain and the name `127.0.0.1`, and the metric is computed over the verified session.
+#[test]
+fn verify_full_with_the_servers_ca_computes_a_metric() {
+    let db = tls_database("verify_full");
+    let ca = db.cluster.ca_file();
+    for (url, extra) in [
+        (
+            db.url(),
+            format!(", tls: verify-full, sslrootcert: \"{}\"", ca.display()),
+        ),
+        (
+            format!("{}?sslmode=verify-full", db.url()),
+            format!(", sslrootcert: \"{}\"", ca.display()),
+        ),
+    ] {
+        let dir = tls_project(&url, &extra);
+        let out = run(
+            &dir,
+            &["compute", "orders", "--grain", "day", "--format", "csv"],
+        )
+        .success();
+        assert_eq!(out.stdout, TLS_ORDERS, "{out}");
+    }
+}
+
+#[test]
+fn verify_full_refuses_a_certificate_from_another_ca() {
+    let db = tls_database("verify_wrong_ca");
+    let scratch = TempDir::new().unwrap();
+    let other = scratch.path().join("other-ca.crt");
+    crate::postgres_server::other_ca(&other);
+    for mode in ["verify-full", "verify-ca"] {
+        let dir = tls_project(
+            &db.url(),
+            &format!(", tls: {mode}, sslrootcert: \"{}\"", other.display()),
+        );
+        let out = run(&dir, &["validate"]).expect_code(1);
+        assert!(
+            out.stderr.contains(&format!(
+                "lodestar.yaml:2:3: source `pg`: connector `postgres`: cannot connect to PostgreSQL 127.0.0.1:{}/{}",
+                db.cluster.port, db.name
+            )),
+            "{mode}\n{out}"
+        );
+        assert!(
+            out.stderr.contains("invalid peer certificate"),
+            "{mode}\n{out}"
+        );
+        assert!(
+            out.stderr
+                .contains("hint: the server's certificate is not signed by a trusted authority"),
+            "{mode}\n{out}"
+        );
+        assert!(!out.stderr.contains(PASSWORD), "{mode}\n{out}");
+    }
+}
+
+/// The certificate names `localhost` and `127.0.0.1`; connecting to 127.0.0.1 under another
+/// name (`hostaddr`): verify-full refuses, verify-ca (the chain only) accepts.
+#[test]
+fn verify_full_refuses_a_host_name_not_in_the_certificate() {
+    let db = tls_database("verify_name");
+    let url = db.url().replace("@127.0.0.1:", "@wrong-name.invalid:") + "?hostaddr=127.0.0.1";
+    let ca = db.cluster.ca_file();
+    let dir = tls_project(
+        &url,
+        &format!(", tls: verify-full, sslrootcert: \"{}\"", ca.display()),
+    );
+    let out = run(&dir, &["validate"]).expect_code(1);
+    assert!(
+        out.stderr
+            .contains("cannot connect to PostgreSQL wrong-name.invalid:"),
+        "{out}"
+    );
+    assert!(out.stderr.contains("not valid for name"), "{out}");
+    assert!(
+        out.stderr
+            .contains("hint: the server's certificate does not name `wrong-name.invalid`"),
+        "{out}"
+    );
+    assert!(!out.stderr.contains(PASSWORD), "{out}");
+
+    let dir = tls_project(
+        &url,
+        &format!(", tls: verify-ca, sslrootcert: \"{}\"", ca.display()),
+    );
+    let out = run(
+        &dir,
+        &["compute", "orders", "--grain", "day", "--format", "csv"],
+    )
+    .success();
+    assert_eq!(out.stdout, TLS_ORDERS, "{out}");
+}
+
+/// A server with `ssl = off`: `require` (and the verifying modes) fail rather than fall back
+/// to plain text; `prefer` falls back, as documented.
+#[test]
+fn require_never_falls_back_to_plain_text() {
+    let db = Database::new_on(crate::postgres_server::cluster_without_tls(), "plain_only");
+    db.run(
+        "CREATE TABLE orders AS SELECT TIMESTAMP '2026-01-01 10:00' + i * INTERVAL '1 hour' AS ts FROM generate_series(0, 47) i;",
+    );
+    let ca = crate::postgres_server::cluster().ca_file();
+    for extra in [
+        ", tls: require".to_string(),
+        format!(", tls: verify-full, sslrootcert: \"{}\"", ca.display()),
+    ] {
+        let mode = &extra;
+        let dir = tls_project(&db.url(), &extra);
+        let out = run(&dir, &["validate"]).expect_code(1);
+        assert!(out.stderr.contains("source `pg`"), "{mode}\n{out}");
+        assert!(
+            out.stderr.contains("server does not support TLS"),
+            "{mode}\n{out}"
+        );
+        assert!(
+            out.stderr
+                .contains("hint: the server has TLS turned off and this source requires it"),
+            "{mode}\n{out}"
+        );
+        assert!(!out.stderr.contains(PASSWORD), "{mode}\n{out}");
+    }
+    let dir = tls_project(&db.url(), ", tls: prefer");
+    let out = run(
+        &dir,
+        &["compute", "orders", "--grain", "day", "--format", "csv"],
+    )
+    .success();
+    assert_eq!(out.stdout, TLS_ORDERS, "{out}");
+}
+
 #[test]
 fn connection_errors_name_the_source_and_never_the_password() {
     let db = Database::new("errors");

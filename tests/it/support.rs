@@ -97,6 +97,8 @@ pub fn plugin_dir() -> &'static Path {
 pub const TEST_PLUGINS: &[&str] = &[
     "lodestar-connector-generate",
     "lodestar-connector-abi-mismatch",
+    "lodestar-connector-no-entry",
+    "lodestar-connector-datafusion-mismatch",
     "lodestar-connector-s3",
     "lodestar-connector-postgres",
     "lodestar-connector-amplitude",

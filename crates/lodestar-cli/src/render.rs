@@ -108,6 +108,7 @@ pub fn connectors(project_root: Option<&Path>, json: bool) -> anyhow::Result<()>
                 "path": f.path,
                 "options": [],
                 "error": e.to_string(),
+                "hint": e.hint(),
             }),
         });
     }
@@ -129,7 +130,10 @@ pub fn connectors(project_root: Option<&Path>, json: bool) -> anyhow::Result<()>
             .map(text)
             .collect();
         let location = match row["error"].as_str() {
-            Some(error) => error.to_string(),
+            Some(error) => match row["hint"].as_str() {
+                Some(hint) => format!("{error}\nhint: {hint}"),
+                None => error.to_string(),
+            },
             None => text(&row["path"]),
         };
         table.add_row([

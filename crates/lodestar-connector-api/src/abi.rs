@@ -16,7 +16,7 @@ use datafusion_ffi::ffi_option::FFI_Result;
 use datafusion_ffi::proto::logical_extension_codec::FFI_LogicalExtensionCodec;
 use datafusion_ffi::schema_provider::FFI_SchemaProvider;
 
-use crate::guard::{GuardedSchemaProvider, panic_message, plugin_runtime};
+use crate::guard::{Guard, GuardedSchemaProvider, panic_message, plugin_runtime};
 use crate::{ConnectContext, Connector, Options};
 
 /// The version of [`ConnectorDescriptor`] and of the constructor's contract. A host refuses a
@@ -105,7 +105,10 @@ unsafe extern "C" fn connect<C: Connector>(
                 runtime: runtime.clone(),
             };
             let provider = C::connect(options, &cx).map_err(|e| error_chain(e.as_ref()))?;
-            let guarded = Arc::new(GuardedSchemaProvider::new(provider, runtime.clone()));
+            let guarded = Arc::new(GuardedSchemaProvider::new(
+                provider,
+                Guard::new(runtime.clone(), C::NAME),
+            ));
             Ok(FFI_SchemaProvider::new_with_ffi_codec(
                 guarded,
                 Some(runtime),

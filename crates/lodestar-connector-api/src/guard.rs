@@ -1,22 +1,24 @@
 //! Panic guards and the plugin's runtime, around every provider a plugin hands out.
 //!
 //! `datafusion-ffi` does not catch panics, and a panic unwinding through an `extern "C"`
-//! function aborts the process. So every call the host can make into a connector (listing
-//! tables, planning a scan, pushing filters, polling a stream) goes through a wrapper here
-//! that turns a panic into a `DataFusionError`, and enters the plugin's own Tokio runtime
-//! while the connector's code runs (the plugin links its own copy of Tokio, which does not
-//! see the host's).
+//! function aborts the process. So every call the host can make into a connector (listing,
+//! looking up and opening tables, a table's schema, type and statistics, pushing filters,
+//! planning a scan, a plan's name, properties and display, starting and polling a stream)
+//! goes through a [`Guard`] here that turns a panic into a `DataFusionError` (or, where the
+//! call cannot fail, a fallback and an error kept for the next call that can), and enters the
+//! plugin's own Tokio runtime while the connector's code runs (the plugin links its own copy
+//! of Tokio, which does not see the host's).
 
 use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::common::Statistics;
@@ -91,27 +93,108 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     }
 }
 
-fn panicked(during: &str, payload: &(dyn Any + Send)) -> DataFusionError {
-    DataFusionError::External(
-        format!(
-            "the connector panicked while {during}: {}",
-            panic_message(payload)
-        )
-        .into(),
-    )
+/// The guard of one source's providers: the plugin's runtime, the connector's name for
+/// messages, and a panic kept for later.
+///
+/// Some calls cannot return an error (a table's type, a plan's name, its display). A panic in
+/// one of them returns a harmless fallback and is kept here; the next call from this source
+/// that can fail (planning or starting a scan, pushing filters, opening a table) fails with it,
+/// so the query that triggered it ends with the panic's message instead of odd results.
+#[derive(Debug, Clone)]
+pub(crate) struct Guard {
+    runtime: Handle,
+    connector: &'static str,
+    pending: Arc<Mutex<Option<String>>>,
 }
 
-/// Runs `f` inside the runtime, turning a panic into an error.
-fn guarded<T>(runtime: &Handle, during: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    let _entered = runtime.enter();
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| Err(panicked(during, p.as_ref())))
+impl Guard {
+    pub(crate) fn new(runtime: Handle, connector: &'static str) -> Guard {
+        Guard {
+            runtime,
+            connector,
+            pending: Arc::default(),
+        }
+    }
+
+    fn panicked(&self, during: &str, payload: &(dyn Any + Send)) -> String {
+        format!(
+            "the connector `{}` panicked while {during}: {}",
+            self.connector,
+            panic_message(payload)
+        )
+    }
+
+    /// Fails with the panic kept from a call that could not fail, if there is one.
+    fn take_pending(&self) -> Result<()> {
+        let pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        match pending {
+            Some(message) => Err(DataFusionError::External(message.into())),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `f` inside the runtime, turning a panic into an error.
+    fn call<T>(&self, during: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.take_pending()?;
+        let _entered = self.runtime.enter();
+        catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
+            Err(DataFusionError::External(
+                self.panicked(during, p.as_ref()).into(),
+            ))
+        })
+    }
+
+    /// Runs `f`, which cannot fail, inside the runtime; on a panic, keeps it for the next call
+    /// that can fail and returns `fallback(message)`.
+    fn call_or<T>(
+        &self,
+        during: &str,
+        fallback: impl FnOnce(&str) -> T,
+        f: impl FnOnce() -> T,
+    ) -> T {
+        let _entered = self.runtime.enter();
+        match catch_unwind(AssertUnwindSafe(f)) {
+            Ok(value) => value,
+            Err(p) => {
+                let message = self.panicked(during, p.as_ref());
+                // Said now as well: the call that triggered it may be the query's last.
+                eprintln!("warning: {message}");
+                let value = fallback(&message);
+                *self
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(message);
+                value
+            }
+        }
+    }
+
+    /// `future`, polled inside the runtime, its panics turned into errors.
+    fn future<T, F: Future<Output = Result<T>>>(
+        &self,
+        during: &'static str,
+        future: F,
+    ) -> Guarded<F> {
+        Guarded {
+            inner: Box::pin(future),
+            guard: self.clone(),
+            during,
+            started: false,
+        }
+    }
 }
 
 /// A future polled inside the plugin's runtime, whose panics become errors.
 struct Guarded<F> {
     inner: Pin<Box<F>>,
-    runtime: Handle,
+    guard: Guard,
     during: &'static str,
+    /// Whether it was polled: a panic kept for later fails it on its first poll only.
+    started: bool,
 }
 
 impl<T, F: Future<Output = Result<T>>> Future for Guarded<F> {
@@ -119,24 +202,20 @@ impl<T, F: Future<Output = Result<T>>> Future for Guarded<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let _entered = this.runtime.enter();
+        if !this.started {
+            this.started = true;
+            if let Err(e) = this.guard.take_pending() {
+                return Poll::Ready(Err(e));
+            }
+        }
+        let _entered = this.guard.runtime.enter();
         let inner = &mut this.inner;
         match catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
             Ok(poll) => poll,
-            Err(p) => Poll::Ready(Err(panicked(this.during, p.as_ref()))),
+            Err(p) => Poll::Ready(Err(DataFusionError::External(
+                this.guard.panicked(this.during, p.as_ref()).into(),
+            ))),
         }
-    }
-}
-
-fn guard_future<T, F: Future<Output = Result<T>>>(
-    runtime: &Handle,
-    during: &'static str,
-    future: F,
-) -> Guarded<F> {
-    Guarded {
-        inner: Box::pin(future),
-        runtime: runtime.clone(),
-        during,
     }
 }
 
@@ -144,70 +223,75 @@ fn guard_future<T, F: Future<Output = Result<T>>>(
 #[derive(Debug)]
 pub(crate) struct GuardedSchemaProvider {
     inner: Arc<dyn SchemaProvider>,
-    runtime: Handle,
+    guard: Guard,
 }
 
 impl GuardedSchemaProvider {
-    pub(crate) fn new(inner: Arc<dyn SchemaProvider>, runtime: Handle) -> Self {
-        GuardedSchemaProvider { inner, runtime }
+    pub(crate) fn new(inner: Arc<dyn SchemaProvider>, guard: Guard) -> Self {
+        GuardedSchemaProvider { inner, guard }
     }
 }
 
 #[async_trait]
 impl SchemaProvider for GuardedSchemaProvider {
     fn table_names(&self) -> Vec<String> {
-        guarded(&self.runtime, "listing tables", || {
-            Ok(self.inner.table_names())
-        })
-        .unwrap_or_else(|e| {
-            tracing_fallback(&e);
-            Vec::new()
-        })
+        self.guard.call_or(
+            "listing tables",
+            |_| Vec::new(),
+            || self.inner.table_names(),
+        )
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        let table = guard_future(&self.runtime, "opening a table", self.inner.table(name)).await?;
-        Ok(table.map(|inner| {
-            Arc::new(GuardedTable {
-                inner,
-                runtime: self.runtime.clone(),
-            }) as Arc<dyn TableProvider>
-        }))
+        let table = self
+            .guard
+            .future("opening a table", self.inner.table(name))
+            .await?;
+        let Some(inner) = table else {
+            return Ok(None);
+        };
+        // A table's schema and type are asked for where no error can be returned: ask once,
+        // here, where a panic fails the query that opens the table.
+        let schema = self
+            .guard
+            .call("describing a table's columns", || Ok(inner.schema()))?;
+        let table_type = self
+            .guard
+            .call("describing a table's type", || Ok(inner.table_type()))?;
+        Ok(Some(Arc::new(GuardedTable {
+            inner,
+            schema,
+            table_type,
+            guard: self.guard.clone(),
+        })))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        guarded(&self.runtime, "looking up a table", || {
-            Ok(self.inner.table_exist(name))
-        })
-        .unwrap_or(false)
+        self.guard.call_or(
+            "looking up a table",
+            |_| false,
+            || self.inner.table_exist(name),
+        )
     }
 }
 
-/// Nothing to log with (the api crate has no logger); the error surfaces elsewhere.
-fn tracing_fallback(e: &DataFusionError) {
-    eprintln!("lodestar connector: {e}");
-}
-
+/// A connector's table. Its schema and type are read once, when it is opened.
 #[derive(Debug)]
 struct GuardedTable {
     inner: Arc<dyn TableProvider>,
-    runtime: Handle,
+    schema: SchemaRef,
+    table_type: TableType,
+    guard: Guard,
 }
 
 #[async_trait]
 impl TableProvider for GuardedTable {
     fn schema(&self) -> SchemaRef {
-        guarded(&self.runtime, "describing a table", || {
-            Ok(self.inner.schema())
-        })
-        .unwrap_or_else(|e| {
-            tracing_fallback(&e);
-            Arc::new(Schema::empty())
-        })
+        Arc::clone(&self.schema)
     }
 
     fn table_type(&self) -> TableType {
-        self.inner.table_type()
+        self.table_type
     }
 
     async fn scan(
@@ -217,15 +301,25 @@ impl TableProvider for GuardedTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let plan = guard_future(
-            &self.runtime,
-            "planning a scan",
-            self.inner.scan(state, projection, filters, limit),
-        )
-        .await?;
+        let plan = self
+            .guard
+            .future(
+                "planning a scan",
+                self.inner.scan(state, projection, filters, limit),
+            )
+            .await?;
+        // As for tables: what the host reads without a way to fail is read once, here.
+        let name = self
+            .guard
+            .call("naming its scan", || Ok(plan.name().to_string()))?;
+        let properties = self.guard.call("describing its scan's properties", || {
+            Ok(Arc::clone(plan.properties()))
+        })?;
         Ok(Arc::new(GuardedExec {
             inner: plan,
-            runtime: self.runtime.clone(),
+            name,
+            properties,
+            guard: self.guard.clone(),
         }))
     }
 
@@ -233,41 +327,59 @@ impl TableProvider for GuardedTable {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        guarded(&self.runtime, "pushing filters down", || {
+        self.guard.call("pushing filters down", || {
             self.inner.supports_filters_pushdown(filters)
         })
     }
 
     fn statistics(&self) -> Option<Statistics> {
-        guarded(&self.runtime, "reading statistics", || {
-            Ok(self.inner.statistics())
-        })
-        .ok()
-        .flatten()
+        self.guard
+            .call_or("reading statistics", |_| None, || self.inner.statistics())
     }
 }
 
 /// A connector's execution plan, executed in the plugin's runtime behind a panic guard.
 /// It is a leaf for the host: the connector's plan is opaque across the boundary anyway.
+/// Its name and properties were read when it was planned.
 #[derive(Debug)]
 struct GuardedExec {
     inner: Arc<dyn ExecutionPlan>,
-    runtime: Handle,
+    name: String,
+    properties: Arc<PlanProperties>,
+    guard: Guard,
+}
+
+/// A plan's `fmt_as` as `Display`, to render it into a string inside a guard.
+struct Shown<'a>(&'a dyn ExecutionPlan, DisplayFormatType);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt_as(self.1, f)
+    }
 }
 
 impl DisplayAs for GuardedExec {
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.inner.fmt_as(t, f)
+        let text = self.guard.call_or(
+            "displaying its scan",
+            |message| Ok(format!("{} ({message})", self.name)),
+            || {
+                let mut text = String::new();
+                fmt::Write::write_fmt(&mut text, format_args!("{}", Shown(self.inner.as_ref(), t)))
+                    .map(|()| text)
+            },
+        );
+        f.write_str(&text?)
     }
 }
 
 impl ExecutionPlan for GuardedExec {
     fn name(&self) -> &str {
-        self.inner.name()
+        &self.name
     }
 
     fn properties(&self) -> &Arc<PlanProperties> {
-        self.inner.properties()
+        &self.properties
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
@@ -299,13 +411,15 @@ impl ExecutionPlan for GuardedExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let stream = guarded(&self.runtime, "starting a scan", || {
-            self.inner.execute(partition, context)
+        let (stream, schema) = self.guard.call("starting a scan", || {
+            let stream = self.inner.execute(partition, context)?;
+            let schema = stream.schema();
+            Ok((stream, schema))
         })?;
         Ok(Box::pin(GuardedStream {
-            schema: stream.schema(),
+            schema,
             inner: Some(stream),
-            runtime: self.runtime.clone(),
+            guard: self.guard.clone(),
         }))
     }
 }
@@ -316,7 +430,7 @@ struct GuardedStream {
     schema: SchemaRef,
     /// `None` once a panic ended the stream: a panicked stream is not polled again.
     inner: Option<SendableRecordBatchStream>,
-    runtime: Handle,
+    guard: Guard,
 }
 
 impl Stream for GuardedStream {
@@ -327,12 +441,13 @@ impl Stream for GuardedStream {
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        let _entered = this.runtime.enter();
+        let _entered = this.guard.runtime.enter();
         match catch_unwind(AssertUnwindSafe(|| inner.poll_next_unpin(cx))) {
             Ok(poll) => poll,
             Err(p) => {
                 this.inner = None;
-                Poll::Ready(Some(Err(panicked("reading rows", p.as_ref()))))
+                let message = this.guard.panicked("reading rows", p.as_ref());
+                Poll::Ready(Some(Err(DataFusionError::External(message.into()))))
             }
         }
     }
@@ -341,5 +456,88 @@ impl Stream for GuardedStream {
 impl RecordBatchStream for GuardedStream {
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::datatypes::Schema;
+    use datafusion::physical_plan::empty::EmptyExec;
+    use datafusion::prelude::SessionContext;
+
+    use super::*;
+
+    /// A connector's plan whose display panics. The host never displays a plugin's plan
+    /// through `datafusion-ffi` 55 (it shows the plan's name), so this call is tested here.
+    #[derive(Debug)]
+    struct DisplayPanics(EmptyExec);
+
+    impl DisplayAs for DisplayPanics {
+        fn fmt_as(&self, _t: DisplayFormatType, _f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            panic!("asked to panic while displaying its scan")
+        }
+    }
+
+    impl ExecutionPlan for DisplayPanics {
+        fn name(&self) -> &str {
+            "DisplayPanics"
+        }
+        fn properties(&self) -> &Arc<PlanProperties> {
+            self.0.properties()
+        }
+        fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+            Vec::new()
+        }
+        fn apply_expressions(
+            &self,
+            _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+        ) -> Result<TreeNodeRecursion> {
+            Ok(TreeNodeRecursion::Continue)
+        }
+        fn with_new_children(
+            self: Arc<Self>,
+            _children: Vec<Arc<dyn ExecutionPlan>>,
+        ) -> Result<Arc<dyn ExecutionPlan>> {
+            Ok(self)
+        }
+        fn execute(
+            &self,
+            partition: usize,
+            context: Arc<TaskContext>,
+        ) -> Result<SendableRecordBatchStream> {
+            self.0.execute(partition, context)
+        }
+    }
+
+    #[test]
+    fn a_panic_while_displaying_a_scan_is_shown_and_fails_the_next_call() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let inner: Arc<dyn ExecutionPlan> =
+            Arc::new(DisplayPanics(EmptyExec::new(Arc::new(Schema::empty()))));
+        let exec = GuardedExec {
+            properties: Arc::clone(inner.properties()),
+            name: inner.name().to_string(),
+            inner,
+            guard: Guard::new(runtime.handle().clone(), "test"),
+        };
+        let shown = Shown(&exec, DisplayFormatType::Default).to_string();
+        assert_eq!(
+            shown,
+            "DisplayPanics (the connector `test` panicked while displaying its scan: asked to panic while displaying its scan)"
+        );
+        let error = exec
+            .execute(0, SessionContext::new().task_ctx())
+            .err()
+            .expect("the scan fails after the panic");
+        assert!(
+            error
+                .to_string()
+                .contains("the connector `test` panicked while displaying its scan"),
+            "{error}"
+        );
+        // Reported once: the call after that runs.
+        assert!(exec.execute(0, SessionContext::new().task_ctx()).is_ok());
     }
 }

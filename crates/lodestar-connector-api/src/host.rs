@@ -73,9 +73,11 @@ pub enum LoadError {
 impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            LoadError::Open { path, message } => {
-                write!(f, "cannot load plugin {}: {message}", path.display())
-            }
+            LoadError::Open { path, message } => write!(
+                f,
+                "cannot load plugin {}: it is not a shared library this system can load ({message})",
+                path.display()
+            ),
             LoadError::NoEntryPoint { path } => write!(
                 f,
                 "{} is not a Lodestar connector plugin: it exports no `{ENTRY_SYMBOL}`",
@@ -88,12 +90,12 @@ impl fmt::Display for LoadError {
             ),
             LoadError::AbiMismatch { path, plugin, host } => write!(
                 f,
-                "plugin {} was built for connector ABI version {plugin}, but this Lodestar speaks version {host}; rebuild the plugin against this Lodestar's lodestar-connector-api",
+                "plugin {} was built for connector ABI version {plugin}, but this Lodestar speaks version {host}",
                 path.display()
             ),
             LoadError::DataFusionMismatch { path, plugin, host } => write!(
                 f,
-                "plugin {} was built with DataFusion {plugin}, but this Lodestar uses DataFusion {host}; their FFI layouts differ, so rebuild the plugin with DataFusion {host}",
+                "plugin {} was built with DataFusion {plugin}, but this Lodestar uses DataFusion {host}; their FFI layouts differ",
                 path.display()
             ),
             LoadError::BadDescriptor { path, message } => {
@@ -103,6 +105,43 @@ impl fmt::Display for LoadError {
                     path.display()
                 )
             }
+        }
+    }
+}
+
+impl LoadError {
+    /// The library the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            LoadError::Open { path, .. }
+            | LoadError::NoEntryPoint { path }
+            | LoadError::NoDescriptor { path }
+            | LoadError::AbiMismatch { path, .. }
+            | LoadError::DataFusionMismatch { path, .. }
+            | LoadError::BadDescriptor { path, .. } => path,
+        }
+    }
+
+    /// What the user can do about it.
+    pub fn hint(&self) -> String {
+        let file = self
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match self {
+            LoadError::Open { .. } | LoadError::NoEntryPoint { .. } => format!(
+                "a file named like {file} on the plugin path must be a connector plugin built for this platform; remove or rename it if it is something else, or rebuild the plugin (`cargo xtask plugins` builds the bundled ones)"
+            ),
+            LoadError::NoDescriptor { .. } | LoadError::BadDescriptor { .. } => format!(
+                "the plugin is broken: rebuild {file} with `lodestar_connector_api::export_connector!`, or remove it from the plugin path"
+            ),
+            LoadError::AbiMismatch { .. } => format!(
+                "rebuild {file} against this Lodestar's lodestar-connector-api, or use the Lodestar it was built for"
+            ),
+            LoadError::DataFusionMismatch { host, .. } => format!(
+                "rebuild {file} with DataFusion {host} (the version lodestar-connector-api re-exports), or use a Lodestar built with the plugin's DataFusion"
+            ),
         }
     }
 }

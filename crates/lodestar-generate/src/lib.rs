@@ -30,16 +30,20 @@ use lodestar_connector_api::datafusion::arrow::record_batch::RecordBatch;
 use lodestar_connector_api::datafusion::catalog::{
     MemTable, SchemaProvider, Session, TableProvider,
 };
-use lodestar_connector_api::datafusion::common::ScalarValue;
+use lodestar_connector_api::datafusion::common::tree_node::TreeNodeRecursion;
+use lodestar_connector_api::datafusion::common::{ScalarValue, Statistics};
 use lodestar_connector_api::datafusion::error::{DataFusionError, Result};
 use lodestar_connector_api::datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use lodestar_connector_api::datafusion::logical_expr::{
     BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType,
 };
-use lodestar_connector_api::datafusion::physical_plan::ExecutionPlan;
+use lodestar_connector_api::datafusion::physical_expr::PhysicalExpr;
 use lodestar_connector_api::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use lodestar_connector_api::datafusion::physical_plan::streaming::{
     PartitionStream, StreamingTableExec,
+};
+use lodestar_connector_api::datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
 };
 use lodestar_connector_api::serde_json::{Value, json};
 use lodestar_connector_api::{BoxError, ConnectContext, Connector, Options};
@@ -68,7 +72,7 @@ impl Connector for Generate {
                 "step_seconds": { "type": "integer", "minimum": 1, "description": "Seconds between consecutive rows (default 60)" },
                 "users": { "type": "integer", "minimum": 1, "description": "Distinct user ids (default 1000)" },
                 "partitions": { "type": "integer", "minimum": 1, "description": "Streams a scan is split into (default 4)" },
-                "panic": { "enum": ["connect", "plan", "stream"], "description": "Panic on purpose at that step (for testing hosts)" }
+                "panic": { "enum": PanicAt::NAMES, "description": "Panic on purpose in that call (for testing hosts): connect, table_names, table, table_exist, schema, table_type, filters (supports_filters_pushdown), statistics, plan (scan), name, properties, fmt_as, execute, stream (reading rows)" }
             },
             "additionalProperties": false
         })
@@ -79,18 +83,75 @@ impl Connector for Generate {
         _cx: &ConnectContext,
     ) -> Result<Arc<dyn SchemaProvider>, BoxError> {
         let settings = Settings::from_options(&options)?;
-        if settings.panic == Some(PanicAt::Connect) {
-            panic!("asked to panic while connecting");
-        }
+        PanicAt::check(settings.panic, PanicAt::Connect, "connecting");
         Ok(Arc::new(GenerateSchema { settings }))
     }
 }
 
+/// Where the `panic` option makes the connector panic: each call a host makes into it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PanicAt {
     Connect,
+    TableNames,
+    Table,
+    TableExist,
+    Schema,
+    TableType,
+    Filters,
+    Statistics,
     Plan,
+    Name,
+    Properties,
+    FmtAs,
+    Execute,
     Stream,
+}
+
+impl PanicAt {
+    const ALL: [PanicAt; 14] = [
+        PanicAt::Connect,
+        PanicAt::TableNames,
+        PanicAt::Table,
+        PanicAt::TableExist,
+        PanicAt::Schema,
+        PanicAt::TableType,
+        PanicAt::Filters,
+        PanicAt::Statistics,
+        PanicAt::Plan,
+        PanicAt::Name,
+        PanicAt::Properties,
+        PanicAt::FmtAs,
+        PanicAt::Execute,
+        PanicAt::Stream,
+    ];
+    const NAMES: [&'static str; 14] = [
+        "connect",
+        "table_names",
+        "table",
+        "table_exist",
+        "schema",
+        "table_type",
+        "filters",
+        "statistics",
+        "plan",
+        "name",
+        "properties",
+        "fmt_as",
+        "execute",
+        "stream",
+    ];
+
+    fn of(name: &str) -> Option<PanicAt> {
+        let i = PanicAt::NAMES.iter().position(|n| *n == name)?;
+        Some(PanicAt::ALL[i])
+    }
+
+    /// Panics if `self` is set to `at`.
+    fn check(this: Option<PanicAt>, at: PanicAt, during: &str) {
+        if this == Some(at) {
+            panic!("asked to panic while {during}");
+        }
+    }
 }
 
 /// The generator's parameters.
@@ -140,12 +201,10 @@ impl Settings {
                 format!("`start` is not a timestamp like 2026-01-01T00:00:00: `{start}`")
             })?;
         }
-        settings.panic = match options.get("panic").and_then(Value::as_str) {
-            Some("connect") => Some(PanicAt::Connect),
-            Some("plan") => Some(PanicAt::Plan),
-            Some("stream") => Some(PanicAt::Stream),
-            _ => None,
-        };
+        settings.panic = options
+            .get("panic")
+            .and_then(Value::as_str)
+            .and_then(PanicAt::of);
         Ok(settings)
     }
 
@@ -192,10 +251,12 @@ pub struct GenerateSchema {
 #[async_trait]
 impl SchemaProvider for GenerateSchema {
     fn table_names(&self) -> Vec<String> {
+        PanicAt::check(self.settings.panic, PanicAt::TableNames, "listing tables");
         vec!["events".into(), "stats".into()]
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        PanicAt::check(self.settings.panic, PanicAt::Table, "opening a table");
         Ok(match name {
             "events" => Some(Arc::new(Events {
                 settings: self.settings.clone(),
@@ -207,6 +268,11 @@ impl SchemaProvider for GenerateSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
+        PanicAt::check(
+            self.settings.panic,
+            PanicAt::TableExist,
+            "looking up a table",
+        );
         matches!(name, "events" | "stats")
     }
 }
@@ -306,17 +372,41 @@ impl Events {
 #[async_trait]
 impl TableProvider for Events {
     fn schema(&self) -> SchemaRef {
+        PanicAt::check(
+            self.settings.panic,
+            PanicAt::Schema,
+            "describing its columns",
+        );
         self.schema.clone()
     }
 
     fn table_type(&self) -> TableType {
+        PanicAt::check(
+            self.settings.panic,
+            PanicAt::TableType,
+            "describing its type",
+        );
         TableType::Base
+    }
+
+    fn statistics(&self) -> Option<Statistics> {
+        PanicAt::check(
+            self.settings.panic,
+            PanicAt::Statistics,
+            "reading statistics",
+        );
+        None
     }
 
     fn supports_filters_pushdown(
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
+        PanicAt::check(
+            self.settings.panic,
+            PanicAt::Filters,
+            "pushing filters down",
+        );
         // Inexact: the range narrows what is generated; DataFusion still applies the filter.
         Ok(filters
             .iter()
@@ -334,9 +424,7 @@ impl TableProvider for Events {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if self.settings.panic == Some(PanicAt::Plan) {
-            panic!("asked to panic while planning a scan");
-        }
+        PanicAt::check(self.settings.panic, PanicAt::Plan, "planning a scan");
         SCANS.fetch_add(1, Ordering::Relaxed);
         let (mut lo, mut hi) = (0, self.settings.rows);
         for (flo, fhi) in filters.iter().filter_map(|f| self.range_of(f)) {
@@ -363,14 +451,73 @@ impl TableProvider for Events {
                 }) as Arc<dyn PartitionStream>
             })
             .collect();
-        Ok(Arc::new(StreamingTableExec::try_new(
+        let exec: Arc<dyn ExecutionPlan> = Arc::new(StreamingTableExec::try_new(
             self.schema.clone(),
             partitions,
             projection,
             Vec::new(),
             false,
             limit,
-        )?))
+        )?);
+        Ok(match self.settings.panic {
+            Some(
+                at @ (PanicAt::Name | PanicAt::Properties | PanicAt::FmtAs | PanicAt::Execute),
+            ) => Arc::new(PanickingExec { inner: exec, at }),
+            _ => exec,
+        })
+    }
+}
+
+/// A scan that panics in one of the calls a host makes on a plan (the `panic` option).
+#[derive(Debug)]
+struct PanickingExec {
+    inner: Arc<dyn ExecutionPlan>,
+    at: PanicAt,
+}
+
+impl DisplayAs for PanickingExec {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        PanicAt::check(Some(self.at), PanicAt::FmtAs, "displaying its scan");
+        self.inner.fmt_as(t, f)
+    }
+}
+
+impl ExecutionPlan for PanickingExec {
+    fn name(&self) -> &str {
+        PanicAt::check(Some(self.at), PanicAt::Name, "naming its scan");
+        "GenerateExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        PanicAt::check(Some(self.at), PanicAt::Properties, "describing its scan");
+        self.inner.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        PanicAt::check(Some(self.at), PanicAt::Execute, "starting a scan");
+        self.inner.execute(partition, context)
     }
 }
 
@@ -404,9 +551,7 @@ impl PartitionStream for Rows {
                 if next >= end {
                     return None;
                 }
-                if settings.panic == Some(PanicAt::Stream) {
-                    panic!("asked to panic while reading rows");
-                }
+                PanicAt::check(settings.panic, PanicAt::Stream, "reading rows");
                 let stop = (next + BATCH_ROWS).min(end);
                 Some((batch(&settings, &schema, next, stop), stop))
             }

@@ -1,6 +1,7 @@
 //! A throwaway PostgreSQL cluster for the tests and benchmarks: `initdb` and `pg_ctl` from the machine's
 //! PostgreSQL binaries, in a temporary directory, on a free port of 127.0.0.1, with password
-//! (SCRAM) authentication, TLS, and every statement logged.
+//! (SCRAM) authentication, TLS with a certificate authority of its own (or none, for a second
+//! cluster with `ssl = off`), and every statement logged.
 //!
 //! The tests of one run share a cluster while any of them holds it (each test makes its own
 //! database); when the last one lets go, the server is stopped and its directory removed, even
@@ -31,16 +32,34 @@ pub struct Cluster {
     as_postgres: bool,
 }
 
-/// The cluster, started if no test holds one.
+/// The cluster, started if no test holds one. It offers TLS with a certificate for
+/// `localhost` and `127.0.0.1` signed by its own certificate authority ([`Cluster::ca_file`]).
 pub fn cluster() -> Arc<Cluster> {
     static SHARED: Mutex<Weak<Cluster>> = Mutex::new(Weak::new());
-    let mut shared = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+    shared(&SHARED, Tls::On)
+}
+
+/// A second cluster, with `ssl = off`, started if no test holds one.
+pub fn cluster_without_tls() -> Arc<Cluster> {
+    static SHARED: Mutex<Weak<Cluster>> = Mutex::new(Weak::new());
+    shared(&SHARED, Tls::Off)
+}
+
+fn shared(slot: &Mutex<Weak<Cluster>>, tls: Tls) -> Arc<Cluster> {
+    let mut shared = slot.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(cluster) = shared.upgrade() {
         return cluster;
     }
-    let cluster = Arc::new(Cluster::start());
+    let cluster = Arc::new(Cluster::start(tls));
     *shared = Arc::downgrade(&cluster);
     cluster
+}
+
+/// Whether a cluster offers TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tls {
+    On,
+    Off,
 }
 
 /// A database of its own for one test, owned by [`USER`].
@@ -51,10 +70,14 @@ pub struct Database {
 }
 
 impl Database {
-    /// A new, empty database named after `label`.
+    /// A new, empty database named after `label`, on the shared cluster.
     pub fn new(label: &str) -> Database {
+        Database::new_on(cluster(), label)
+    }
+
+    /// A new, empty database named after `label`, on `cluster`.
+    pub fn new_on(cluster: Arc<Cluster>, label: &str) -> Database {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let cluster = cluster();
         let name = format!(
             "{label}_{}_{}",
             std::process::id(),
@@ -100,7 +123,7 @@ impl Database {
 }
 
 impl Cluster {
-    fn start() -> Cluster {
+    fn start(tls: Tls) -> Cluster {
         remove_abandoned();
         let bin = postgres_bin();
         let as_postgres = is_root();
@@ -136,13 +159,18 @@ impl Cluster {
                     cluster.dir.path().join("pwfile").display()
                 ));
         });
-        cluster.make_certificate(&data);
+        let ssl = match tls {
+            Tls::On => {
+                cluster.make_certificate(&data);
+                "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n"
+            }
+            Tls::Off => "ssl = off\n",
+        };
         let settings = format!(
             "\n# Lodestar tests\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
              fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nshared_buffers = 32MB\n\
              max_connections = 200\nlc_messages = 'C'\nlog_statement = 'all'\n\
-             log_line_prefix = '%m [%p] db=%d app=%a '\nssl = on\n\
-             ssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+             log_line_prefix = '%m [%p] db=%d app=%a '\n{ssl}",
             cluster.dir.path().display()
         );
         let conf = data.join("postgresql.conf");
@@ -228,31 +256,47 @@ impl Cluster {
         );
     }
 
-    /// A self-signed certificate so the server offers TLS.
+    /// The PEM file of the certificate authority that signed the server's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    /// A certificate authority (its PEM file in the cluster's directory) and the server's
+    /// certificate for `localhost` and `127.0.0.1` signed by it, so the server offers TLS that
+    /// a client can verify.
     fn make_certificate(&self, data: &Path) {
-        let output = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=localhost",
-            ])
-            .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
-            .arg("-keyout")
-            .arg(data.join("server.key"))
-            .arg("-out")
-            .arg(data.join("server.crt"))
-            .stdin(Stdio::null())
-            .output()
-            .expect("cannot run openssl to make the test server's TLS certificate");
-        assert!(
-            output.status.success(),
-            "openssl failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let dir = self.dir.path();
+        let ca_key = dir.join("ca.key");
+        make_ca(&ca_key, &self.ca_file(), "Lodestar test CA");
+        let csr = dir.join("server.csr");
+        openssl(|cmd| {
+            cmd.args(["req", "-new", "-nodes", "-subj", "/CN=localhost"])
+                .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+                .arg("-keyout")
+                .arg(data.join("server.key"))
+                .arg("-out")
+                .arg(&csr);
+        });
+        let extensions = dir.join("server.ext");
+        fs_err::write(
+            &extensions,
+            "subjectAltName = DNS:localhost, IP:127.0.0.1\nbasicConstraints = critical, CA:FALSE\n\
+             keyUsage = critical, digitalSignature\nextendedKeyUsage = serverAuth\n",
+        )
+        .unwrap();
+        openssl(|cmd| {
+            cmd.args(["x509", "-req", "-days", "2", "-set_serial", "2"])
+                .arg("-in")
+                .arg(&csr)
+                .arg("-CA")
+                .arg(self.ca_file())
+                .arg("-CAkey")
+                .arg(&ca_key)
+                .arg("-extfile")
+                .arg(&extensions)
+                .arg("-out")
+                .arg(data.join("server.crt"));
+        });
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -340,6 +384,41 @@ impl Drop for Cluster {
         }
         // The TempDir removes the directory.
     }
+}
+
+/// A certificate authority unrelated to any cluster's: its PEM certificate at `cert` (its key
+/// beside it), for tests of a client that must refuse a server it does not sign for.
+pub fn other_ca(cert: &Path) {
+    make_ca(&cert.with_extension("key"), cert, "Some other CA");
+}
+
+fn make_ca(key: &Path, cert: &Path, name: &str) {
+    openssl(|cmd| {
+        cmd.args(["req", "-x509", "-nodes", "-days", "2", "-subj"])
+            .arg(format!("/CN={name}"))
+            .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+            .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+            .arg("-keyout")
+            .arg(key)
+            .arg("-out")
+            .arg(cert);
+    });
+}
+
+/// Runs the `openssl` command line; panics with its output if it fails.
+fn openssl(args: impl FnOnce(&mut Command)) {
+    let mut cmd = Command::new("openssl");
+    args(&mut cmd);
+    let output = cmd
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run openssl to make the test server's TLS certificates");
+    assert!(
+        output.status.success(),
+        "openssl failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// The directory of `initdb`, `pg_ctl` and `psql`: `LODESTAR_PG_BIN`, `pg_config --bindir`, or

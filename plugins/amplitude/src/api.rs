@@ -8,9 +8,10 @@
 //! the last few hours are fetched again each time: Amplitude is still adding to them.
 //!
 //! Answers: 404 means no data in the range (an empty result); 400 (an export over 4 GB) and
-//! 504 (a timeout) are asked again as two halves of the range; 429 waits (Retry-After, else a
-//! doubling backoff) and retries; 401/403 are refused credentials. Ranges over 365 days are
-//! split before asking.
+//! 504 (a timeout) are asked again as two halves of the range; 429, 500, 502, 503 and a 504 for
+//! a single hour are retried after a wait (the server's `Retry-After` or an exponential backoff
+//! with jitter, either capped by `max_retry_wait_ms`), at most `max_retries` times; 401/403 are
+//! refused credentials. Ranges over 365 days are split before asking.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -130,12 +131,12 @@ impl ExportApi {
         Ok(cache)
     }
 
-    /// One export request, retried on 429 and on failures to connect.
+    /// One export request, retried (see [`Retries`]) on 429, on 500/502/503, on 504 for a
+    /// single hour (a longer range is split instead) and on failures to connect.
     async fn export(&self, start: Hour, end: Hour) -> Result<Answer, String> {
         let url = format!("{}/api/2/export", self.settings.base_url);
         let range = format!("{} to {}", layout::api_param(start), layout::api_param(end));
-        let mut wait = self.settings.backoff;
-        let mut attempt = 0;
+        let mut retries = Retries::new(&self.settings);
         loop {
             let sent = self
                 .client
@@ -147,7 +148,7 @@ impl ExportApi {
                 .basic_auth(&self.settings.api_key, Some(&self.settings.secret_key.0))
                 .send()
                 .await;
-            let retry_after = match sent {
+            let (failure, retry_after) = match sent {
                 Ok(response) => match response.status() {
                     StatusCode::OK => {
                         let bytes = response.bytes().await.map_err(|e| {
@@ -156,7 +157,8 @@ impl ExportApi {
                         return Ok(Answer::Zip(bytes));
                     }
                     StatusCode::NOT_FOUND => return Ok(Answer::NoData),
-                    s @ (StatusCode::BAD_REQUEST | StatusCode::GATEWAY_TIMEOUT) => {
+                    s @ StatusCode::BAD_REQUEST => return Ok(Answer::TooMuch(s)),
+                    s @ StatusCode::GATEWAY_TIMEOUT if end > start => {
                         return Ok(Answer::TooMuch(s));
                     }
                     s @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
@@ -164,28 +166,27 @@ impl ExportApi {
                             "the Export API at {url} refused the credentials ({s})\nhint: check `api.api_key` and `api.secret_key` (the project's API key and secret key), and `api.residency` (us or eu)"
                         ));
                     }
-                    StatusCode::TOO_MANY_REQUESTS => {
-                        if attempt >= self.settings.max_retries {
-                            return Err(format!(
-                                "the Export API at {url} kept answering 429 Too Many Requests for {range}, {attempt} retries\nhint: wait and run again, or raise `api.max_retries`"
-                            ));
-                        }
-                        response
+                    s @ (StatusCode::TOO_MANY_REQUESTS
+                    | StatusCode::INTERNAL_SERVER_ERROR
+                    | StatusCode::BAD_GATEWAY
+                    | StatusCode::SERVICE_UNAVAILABLE
+                    | StatusCode::GATEWAY_TIMEOUT) => {
+                        let retry_after = response
                             .headers()
                             .get(reqwest::header::RETRY_AFTER)
                             .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.trim().parse::<u64>().ok())
-                            .map(Duration::from_secs)
+                            .and_then(parse_retry_after);
+                        let body = body_start(response).await;
+                        (format!("answered {s}{body}"), retry_after)
                     }
                     s => {
-                        let body = response.text().await.unwrap_or_default();
-                        let body: String = body.chars().take(300).collect();
+                        let body = body_start(response).await;
                         return Err(format!(
-                            "the Export API at {url} answered {s} for {range}: {body}"
+                            "the Export API at {url} answered {s} for {range}{body}"
                         ));
                     }
                 },
-                Err(e) if e.is_connect() && attempt < self.settings.max_retries => None,
+                Err(e) if e.is_connect() => (format!("could not connect: {}", chain(&e)), None),
                 Err(e) => {
                     return Err(format!(
                         "the export of {range} from {url} failed: {}",
@@ -193,10 +194,84 @@ impl ExportApi {
                     ));
                 }
             };
-            attempt += 1;
-            tokio::time::sleep(retry_after.unwrap_or(wait)).await;
-            wait = (wait * 2).min(Duration::from_secs(60));
+            let Some(wait) = retries.next_wait(retry_after) else {
+                return Err(format!(
+                    "the Export API at {url} failed for the hours {range} after {} attempts; the last one {failure}\nhint: Amplitude may be down or rate limiting: wait and run again, or raise `api.max_retries` (now {})",
+                    retries.attempts(),
+                    self.settings.max_retries
+                ));
+            };
+            tokio::time::sleep(wait).await;
         }
+    }
+}
+
+/// The waits between the attempts of one request: exponential from `api.backoff_ms`, with
+/// jitter (a random half of each wait), and every wait, a server's `Retry-After` included, at
+/// most `api.max_retry_wait_ms`: a server asking for an hour must not hold a query for an
+/// hour. At most `api.max_retries` retries.
+#[derive(Debug)]
+struct Retries {
+    retries: u32,
+    max_retries: u32,
+    backoff: Duration,
+    cap: Duration,
+}
+
+impl Retries {
+    fn new(settings: &Api) -> Retries {
+        Retries {
+            retries: 0,
+            max_retries: settings.max_retries,
+            backoff: settings.backoff,
+            cap: settings.max_retry_wait,
+        }
+    }
+
+    /// Requests sent so far.
+    fn attempts(&self) -> u32 {
+        self.retries + 1
+    }
+
+    /// The wait before the next attempt, or `None` when none is left.
+    fn next_wait(&mut self, retry_after: Option<Duration>) -> Option<Duration> {
+        if self.retries >= self.max_retries {
+            return None;
+        }
+        let exponential = self
+            .backoff
+            .saturating_mul(2u32.saturating_pow(self.retries.min(31)))
+            .min(self.cap);
+        self.retries += 1;
+        let wait = match retry_after {
+            Some(asked) => asked,
+            // Equal jitter: half the wait, plus a random part of the other half, so that many
+            // clients turned away together do not come back together.
+            None => exponential / 2 + exponential.mul_f64(fastrand::f64() / 2.0),
+        };
+        Some(wait.min(self.cap))
+    }
+}
+
+/// A `Retry-After` value: seconds, or an HTTP date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let seconds = (at.with_timezone(&Utc) - Utc::now()).num_seconds().max(0);
+    Some(Duration::from_secs(u64::try_from(seconds).unwrap_or(0)))
+}
+
+/// `: <the start of the body>`, or nothing for an empty body.
+async fn body_start(response: reqwest::Response) -> String {
+    let body = response.text().await.unwrap_or_default();
+    let body: String = body.trim().chars().take(300).collect();
+    if body.is_empty() {
+        String::new()
+    } else {
+        format!(": {body}")
     }
 }
 
@@ -250,4 +325,54 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         cause = c.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn retries(max_retries: u32, backoff_ms: u64, cap_ms: u64) -> Retries {
+        Retries {
+            retries: 0,
+            max_retries,
+            backoff: Duration::from_millis(backoff_ms),
+            cap: Duration::from_millis(cap_ms),
+        }
+    }
+
+    #[test]
+    fn waits_grow_with_jitter_up_to_the_cap_and_stop_after_the_retries() {
+        let mut r = retries(6, 100, 1_000);
+        // Without Retry-After: between half and all of 100, 200, 400, 800, 1000, 1000 ms.
+        for full in [100, 200, 400, 800, 1_000, 1_000] {
+            let wait = r.next_wait(None).unwrap();
+            let full = Duration::from_millis(full);
+            assert!(full / 2 <= wait && wait <= full, "{wait:?} for {full:?}");
+        }
+        assert_eq!(r.next_wait(None), None);
+        assert_eq!(r.attempts(), 7);
+    }
+
+    #[test]
+    fn retry_after_is_obeyed_up_to_the_cap() {
+        let mut r = retries(3, 100, 5_000);
+        assert_eq!(
+            r.next_wait(Some(Duration::from_secs(2))),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            r.next_wait(Some(Duration::from_secs(86_400))),
+            Some(Duration::from_secs(5))
+        );
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date() {
+        assert_eq!(parse_retry_after(" 120 "), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
 }

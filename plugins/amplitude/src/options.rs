@@ -27,8 +27,9 @@ pub fn schema() -> Value {
             "base_url": { "type": "string", "minLength": 1, "description": "The API's base URL, overriding `residency` (a proxy, a test server)" },
             "start": { "type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$", "description": "The first day (YYYY-MM-DD, UTC) a query without a time range reads; queries with a time range read only their hours" },
             "cache_dir": { "type": "string", "minLength": 1, "description": "Where fetched hours are kept. Default: ~/.cache/lodestar/amplitude/<hash of base URL and API key>" },
-            "max_retries": { "type": "integer", "minimum": 0, "description": "Retries of a request answered 429 (rate limited) or failing to connect (default 8)" },
-            "backoff_ms": { "type": "integer", "minimum": 0, "description": "First wait before a retry after a 429, doubling each time, at most a minute; a Retry-After header wins (default 1000)" },
+            "max_retries": { "type": "integer", "minimum": 0, "description": "Retries of a request answered 429 (rate limited), 500, 502, 503 or 504, or failing to connect (default 8)" },
+            "backoff_ms": { "type": "integer", "minimum": 0, "description": "First wait before a retry, doubling each time, with jitter; a Retry-After header wins (default 1000)" },
+            "max_retry_wait_ms": { "type": "integer", "minimum": 0, "description": "The longest wait before one retry, a server's Retry-After included (default 60000)" },
             "timeout_secs": { "type": "integer", "minimum": 1, "description": "Time limit of one export request (default 900)" }
         },
         "required": ["api_key", "secret_key"],
@@ -96,6 +97,8 @@ pub struct Api {
     pub cache_dir: PathBuf,
     pub max_retries: u32,
     pub backoff: Duration,
+    /// The cap of every wait between attempts, `Retry-After` included.
+    pub max_retry_wait: Duration,
     pub timeout: Duration,
 }
 
@@ -263,6 +266,7 @@ fn api(value: &Value) -> Result<Api, BoxError> {
         cache_dir,
         max_retries: u32::try_from(number("max_retries", 8)).unwrap_or(u32::MAX),
         backoff: Duration::from_millis(number("backoff_ms", 1000)),
+        max_retry_wait: Duration::from_millis(number("max_retry_wait_ms", 60_000)),
         timeout: Duration::from_secs(number("timeout_secs", 900)),
     })
 }

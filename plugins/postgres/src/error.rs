@@ -147,9 +147,18 @@ pub fn connect(target: &Target, e: &tokio_postgres::Error) -> Error {
             "is PostgreSQL running and accepting TCP connections on {}:{}? check the host and port in `url`, or PGHOST and PGPORT",
             target.host, target.port
         )),
-        _ if reason.contains("does not support TLS") => {
-            Some("the server has TLS turned off: use `tls: prefer` or `tls: disable`".to_string())
-        }
+        _ if reason.contains("does not support TLS") => Some(
+            "the server has TLS turned off and this source requires it: turn `ssl = on` on the server, or (on a trusted network only) use `tls: disable`".to_string(),
+        ),
+        _ if reason.contains("UnknownIssuer") || reason.contains("BadSignature") => Some(
+            "the server's certificate is not signed by a trusted authority: give its CA's PEM file as `sslrootcert` (or PGSSLROOTCERT)".to_string(),
+        ),
+        _ if reason.contains("NotValidForName") || reason.contains("not valid for name") => Some(
+            format!("the server's certificate does not name `{}`: connect with a host name the certificate lists, or use `tls: verify-ca` to check the chain only", target.host),
+        ),
+        _ if reason.contains("invalid peer certificate") => Some(
+            "the server's certificate did not pass verification (`tls: verify-ca` or `verify-full`): check `sslrootcert` and the certificate's dates".to_string(),
+        ),
         _ if reason.contains("timed out") || reason.contains("timeout") => Some(format!(
             "is {} reachable from here? a firewall may drop the connection",
             target.host

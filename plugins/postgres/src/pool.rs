@@ -5,15 +5,17 @@ use std::sync::{Arc, Mutex};
 
 use lodestar_connector_api::tokio::runtime::Handle;
 use lodestar_connector_api::tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_postgres::Client;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::{self, Error, Result};
-use crate::settings::Settings;
+use crate::settings::{Settings, TlsMode};
 
 /// The connections of one source.
 #[derive(Clone)]
@@ -67,10 +69,10 @@ impl std::fmt::Debug for Conn {
 
 impl Pool {
     pub fn new(settings: Settings, runtime: Handle) -> Result<Pool> {
-        let tls = tls_connector().map_err(|message| Error::Connect {
+        let tls = tls_connector(&settings).map_err(|(message, hint)| Error::Connect {
             target: settings.target.to_string(),
             reason: format!("cannot set up TLS: {message}"),
-            hint: None,
+            hint,
         })?;
         Ok(Pool {
             inner: Arc::new(Inner {
@@ -221,20 +223,132 @@ impl Inner {
     }
 }
 
-/// rustls on ring, verifying the handshake's signatures but not the certificate chain: what
-/// libpq's `prefer` and `require` do (encryption without authentication of the server).
-fn tls_connector() -> std::result::Result<MakeRustlsConnect, String> {
+/// rustls on ring. In `prefer` and `require`, the handshake's signatures are verified but not
+/// the certificate chain: encryption without authentication of the server, as libpq does
+/// without a root certificate. In `verify-ca` and `verify-full`, the chain is verified against
+/// `sslrootcert` or the system's roots, and in `verify-full` the name too.
+fn tls_connector(
+    settings: &Settings,
+) -> std::result::Result<MakeRustlsConnect, (String, Option<String>)> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Arc::new(AnyCertificate {
-        algorithms: provider.signature_verification_algorithms,
-    });
-    let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+        .map_err(|e| (e.to_string(), None))?;
+    let config = if settings.tls.verifies() {
+        let roots = Arc::new(roots(settings)?);
+        let webpki = WebPkiServerVerifier::builder_with_provider(roots, Arc::clone(&provider))
+            .build()
+            .map_err(|e| (format!("the trusted roots are unusable: {e}"), None))?;
+        let verifier: Arc<dyn ServerCertVerifier> = match settings.tls {
+            TlsMode::VerifyCa => Arc::new(ChainOnly { webpki }),
+            _ => webpki,
+        };
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth()
+    } else {
+        let verifier = Arc::new(AnyCertificate {
+            algorithms: provider.signature_verification_algorithms,
+        });
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth()
+    };
     Ok(MakeRustlsConnect::new(config))
+}
+
+/// The roots a verifying mode trusts: the certificates of `sslrootcert`, else the system's.
+fn roots(settings: &Settings) -> std::result::Result<RootCertStore, (String, Option<String>)> {
+    let mut store = RootCertStore::empty();
+    match &settings.root_cert {
+        Some(path) => {
+            let shown = path.display();
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<std::result::Result<Vec<_>, _>>())
+                .map_err(|e| {
+                    (
+                        format!("cannot read the certificates of sslrootcert `{shown}`: {e}"),
+                        Some("give `sslrootcert` (or PGSSLROOTCERT) the PEM file of the certificate authority that signed the server's certificate".to_string()),
+                    )
+                })?;
+            let (added, _ignored) = store.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err((
+                    format!("sslrootcert `{shown}` holds no usable certificate"),
+                    Some(
+                        "it must be a PEM file with -----BEGIN CERTIFICATE----- blocks".to_string(),
+                    ),
+                ));
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            store.add_parsable_certificates(found.certs);
+            if store.is_empty() {
+                return Err((
+                    "no system root certificates were found to verify the server with".to_string(),
+                    Some("give the PEM file of the server's certificate authority as `sslrootcert` (or PGSSLROOTCERT)".to_string()),
+                ));
+            }
+        }
+    }
+    Ok(store)
+}
+
+/// `verify-ca`: the chain must lead to a trusted root; the name in the certificate is not
+/// compared with the host (webpki checks the chain first, so a name error means the chain
+/// was good).
+#[derive(Debug)]
+struct ChainOnly {
+    webpki: Arc<WebPkiServerVerifier>,
+}
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        match self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }
 
 /// Accepts any server certificate, as libpq does in `sslmode=require`; signatures are still

@@ -2,6 +2,7 @@
 //! mode, pool size, statement timeout, schemas and how scans are split.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use lodestar_connector_api::serde_json::Value;
@@ -35,8 +36,12 @@ pub fn options_schema() -> Value {
                 "description": "Schema, or schemas searched in order like search_path, whose tables and views are exposed (default public)"
             },
             "tls": {
-                "enum": ["disable", "prefer", "require"],
-                "description": "TLS mode, as libpq's sslmode (default: the URL's sslmode, else PGSSLMODE, else prefer)"
+                "enum": ["disable", "prefer", "require", "verify-ca", "verify-full"],
+                "description": "TLS mode, as libpq's sslmode: verify-full checks the server's certificate chain and name, verify-ca only its chain; prefer (the default) and require encrypt without checking who answers, and prefer falls back to plain text (default: the URL's sslmode, else PGSSLMODE, else prefer)"
+            },
+            "sslrootcert": {
+                "type": "string", "minLength": 1,
+                "description": "PEM file of the certificate authorities verify-ca and verify-full trust (default: PGSSLROOTCERT, else the system's roots)"
             },
             "pool_size": {
                 "type": "integer", "minimum": 1, "maximum": 64,
@@ -55,13 +60,18 @@ pub fn options_schema() -> Value {
     })
 }
 
-/// TLS as libpq's `sslmode`: the certificate is not verified, as libpq does not verify it in
-/// these modes either (`verify-ca`/`verify-full` are not offered).
+/// TLS as libpq's `sslmode`. `Prefer` and `Require` encrypt without checking the server's
+/// certificate (as libpq does without a root certificate); `Prefer` connects in plain text to a
+/// server without TLS, so an attacker on the path can downgrade it. `VerifyCa` checks the
+/// certificate chain against the trusted roots, `VerifyFull` also that the certificate names
+/// the host connected to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsMode {
     Disable,
     Prefer,
     Require,
+    VerifyCa,
+    VerifyFull,
 }
 
 impl TlsMode {
@@ -72,16 +82,25 @@ impl TlsMode {
             // trying with TLS first only changes which attempt succeeds.
             "prefer" | "allow" => Some(TlsMode::Prefer),
             "require" => Some(TlsMode::Require),
+            "verify-ca" => Some(TlsMode::VerifyCa),
+            "verify-full" => Some(TlsMode::VerifyFull),
             _ => None,
         }
     }
 
+    /// tokio-postgres' mode: the verifying modes require TLS, and the certificate is checked
+    /// by the connector's verifier (`pool.rs`).
     pub fn ssl_mode(self) -> SslMode {
         match self {
             TlsMode::Disable => SslMode::Disable,
             TlsMode::Prefer => SslMode::Prefer,
-            TlsMode::Require => SslMode::Require,
+            TlsMode::Require | TlsMode::VerifyCa | TlsMode::VerifyFull => SslMode::Require,
         }
+    }
+
+    /// Whether the server's certificate is checked.
+    pub fn verifies(self) -> bool {
+        matches!(self, TlsMode::VerifyCa | TlsMode::VerifyFull)
     }
 }
 
@@ -90,6 +109,8 @@ impl TlsMode {
 pub struct Settings {
     pub config: tokio_postgres::Config,
     pub tls: TlsMode,
+    /// The roots `verify-ca` and `verify-full` trust: a PEM file, else the system's.
+    pub root_cert: Option<PathBuf>,
     pub pool_size: usize,
     pub schemas: Vec<String>,
     pub pages_per_partition: u32,
@@ -142,7 +163,14 @@ impl Settings {
     /// Reads options already checked against [`options_schema`].
     pub fn from_options(options: &Options, env: Env<'_>) -> Result<Settings, BoxError> {
         let url = options.get("url").and_then(Value::as_str);
-        let mut config = match url {
+        let url_sslmode = url.and_then(sslmode_of);
+        // tokio-postgres knows no verifying modes: it is told `require`, and the connector
+        // checks the certificate itself.
+        let parsed = url.map(|url| match url_sslmode.as_deref() {
+            Some("verify-ca" | "verify-full") => with_sslmode_require(url),
+            _ => url.to_string(),
+        });
+        let mut config = match parsed.as_deref() {
             // The parser's message names the part that is wrong, never the text around it, so
             // a password in the URL is not repeated.
             Some(url) => url.parse::<tokio_postgres::Config>().map_err(|e| {
@@ -209,19 +237,24 @@ impl Settings {
             config.connect_timeout(timeout);
         }
 
-        let url_sslmode = url.and_then(sslmode_of);
         let tls = match options.get("tls").and_then(Value::as_str) {
             Some(mode) => TlsMode::parse(mode).ok_or_else(|| format!("unknown tls mode `{mode}`"))?,
             None => match url_sslmode.or_else(|| env("PGSSLMODE")) {
                 Some(mode) => TlsMode::parse(&mode).ok_or_else(|| {
                     format!(
-                        "sslmode `{mode}` is not supported: use disable, prefer or require (the server certificate is not verified, as with libpq's require)"
+                        "sslmode `{mode}` is not supported: use disable, prefer, require, verify-ca or verify-full"
                     )
                 })?,
                 None => TlsMode::Prefer,
             },
         };
         config.ssl_mode(tls.ssl_mode());
+        let root_cert = options
+            .get("sslrootcert")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or_else(|| env("PGSSLROOTCERT"))
+            .map(PathBuf::from);
 
         let statement_timeout = match options.get("statement_timeout") {
             None => None,
@@ -279,6 +312,7 @@ impl Settings {
         Ok(Settings {
             config,
             tls,
+            root_cert,
             pool_size,
             schemas,
             pages_per_partition,
@@ -310,6 +344,21 @@ fn sslmode_of(url: &str) -> Option<String> {
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
         .collect();
     (!value.is_empty()).then_some(value)
+}
+
+/// `url` with its `sslmode=` value replaced by `require` (ASCII case-insensitive, in a URL
+/// or a key=value string).
+fn with_sslmode_require(url: &str) -> String {
+    let lower = url.to_ascii_lowercase();
+    let Some(at) = lower.find("sslmode=") else {
+        return url.to_string();
+    };
+    let start = at + "sslmode=".len();
+    let len = lower[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .count();
+    format!("{}require{}", &url[..start], &url[start + len..])
 }
 
 /// A duration option: milliseconds as a number, or a number with a unit as Postgres writes them.
@@ -458,13 +507,51 @@ mod tests {
     }
 
     #[test]
+    fn verifying_modes_come_from_the_url_the_environment_or_the_option() {
+        let s = Settings::from_options(
+            &options(
+                json!({ "url": "postgres://u:pw@h/d?sslmode=Verify-Full&application_name=x" }),
+            ),
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(s.tls, TlsMode::VerifyFull);
+        assert_eq!(s.config.get_ssl_mode(), SslMode::Require);
+        assert_eq!(s.config.get_application_name(), Some("x"));
+        assert_eq!(s.root_cert, None);
+
+        let env = |name: &str| match name {
+            "PGSSLMODE" => Some("verify-ca".to_string()),
+            "PGSSLROOTCERT" => Some("/etc/ca.pem".to_string()),
+            _ => None,
+        };
+        let s = Settings::from_options(&options(json!({ "url": "host=h user=u" })), &env).unwrap();
+        assert_eq!(s.tls, TlsMode::VerifyCa);
+        assert_eq!(s.root_cert, Some(PathBuf::from("/etc/ca.pem")));
+
+        let s = Settings::from_options(
+            &options(
+                json!({ "url": "host=h user=u", "tls": "verify-full", "sslrootcert": "ca.crt" }),
+            ),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(s.tls, TlsMode::VerifyFull);
+        assert_eq!(s.root_cert, Some(PathBuf::from("ca.crt")));
+    }
+
+    #[test]
     fn unsupported_sslmodes_are_refused() {
         let e = Settings::from_options(
             &options(json!({ "url": "host=h user=u" })),
-            &|name: &str| (name == "PGSSLMODE").then(|| "verify-full".to_string()),
+            &|name: &str| (name == "PGSSLMODE").then(|| "verify-everything".to_string()),
         )
         .unwrap_err()
         .to_string();
+        assert!(
+            e.contains("sslmode `verify-everything` is not supported"),
+            "{e}"
+        );
         assert!(e.contains("verify-full"), "{e}");
     }
 }

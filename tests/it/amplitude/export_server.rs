@@ -2,7 +2,8 @@
 //! YYYYMMDDTHH&end=YYYYMMDDTHH` with basic auth, answered with a zip archive of the hourly
 //! `*.json.gz` files uploaded in those hours (404 when there are none), on a loopback port.
 //!
-//! It records every request, can answer the next requests with given statuses (429, 504, ...),
+//! It records every request, can answer the next requests with given statuses (429, 5xx, ...)
+//! and a `Retry-After` header,
 //! and can refuse ranges longer than a number of hours with 400, as Amplitude refuses exports
 //! over 4 GB. It runs on a Tokio runtime of its own threads, so a test can run the `lodestar`
 //! binary (a blocking child process) while it serves.
@@ -44,6 +45,8 @@ struct Shared {
     files: Mutex<BTreeMap<String, (NaiveDateTime, Vec<u8>)>>,
     log: Mutex<Vec<Served>>,
     statuses: Mutex<VecDeque<u16>>,
+    /// The `Retry-After` header sent with the statuses of `answer_next`.
+    retry_after: Mutex<Option<String>>,
     max_hours: Mutex<Option<i64>>,
 }
 
@@ -110,6 +113,11 @@ impl ExportServer {
         self.shared.statuses.lock().unwrap().extend(statuses);
     }
 
+    /// Sends `Retry-After: value` with the statuses given to [`ExportServer::answer_next`].
+    pub fn retry_after(&self, value: &str) {
+        *self.shared.retry_after.lock().unwrap() = Some(value.to_string());
+    }
+
     /// Answers 400 to ranges of more than `hours` hours.
     pub fn refuse_ranges_over(&self, hours: i64) {
         *self.shared.max_hours.lock().unwrap() = Some(hours);
@@ -172,11 +180,13 @@ fn answer(request: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>>
         .headers()
         .get("authorization")
         .is_some_and(|v| v.as_bytes() == expected_auth.as_bytes());
+    let mut retry_after = None;
     let (status, body) = if request.uri().path() != "/api/2/export" {
         (404, Vec::new())
     } else if !authorized {
         (401, b"Invalid API key or secret key".to_vec())
     } else if let Some(status) = shared.statuses.lock().unwrap().pop_front() {
+        retry_after.clone_from(&shared.retry_after.lock().unwrap());
         (
             status,
             format!("status {status} as the test asked").into_bytes(),
@@ -214,8 +224,12 @@ fn answer(request: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>>
         .lock()
         .unwrap()
         .push(Served { start, end, status });
-    Response::builder()
-        .status(StatusCode::from_u16(status).expect("a valid status"))
+    let mut response =
+        Response::builder().status(StatusCode::from_u16(status).expect("a valid status"));
+    if let Some(value) = retry_after {
+        response = response.header("retry-after", value);
+    }
+    response
         .body(Full::new(Bytes::from(body)))
         .expect("a valid response")
 }

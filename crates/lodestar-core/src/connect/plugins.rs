@@ -92,7 +92,12 @@ pub(crate) fn connect(
     else {
         return Err(unknown_connector(source, &dirs));
     };
-    let plugin = host::load(&path).map_err(|e| source_error(source, e.to_string()))?;
+    let plugin = host::load(&path).map_err(|e| Error::Invalid {
+        location: source.location.clone(),
+        subject: crate::error::Subject::Source(source.name.clone()),
+        message: e.to_string(),
+        hint: Some(e.hint()),
+    })?;
     if plugin.name != source.connector {
         return Err(source_error(
             source,
@@ -157,7 +162,64 @@ fn is_secret(option: &str) -> bool {
         .any(|s| option.contains(s))
 }
 
-/// Checks the options against the plugin's JSON Schema, before its constructor runs.
+/// Whether a message may quote the value at `path` (the option's keys from the top): only a
+/// scalar written directly under the source, under a name that is not secret-like, for an
+/// option that is not a group of settings. A nested value (`api: { secret_key: … }`), an
+/// object or a list, or text written where a group was expected (`api: <the key>`) may be a
+/// secret whatever its name, so its message says what was expected without repeating it.
+fn may_echo(path: &[String], value: &serde_json::Value, schema: &serde_json::Value) -> bool {
+    let container = |v: Option<&serde_json::Value>| {
+        v.is_some_and(|t| t == "object" || t == "array")
+            || v.and_then(|t| t.as_array())
+                .is_some_and(|ts| ts.iter().any(|t| t == "object" || t == "array"))
+    };
+    path.len() == 1
+        && !is_secret(&path[0])
+        && !matches!(
+            value,
+            serde_json::Value::Object(_) | serde_json::Value::Array(_)
+        )
+        && !container(schema_at(schema, path).and_then(|s| s.get("type")))
+}
+
+/// What the schema expected, in words that never include the value that failed.
+fn expectation(kind: &ValidationErrorKind) -> String {
+    use jsonschema::error::TypeKind;
+    match kind {
+        ValidationErrorKind::Type { kind } => {
+            let types: Vec<String> = match kind {
+                TypeKind::Single(t) => vec![t.to_string()],
+                TypeKind::Multiple(set) => set.iter().map(|t| t.to_string()).collect(),
+            };
+            format!("must be of type {}", types.join(" or "))
+        }
+        ValidationErrorKind::Enum { options } => format!("must be one of {options}"),
+        ValidationErrorKind::Constant { expected_value } => format!("must be {expected_value}"),
+        ValidationErrorKind::MinLength { limit } => {
+            format!("must be at least {limit} characters long")
+        }
+        ValidationErrorKind::MaxLength { limit } => {
+            format!("must be at most {limit} characters long")
+        }
+        ValidationErrorKind::Minimum { limit } => format!("must be at least {limit}"),
+        ValidationErrorKind::Maximum { limit } => format!("must be at most {limit}"),
+        ValidationErrorKind::Pattern { pattern } => format!("must match `{pattern}`"),
+        ValidationErrorKind::Format { format } => format!("must be a valid {format}"),
+        other => format!(
+            "does not satisfy the options schema's `{}` rule",
+            other.keyword()
+        ),
+    }
+}
+
+/// The schema of the value at `path`, following `properties` from the root.
+fn schema_at<'a>(schema: &'a serde_json::Value, path: &[String]) -> Option<&'a serde_json::Value> {
+    path.iter()
+        .try_fold(schema, |schema, key| schema.get("properties")?.get(key))
+}
+
+/// Checks the options against the plugin's JSON Schema, before its constructor runs. Values
+/// are quoted back only where [`may_echo`] allows: a secret can sit at any depth.
 fn check_options(source: &SourceDef, plugin: &Plugin) -> Result<()> {
     let validator = jsonschema::validator_for(&plugin.options_schema).map_err(|e| {
         source_error(
@@ -172,70 +234,75 @@ fn check_options(source: &SourceDef, plugin: &Plugin) -> Result<()> {
     let Some(error) = validator.iter_errors(&instance).next() else {
         return Ok(());
     };
-    let known = || -> String {
-        plugin
-            .options_schema
-            .get("properties")
-            .and_then(|p| p.as_object())
-            .map(|p| p.keys().cloned().collect::<Vec<_>>().join(", "))
-            .unwrap_or_default()
-    };
-    let first_segment = error
+    let mut path: Vec<String> = error
         .instance_path()
         .as_str()
-        .trim_start_matches('/')
         .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    let (option, message, hint) = match error.kind() {
+        .filter(|s| !s.is_empty())
+        // JSON Pointer escapes (RFC 6901).
+        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    let (message, hint) = match error.kind() {
         ValidationErrorKind::AdditionalProperties { unexpected } => {
+            let known: Vec<&str> = schema_at(&plugin.options_schema, &path)
+                .and_then(|s| s.get("properties"))
+                .and_then(|p| p.as_object())
+                .map(|p| p.keys().map(String::as_str).collect())
+                .unwrap_or_default();
             let option = unexpected.first().cloned().unwrap_or_default();
-            let close = crate::error::did_you_mean(
-                &option,
-                plugin
-                    .options_schema
-                    .get("properties")
-                    .and_then(|p| p.as_object())
-                    .into_iter()
-                    .flat_map(|p| p.keys().map(String::as_str)),
+            let close = crate::error::did_you_mean(&option, known.iter().copied());
+            path.push(option);
+            let message = format!(
+                "unknown option `{}` for connector `{}`",
+                path.join("."),
+                plugin.name
             );
-            let message = format!("unknown option `{option}` for connector `{}`", plugin.name);
-            let hint =
-                close.unwrap_or_else(|| format!("connector `{}` takes: {}", plugin.name, known()));
-            (option, message, Some(hint))
+            let hint = close.unwrap_or_else(|| {
+                let place = if path.len() > 1 {
+                    format!(" under `{}`", path[..path.len() - 1].join("."))
+                } else {
+                    String::new()
+                };
+                format!(
+                    "connector `{}` takes{place}: {}",
+                    plugin.name,
+                    known.join(", ")
+                )
+            });
+            (message, Some(hint))
         }
         ValidationErrorKind::Required { property } => {
-            let option = property.as_str().unwrap_or_default().to_string();
+            path.push(property.as_str().unwrap_or_default().to_string());
             let message = format!(
-                "option `{option}` is required by connector `{}`",
+                "option `{}` is required by connector `{}`",
+                path.join("."),
                 plugin.name
             );
-            (option, message, None)
+            (message, None)
         }
-        ValidationErrorKind::Type { .. } | ValidationErrorKind::Enum { .. }
-            if !is_secret(&first_segment) =>
-        {
-            let message = format!("option `{first_segment}`: {error}");
-            (first_segment, message, None)
-        }
-        _ if is_secret(&first_segment) => {
-            // The validator's message quotes the value; this option's value stays unsaid.
+        kind if path.is_empty() => {
             let message = format!(
-                "option `{first_segment}` does not have the form connector `{}` expects",
-                plugin.name
+                "the options do not have the form connector `{}` expects: they {}",
+                plugin.name,
+                expectation(kind)
             );
-            (first_segment, message, None)
+            (message, None)
         }
-        _ => {
-            let message = format!("option `{first_segment}`: {error}");
-            (first_segment, message, None)
+        _ if may_echo(&path, error.instance(), &plugin.options_schema) => {
+            (format!("option `{}`: {error}", path[0]), None)
+        }
+        kind => {
+            let message = format!(
+                "option `{}` {} (its value is not repeated here: it may be secret)",
+                path.join("."),
+                expectation(kind)
+            );
+            (message, None)
         }
     };
-    let location = if option.is_empty() {
-        source.location.clone()
-    } else {
-        source.location_of(&option).clone()
+    let location = match path.first() {
+        Some(option) => source.location_of(option).clone(),
+        None => source.location.clone(),
     };
     Err(Error::Invalid {
         location,
