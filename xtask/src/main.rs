@@ -1,6 +1,7 @@
 //! `cargo xtask`: project automation that needs nothing beyond a Rust toolchain.
 
 mod civil;
+mod fuzz;
 mod sample;
 mod tasks;
 
@@ -37,6 +38,12 @@ Commands:
         against DuckDB's per-metric SQL on the same files and threads, with and without scan
         fusion, whole year and last 4 weeks: wall time, peak memory, rows/s, JSON in
         target/bench/ (docs/performance.md). --refresh adds the result cache's refresh.
+  fuzz [TARGET] [--seconds N]
+        Build the fuzz targets (fuzz/, nightly and cargo-fuzz, which this does not install)
+        and run each (all the files of fuzz/fuzz_targets/ unless one is named) for N seconds
+        (default 60), one at a time. Prints a table of executions and corpus sizes; on a
+        crash, the artifact and the commands to minimize it and keep it as a regression case
+        in fuzz/regressions/ (docs/fuzzing.md).
   help
         Print this help.
 ";
@@ -87,6 +94,13 @@ fn run(args: Vec<OsString>) -> Result<()> {
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect();
             tasks::bench(&rest)
+        }
+        Some("fuzz") => {
+            let rest: Vec<String> = rest
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            fuzz::run(&rest)
         }
         Some("help" | "-h" | "--help") => {
             print!("{HELP}");
