@@ -399,7 +399,8 @@ fn utc_day(value: &ScalarValue) -> Option<(i64, bool)> {
 /// `YYYY-MM-DD` of a day number; `None` outside the years 0 to 9999. The partition column is
 /// compared as text, and other years do not sort as text the way they sort as dates
 /// (`+20000-01-01` < `2026-05-01`), nor can chrono name every day an `i64` literal reaches:
-/// no bound is then the safe answer (fuzzing found both, and an overflow of `days * 86_400`).
+/// no bound is then the safe answer (fuzz/regressions/time_partition/ has both, and an
+/// overflow of `days * 86_400`).
 fn iso_date(days: i64) -> Option<String> {
     let date = chrono::DateTime::from_timestamp(days.checked_mul(86_400)?, 0)?.date_naive();
     (0..=9999)
@@ -481,7 +482,7 @@ mod tests {
         );
     }
 
-    /// Found by the `time_partition` fuzz target (fuzz/regressions/time_partition/): a bound
+    /// Cases of the `time_partition` fuzz target (fuzz/regressions/time_partition/): a bound
     /// past year 9999 or past chrono's range became `dt <= +20000-01-01` or `dt <= 1970-01-01`,
     /// which prune this year's folders as text, and `ts >= i64::MIN` seconds overflowed.
     #[test]
