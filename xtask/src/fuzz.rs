@@ -249,17 +249,11 @@ fn run_target(root: &Path, fuzz_dir: &Path, target: &str, seconds: u64) -> Resul
     for line in BufReader::new(stderr).lines() {
         let line = line?;
         eprintln!("{line}");
-        if let Some(n) = line.strip_prefix("stat::number_of_executed_units:") {
-            executions = n.trim().parse().ok();
-        }
-        // libFuzzer: "Test unit written to <artifact>" (crash, timeout, out of memory).
-        if let Some(path) = line.split("Test unit written to ").nth(1) {
-            let path = PathBuf::from(path.trim());
-            crash = Some(if path.is_relative() {
-                fuzz_dir.join(path)
-            } else {
-                path
-            });
+        match read_line(&line) {
+            Some(Output::Executions(n)) => executions = Some(n),
+            Some(Output::Artifact(path)) if path.is_relative() => crash = Some(fuzz_dir.join(path)),
+            Some(Output::Artifact(path)) => crash = Some(path),
+            None => {}
         }
     }
     let status = child.wait()?;
@@ -277,6 +271,23 @@ fn run_target(root: &Path, fuzz_dir: &Path, target: &str, seconds: u64) -> Resul
     })
 }
 
+/// What a line of libFuzzer's output tells.
+#[derive(Debug, PartialEq)]
+enum Output {
+    /// `stat::number_of_executed_units: N` (with `-print_final_stats=1`).
+    Executions(u64),
+    /// `… Test unit written to <path>`: a crash, a timeout or an out-of-memory input.
+    Artifact(PathBuf),
+}
+
+fn read_line(line: &str) -> Option<Output> {
+    if let Some(n) = line.strip_prefix("stat::number_of_executed_units:") {
+        return n.trim().parse().ok().map(Output::Executions);
+    }
+    let path = line.split("Test unit written to ").nth(1)?;
+    Some(Output::Artifact(PathBuf::from(path.trim())))
+}
+
 /// Today's date, `YYYY-MM-DD`, UTC, from the system clock.
 fn utc_now() -> String {
     let secs = std::time::SystemTime::now()
@@ -284,4 +295,43 @@ fn utc_now() -> String {
         .map_or(0, |d| d.as_secs());
     let (y, m, d) = crate::civil::civil_from_days(i64::try_from(secs / 86_400).unwrap_or(0));
     format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_libfuzzer_statistics_and_artifacts() {
+        assert_eq!(
+            read_line("stat::number_of_executed_units: 351275"),
+            Some(Output::Executions(351_275))
+        );
+        assert_eq!(
+            read_line(
+                "artifact_prefix='/w/fuzz/artifacts/formula/'; Test unit written to /w/fuzz/artifacts/formula/crash-3f2a"
+            ),
+            Some(Output::Artifact(
+                "/w/fuzz/artifacts/formula/crash-3f2a".into()
+            ))
+        );
+        assert_eq!(
+            read_line("#2048\tpulse  cov: 5810 ft: 17987 corp: 442/458Kb"),
+            None
+        );
+    }
+
+    #[test]
+    fn takes_one_target_and_a_number_of_seconds() {
+        let args = |a: &[&str]| parse_args(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(args(&[]).unwrap(), (None, DEFAULT_SECONDS));
+        assert_eq!(
+            args(&["formula", "--seconds", "600"]).unwrap(),
+            (Some("formula".into()), 600)
+        );
+        assert_eq!(args(&["--seconds=5"]).unwrap(), (None, 5));
+        assert!(args(&["--seconds", "0"]).is_err());
+        assert!(args(&["a", "b"]).is_err());
+        assert!(args(&["--jobs"]).is_err());
+    }
 }

@@ -21,8 +21,11 @@ pub use formula::formula;
 pub use partition::time_partition;
 pub use project::project_file;
 
+/// A target: arbitrary bytes in, a panic only on a bug.
+pub type Target = fn(&[u8]);
+
 /// Every target by the name of its file in `fuzz/fuzz_targets/`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("amplitude_line", amplitude_line),
     ("formula", formula),
     ("project_file", project_file),
@@ -30,6 +33,6 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
 ];
 
 /// The target named `name`.
-pub fn target(name: &str) -> Option<fn(&[u8])> {
+pub fn target(name: &str) -> Option<Target> {
     TARGETS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
 }
