@@ -1,6 +1,7 @@
 //! `cargo xtask`: project automation that needs nothing beyond a Rust toolchain.
 
 mod civil;
+mod fuzz;
 mod sample;
 mod tasks;
 
@@ -43,6 +44,12 @@ Commands:
         clients (default 64, with 16 query slots): a cached series, a cold series mix, then
         a soak (--soak-seconds, default 600); requests/s, p50/p99/max latency, errors, the
         server's peak and sampled memory, JSON in target/bench/server.json.
+  fuzz [TARGET] [--seconds N]
+        Build the fuzz targets (fuzz/, nightly and cargo-fuzz, which this does not install)
+        and run each (all the files of fuzz/fuzz_targets/ unless one is named) for N seconds
+        (default 60), one at a time. Prints a table of executions and corpus sizes; on a
+        crash, the artifact and the commands to minimize it and keep it as a regression case
+        in fuzz/regressions/ (docs/fuzzing.md).
   help
         Print this help.
 ";
@@ -93,6 +100,13 @@ fn run(args: Vec<OsString>) -> Result<()> {
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect();
             tasks::bench(&rest)
+        }
+        Some("fuzz") => {
+            let rest: Vec<String> = rest
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            fuzz::run(&rest)
         }
         Some("help" | "-h" | "--help") => {
             print!("{HELP}");

@@ -12,6 +12,9 @@ pub mod decompose;
 pub mod discovery;
 pub mod engine;
 pub mod error;
+// For crates/lodestar-fuzz only: a few internal parsers as plain functions (see the module).
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod guardrails;
 pub mod model;
 pub mod periods;

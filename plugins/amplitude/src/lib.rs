@@ -18,6 +18,15 @@ mod rows;
 mod source;
 mod table;
 
+/// For `crates/lodestar-fuzz` only: the line parser and the row collector, so that the fuzz
+/// targets can link this crate (built as an `rlib` too for that) and call them directly. The
+/// plugin's real interface is its C ABI entry point; nothing here is promised to anyone else.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::options::{BadLines, Flattened};
+    pub use crate::rows::{Collector, Row, Scope, parse_line, parse_time, schema};
+}
+
 use std::sync::Arc;
 
 use lodestar_connector_api::datafusion::catalog::{MemorySchemaProvider, SchemaProvider};

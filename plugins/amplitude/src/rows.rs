@@ -395,8 +395,10 @@ impl Collector {
         {
             let upload = row.upload_time().or(row.event_time()).unwrap_or(0);
             let key = (device.to_string(), insert.to_string());
+            // `abs_diff`: times span chrono's ±262,000 years, whose difference overflows an
+            // i64 (a fuzzing regression case, fuzz/regressions/amplitude_line/).
             if let Some(first) = self.seen.get(&key)
-                && (upload - first).abs() <= DEDUP_WINDOW
+                && upload.abs_diff(*first) <= DEDUP_WINDOW.unsigned_abs()
             {
                 self.duplicates += 1;
                 return;
@@ -584,5 +586,17 @@ mod tests {
         c.push(parse_line(no_id, &[]).unwrap());
         c.push(parse_line(no_id, &[]).unwrap());
         assert_eq!(c.rows().len(), 5);
+    }
+
+    /// The `amplitude_line` fuzz target's regression case: the upload times of a repeated
+    /// `device_id` + `$insert_id` at chrono's extreme years made `upload - first` overflow.
+    #[test]
+    fn repeats_half_a_million_years_apart_are_both_kept() {
+        let line =
+            |time: &str| format!(r#"{{"event_time":"{time}","device_id":"d","$insert_id":"i"}}"#);
+        let mut c = Collector::default();
+        c.push(parse_line(&line("-262000-01-01 00:00:00"), &[]).unwrap());
+        c.push(parse_line(&line("+262000-01-01 00:00:00"), &[]).unwrap());
+        assert_eq!((c.rows().len(), c.duplicates), (2, 0));
     }
 }

@@ -4,7 +4,7 @@
 //! every other connector name is looked up among the plugins.
 
 mod files;
-mod partition;
+pub(crate) mod partition;
 pub mod plugins;
 
 use std::path::Path;

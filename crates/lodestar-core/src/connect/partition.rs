@@ -341,7 +341,7 @@ impl AsyncFileReader for NamingReader {
 /// `(operator, YYYY-MM-DD)` bounding the date partition of `time`, if `filter` bounds `time`
 /// by a literal: `ts >= X` gives `dt >= date(X)`, `ts < X` gives `dt <= date(X)` (or
 /// `dt < date(X)` when X is a midnight), and so on.
-fn date_bound(filter: &Expr, time: &str) -> Option<(Operator, String)> {
+pub(crate) fn date_bound(filter: &Expr, time: &str) -> Option<(Operator, String)> {
     let Expr::BinaryExpr(BinaryExpr { left, op, right }) = filter else {
         return None;
     };
@@ -356,7 +356,7 @@ fn date_bound(filter: &Expr, time: &str) -> Option<(Operator, String)> {
         _ => return None,
     };
     let (days, midnight) = utc_day(value)?;
-    let date = iso_date(days);
+    let date = iso_date(days)?;
     match op {
         Operator::GtEq | Operator::Gt => Some((Operator::GtEq, date)),
         Operator::Lt if midnight => Some((Operator::Lt, date)),
@@ -396,12 +396,16 @@ fn utc_day(value: &ScalarValue) -> Option<(i64, bool)> {
     Some((ticks.div_euclid(per), ticks.rem_euclid(per) == 0))
 }
 
-/// `YYYY-MM-DD` of a day number.
-fn iso_date(days: i64) -> String {
-    let date = chrono::DateTime::from_timestamp(days * 86_400, 0)
-        .map(|t| t.date_naive())
-        .unwrap_or_default();
-    date.format("%Y-%m-%d").to_string()
+/// `YYYY-MM-DD` of a day number; `None` outside the years 0 to 9999. The partition column is
+/// compared as text, and other years do not sort as text the way they sort as dates
+/// (`+20000-01-01` < `2026-05-01`), nor can chrono name every day an `i64` literal reaches:
+/// no bound is then the safe answer (fuzz/regressions/time_partition/ has both, and an
+/// overflow of `days * 86_400`).
+fn iso_date(days: i64) -> Option<String> {
+    let date = chrono::DateTime::from_timestamp(days.checked_mul(86_400)?, 0)?.date_naive();
+    (0..=9999)
+        .contains(&chrono::Datelike::year(&date))
+        .then(|| date.format("%Y-%m-%d").to_string())
 }
 
 /// A text literal of the partition column's type.
@@ -471,10 +475,37 @@ mod tests {
             date_bound(&cmp(ts(noon), Operator::Gt, c()), "ts"),
             Some((Operator::LtEq, "2026-05-01".into()))
         );
-        assert_eq!(iso_date(-1), "1969-12-31");
+        assert_eq!(iso_date(-1).as_deref(), Some("1969-12-31"));
         assert_eq!(
             date_bound(&cmp(col("other"), Operator::GtEq, ts(MAY_1)), "ts"),
             None
+        );
+    }
+
+    /// Cases of the `time_partition` fuzz target (fuzz/regressions/time_partition/): a bound
+    /// past year 9999 or past chrono's range became `dt <= +20000-01-01` or `dt <= 1970-01-01`,
+    /// which prune this year's folders as text, and `ts >= i64::MIN` seconds overflowed.
+    #[test]
+    fn literals_outside_four_digit_years_give_no_bound() {
+        let secs = |s: i64| lit(ScalarValue::TimestampSecond(Some(s), None));
+        let c = || col("ts");
+        let year_20000 = 568_971_820_800;
+        assert_eq!(
+            date_bound(&cmp(c(), Operator::Lt, secs(year_20000)), "ts"),
+            None
+        );
+        assert_eq!(
+            date_bound(&cmp(c(), Operator::Lt, secs(10_i64.pow(13))), "ts"),
+            None
+        );
+        assert_eq!(
+            date_bound(&cmp(c(), Operator::GtEq, secs(i64::MIN)), "ts"),
+            None
+        );
+        let year_9999 = 253_402_300_799; // 9999-12-31T23:59:59
+        assert_eq!(
+            date_bound(&cmp(c(), Operator::Lt, secs(year_9999)), "ts"),
+            Some((Operator::LtEq, "9999-12-31".into()))
         );
     }
 }
