@@ -232,7 +232,7 @@ fn corrupt_parquet_in_a_files_source_is_an_error_naming_the_file() {
     // Truncated: the footer is gone. Garbage: bytes overwritten from the start to the middle,
     // into the file's metadata (on a file this small). Not Parquet: a CSV named `.parquet`.
     let truncated = good[..good.len() / 2].to_vec();
-    let mut garbage = good.clone();
+    let mut garbage = good;
     let middle = garbage.len() / 2;
     for byte in &mut garbage[8..middle] {
         *byte = 0xAB;

@@ -149,7 +149,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let body: Value = serde_json::from_slice(&warm.body)?;
     compare_weekly(&body, &weekly, CACHED_METRIC)
         .with_context(|| format!("GET {cached_target}: the numbers differ from the CLI's"))?;
-    let cached_body = warm.body.clone();
+    let cached_body = warm.body;
     let cached_check: Check = Arc::new(move |answer: &Answer| -> Result<(), String> {
         status_ok(answer)?;
         if answer.header("x-cache") != Some("hit") {
@@ -200,9 +200,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     // server's memory sampled as it goes.
     let plan: Plan = {
         let (targets, daily) = (Arc::clone(&cold_targets), Arc::clone(&daily));
-        let (cached_target, cached_check) = (cached_target.clone(), Arc::clone(&cached_check));
+        let (cached_target, cached_check) = (cached_target, Arc::clone(&cached_check));
         Arc::new(move |i: usize| {
-            if i % SOAK_COLD_EVERY == 0 {
+            if i.is_multiple_of(SOAK_COLD_EVERY) {
                 let back = targets.len() - 1 - (i / SOAK_COLD_EVERY) % targets.len();
                 cold_request(&targets, &daily, back, None)
             } else {

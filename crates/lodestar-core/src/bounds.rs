@@ -132,7 +132,7 @@ pub fn periods_between(first: NaiveDate, last: NaiveDate, grain: Grain) -> u64 {
     match grain {
         Grain::Day => days + 1,
         // A range of d days touches at most d / 7 + 2 weeks; exact enough for a cap.
-        Grain::Week => days / 7 + 1 + u64::from(days % 7 != 0),
+        Grain::Week => days / 7 + 1 + u64::from(!days.is_multiple_of(7)),
         Grain::Month => month_span + 1,
         Grain::Quarter => {
             let quarters = |d: NaiveDate| i64::from(d.year()) * 4 + i64::from(d.month0() / 3);

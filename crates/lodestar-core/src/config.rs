@@ -889,7 +889,7 @@ impl Builder<'_> {
             } else if def.value.trim().is_empty() {
                 return Err(self.invalid(
                     self.loc(def),
-                    subject.clone(),
+                    Subject::Project,
                     format!(
                         "onboarding `{}` is empty: name an event type or SOURCE.TABLE.COLUMN",
                         name.value
@@ -899,7 +899,7 @@ impl Builder<'_> {
                 if activity.is_none() {
                     return Err(Error::Invalid {
                         location: self.loc(def),
-                        subject: subject.clone(),
+                        subject: Subject::Project,
                         message: format!(
                             "onboarding `{}` is the event type `{}`, but `discovery` names no activity table to find it in",
                             name.value, def.value

@@ -178,6 +178,8 @@ pub fn catch_panic() -> CatchPanicLayer<fn(Box<dyn Any + Send + 'static>) -> Res
     CatchPanicLayer::custom(panicked as fn(Box<dyn Any + Send + 'static>) -> Response)
 }
 
+// The signature CatchPanicLayer::custom takes: the panic's payload, owned.
+#[allow(clippy::needless_pass_by_value)]
 fn panicked(panic: Box<dyn Any + Send + 'static>) -> Response {
     let what = panic
         .downcast_ref::<&str>()
