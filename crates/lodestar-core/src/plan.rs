@@ -15,7 +15,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
-use datafusion::sql::sqlparser::tokenizer::Token;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
 use crate::model::{Grain, quote_ident};
 use crate::periods::week_shift_days;
@@ -107,6 +107,7 @@ pub(crate) fn date_literal(date: NaiveDate) -> String {
 
 /// Parses one SQL expression, refusing trailing text (`x = 1; DROP ...`).
 pub(crate) fn parse_expr(sql: &str) -> Result<Expr, String> {
+    check_name_parts(sql)?;
     let message = |e: datafusion::sql::sqlparser::parser::ParserError| {
         let text = e.to_string();
         text.strip_prefix("sql parser error: ")
@@ -122,6 +123,36 @@ pub(crate) fn parse_expr(sql: &str) -> Result<Expr, String> {
         return Err(format!("unexpected `{}` after the expression", next.token));
     }
     Ok(expr)
+}
+
+/// The most parts a dotted name may have (`catalog.schema.table.column` has four).
+///
+/// sqlparser's expression parser backtracks at each `.` of a dotted name, in time exponential
+/// in their number: 30 parts took minutes (found by the `formula` fuzz target,
+/// docs/fuzzing.md). So longer names are refused before parsing, by its linear tokenizer.
+const MAX_NAME_PARTS: usize = 8;
+
+fn check_name_parts(sql: &str) -> Result<(), String> {
+    let tokens = Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize()
+        .map_err(|e| e.to_string())?;
+    let (mut parts, mut after_period) = (0usize, false);
+    for token in tokens.iter().filter(|t| !matches!(t, Token::Whitespace(_))) {
+        match token {
+            Token::Word(_) => {
+                parts = if after_period { parts + 1 } else { 1 };
+                after_period = false;
+            }
+            Token::Period if parts > 0 && !after_period => after_period = true,
+            _ => (parts, after_period) = (0, false),
+        }
+        if parts > MAX_NAME_PARTS {
+            return Err(format!(
+                "a dotted name has more than {MAX_NAME_PARTS} parts; write column names, or source.table.column"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Adds `FILTER (WHERE filter)` to every aggregate call of `measure`, so that several measures
@@ -225,6 +256,17 @@ pub(crate) fn filter_columns(expr: &Expr) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A long dotted name is refused at once instead of sending sqlparser into exponential
+    /// backtracking (the fuzz input of fuzz/regressions/formula/ ran for minutes).
+    #[test]
+    fn long_dotted_names_are_refused_before_parsing() {
+        let slow = "s *ookii.ooki.gg.oki.oog.oki.ooki.gg.ki.gg.oki.g.gg.i.gg.oki.oog.oki.ooki.gg.ki.gg.oki.g.gg.oki.g.oki.g.";
+        let error = parse_expr(slow).unwrap_err();
+        assert!(error.contains("more than 8 parts"), "{error}");
+        assert!(parse_expr("\"cat\".schema.tbl.col + t.x * 1.5").is_ok());
+        assert!(parse_expr("a.b.c.d.e.f.g.h").is_ok());
+    }
 
     #[test]
     fn filters_go_into_every_aggregate_call() {
