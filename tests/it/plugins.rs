@@ -336,24 +336,53 @@ fn assert_compute_reports_panic(call: &str, during: &str) {
     assert_eq!(out.code, Some(2), "{out}");
 }
 
+/// `lodestar compute` on the generator asked to panic in `call`, a call made while the
+/// metric is checked against its table: the table cannot be opened, exit code 1 as for a
+/// source that cannot be opened (a panic while connecting), with the panic's message.
+fn assert_opening_reports_panic(call: &str, during: &str) {
+    let out = run_with_panic(call, &["compute", "events", "--grain", "day"]);
+    assert_panic_reported(&out, during);
+    assert!(
+        out.stderr.contains("table `gen.events` cannot be opened"),
+        "{out}"
+    );
+    assert_eq!(out.code, Some(1), "{out}");
+}
+
 #[test]
 fn a_panic_while_opening_a_table_fails_the_query_not_the_process() {
-    assert_compute_reports_panic("table", "opening a table");
+    assert_opening_reports_panic("table", "opening a table");
 }
 
 #[test]
 fn a_panic_in_a_tables_schema_fails_the_query_not_the_process() {
-    assert_compute_reports_panic("schema", "describing a table's columns");
+    assert_opening_reports_panic("schema", "describing a table's columns");
 }
 
 #[test]
 fn a_panic_in_a_tables_type_fails_the_query_not_the_process() {
-    assert_compute_reports_panic("table_type", "describing a table's type");
+    assert_opening_reports_panic("table_type", "describing a table's type");
 }
 
 #[test]
 fn a_panic_while_pushing_filters_fails_the_query_not_the_process() {
-    assert_compute_reports_panic("filters", "pushing filters down");
+    // Filters are offered to the connector only when the query has some: a metric's filter
+    // and the request's range.
+    let out = run_with_panic(
+        "filters",
+        &[
+            "compute",
+            "purchase_amount",
+            "--grain",
+            "day",
+            "--from",
+            "2026-01-01",
+            "--to",
+            "2026-01-02",
+        ],
+    );
+    assert_panic_reported(&out, "pushing filters down");
+    assert_eq!(out.code, Some(2), "{out}");
 }
 
 #[test]

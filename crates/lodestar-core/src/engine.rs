@@ -194,8 +194,13 @@ impl Engine {
         let reference = TableReference::partial(table.source.as_str(), table.table.as_str());
         match self.ctx.table_provider(reference).await {
             Ok(provider) => Ok(provider.schema()),
-            Err(_) => {
+            Err(e) => {
                 let names = self.table_names(&table.source);
+                // A table its source lists but cannot open (a connector's error or panic):
+                // say why, rather than that it does not exist.
+                if names.contains(&table.table) {
+                    return Err(format!("table `{table}` cannot be opened: {e}"));
+                }
                 let hint = did_you_mean(&table.table, names.iter().map(String::as_str))
                     .map(|h| format!("; {h}"))
                     .unwrap_or_default();
