@@ -337,9 +337,9 @@ async fn series(
         }
     }
     let filters = params.all("filter");
-    state
-        .settings()
-        .bounds
+    // The engine carries the server's bounds, as for the checks the core makes itself.
+    engine
+        .bounds()
         .check_list("filter", filters.len())
         .map_err(ApiError::from)?;
     let filters = dimension_filter(&filters, &known)?;
