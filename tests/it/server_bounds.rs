@@ -315,6 +315,13 @@ fn a_read_token_sees_only_what_the_project_declares() {
         ],
     );
     ok(&admin, undeclared);
+    // An admin's answer is cached for admins: a read token asking the same still gets 403.
+    let response = server.request(undeclared, &read);
+    assert_eq!(response.status, 403, "{response}");
+    let admin_only = "/api/v1/discover?onboarded=signup&event_column=platform&window=7d";
+    ok(&admin, admin_only);
+    let response = server.request(admin_only, &read);
+    assert_eq!(response.status, 403, "{response}");
 
     // No values of the data in a read token's hints; an admin's lists the event types.
     let response = server.request("/api/v1/discover?onboarded=ghost", &read);

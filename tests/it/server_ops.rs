@@ -487,6 +487,30 @@ fn a_client_that_sends_half_its_headers_is_disconnected_and_does_not_hold_up_a_s
     drop(pending);
 }
 
+#[test]
+fn a_keep_alive_connection_left_idle_is_closed_after_the_header_timeout() {
+    use std::io::{Read, Write};
+    let server = Served::start_with("shop", |_| {}, &["--header-timeout", "1"], &[]);
+    let mut idle = std::net::TcpStream::connect(server.addr).unwrap();
+    idle.write_all(
+        format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr).as_bytes(),
+    )
+    .unwrap();
+    idle.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    // The answer comes on a connection kept alive; then, idle, the server closes it: the
+    // read ends instead of running into its own 30 s timeout (an error).
+    let mut answer = Vec::new();
+    idle.read_to_end(&mut answer)
+        .unwrap_or_else(|e| panic!("the idle connection was not closed: {e}"));
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        !answer.to_ascii_lowercase().contains("connection: close"),
+        "the server did not keep the connection alive: {answer}"
+    );
+}
+
 // ---------------------------------------------------------------- hardening: HTTP hygiene
 
 #[test]

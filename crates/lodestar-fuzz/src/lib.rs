@@ -15,11 +15,13 @@ mod bytes;
 mod formula;
 mod partition;
 mod project;
+mod server;
 
 pub use amplitude::amplitude_line;
 pub use formula::formula;
 pub use partition::time_partition;
 pub use project::project_file;
+pub use server::server_params;
 
 /// A target: arbitrary bytes in, a panic only on a bug.
 pub type Target = fn(&[u8]);
@@ -29,6 +31,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("amplitude_line", amplitude_line),
     ("formula", formula),
     ("project_file", project_file),
+    ("server_params", server_params),
     ("time_partition", time_partition),
 ];
 

@@ -18,7 +18,7 @@ use crate::AppState;
 use crate::error::ApiError;
 
 /// What a token allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
     /// Every GET endpoint.
     Read,
@@ -177,13 +177,19 @@ pub async fn require_token(
     next: Next,
 ) -> Response {
     let tokens = state.tokens();
-    // The background refresh recomputes answers that a caller with a token asked for.
-    if tokens.is_empty()
-        || request
-            .extensions()
-            .get::<crate::cache::Refresh>()
-            .is_some()
+    // The background refresh recomputes answers that a caller with a token asked for, with
+    // that caller's role (set by the cache).
+    if request
+        .extensions()
+        .get::<crate::cache::Refresh>()
+        .is_some()
     {
+        if request.extensions().get::<Role>().is_none() {
+            request.extensions_mut().insert(Role::Read);
+        }
+        return next.run(request).await;
+    }
+    if tokens.is_empty() {
         // No tokens: the server listens on loopback only (or was started with
         // --allow-anonymous), and a warning said so at start: everyone reads.
         request.extensions_mut().insert(Role::Read);

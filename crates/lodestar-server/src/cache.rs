@@ -28,6 +28,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use lodestar_core::model::Project;
 use sha2::{Digest, Sha256};
+
+use crate::auth::Role;
 use tower::ServiceExt;
 
 /// An answer larger than this fraction of the cache is not kept.
@@ -70,6 +72,8 @@ struct Entries {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
+    /// Who asked: an admin's answer may hold what a read token must not see.
+    role: Role,
     path: String,
     /// The parameters sorted by name; repeated ones keep their order (it matters for `by`).
     params: Vec<(String, String)>,
@@ -246,6 +250,12 @@ pub async fn cached(State(cache): State<Arc<Cache>>, request: Request, next: Nex
             .collect();
     params.sort_by(|a, b| a.0.cmp(&b.0));
     let key = Key {
+        // Set by `auth::require_token`, which runs first.
+        role: request
+            .extensions()
+            .get::<Role>()
+            .copied()
+            .unwrap_or(Role::Read),
         path: request.uri().path().to_string(),
         params,
         arrow: crate::encode::Format::of(request.headers()) == crate::encode::Format::Arrow,
@@ -480,6 +490,7 @@ impl Key {
         }
         let mut request = builder.body(Body::empty())?;
         request.extensions_mut().insert(Refresh);
+        request.extensions_mut().insert(self.role);
         Ok(request)
     }
 }
