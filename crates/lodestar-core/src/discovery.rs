@@ -16,7 +16,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use chrono::{Days, NaiveDate, NaiveDateTime, TimeDelta};
+use chrono::{Days, NaiveDateTime, TimeDelta};
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt32Array,
 };
@@ -190,13 +190,8 @@ impl FromStr for MinSupport {
     }
 }
 
-/// Onboarding dates, inclusive at both ends, in the project's timezone; an open end is
-/// unbounded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct DateRange {
-    pub from: Option<NaiveDate>,
-    pub to: Option<NaiveDate>,
-}
+/// Onboarding dates: the cohorts analysed and those candidates are validated on.
+pub use crate::request::DateRange;
 
 impl DateRange {
     fn overlaps(&self, other: &DateRange) -> bool {
@@ -222,43 +217,6 @@ impl DateRange {
         } else {
             parts.join(" AND ")
         }
-    }
-}
-
-impl fmt::Display for DateRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let show = |d: Option<NaiveDate>| d.map(|d| d.to_string()).unwrap_or_default();
-        write!(f, "{}..{}", show(self.from), show(self.to))
-    }
-}
-
-impl FromStr for DateRange {
-    type Err = String;
-
-    /// `2026-06-01..2026-06-30`; either end may be left open (`2026-07-01..`).
-    fn from_str(s: &str) -> Result<DateRange, String> {
-        let (from, to) = s.split_once("..").ok_or_else(|| {
-            format!("`{s}` is not a date range: write FROM..TO, e.g. 2026-06-01..2026-06-30")
-        })?;
-        let date = |t: &str| -> Result<Option<NaiveDate>, String> {
-            let t = t.trim();
-            if t.is_empty() {
-                return Ok(None);
-            }
-            t.parse()
-                .map(Some)
-                .map_err(|_| format!("`{t}` is not a date: write YYYY-MM-DD"))
-        };
-        let range = DateRange {
-            from: date(from)?,
-            to: date(to)?,
-        };
-        if let (Some(from), Some(to)) = (range.from, range.to)
-            && from > to
-        {
-            return Err(format!("`{s}` ends before it starts"));
-        }
-        Ok(range)
     }
 }
 
@@ -1761,6 +1719,8 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use chrono::NaiveDate;
+
     use super::*;
 
     fn table(a: u64, b: u64, c: u64, d: u64) -> TwoByTwo {

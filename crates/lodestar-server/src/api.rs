@@ -6,9 +6,10 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Router, middleware};
-use lodestar_core::discovery::{DateRange, DiscoveryRequest, MinSupport, Onboarding, Span};
-use lodestar_core::model::{Grain, TableRef};
+use lodestar_core::discovery::{DiscoveryRequest, MinSupport, Onboarding, Span};
+use lodestar_core::model::Grain;
 use lodestar_core::periods;
+use lodestar_core::request::{Brackets, DateRange, EventColumn};
 use lodestar_core::retention::{DayMode, EventSpec, Mode, RetentionRequest};
 use lodestar_core::{Compare, MetricRequest, TreeRequest};
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -470,7 +471,10 @@ async fn retention(
     let grain = params.grain("grain")?.unwrap_or(Grain::Week);
     let periods = params.number("periods")?;
     let mode = match (params.one("brackets")?, params.one("mode")?.as_deref()) {
-        (Some(text), _) => Mode::Brackets(brackets(&text)?),
+        (Some(text), _) => {
+            let Brackets(brackets) = parse_param("brackets", &text)?;
+            Mode::Brackets(brackets)
+        }
         (None, None | Some("on")) => Mode::On,
         (None, Some("on-or-after")) => Mode::OnOrAfter,
         (None, Some(other)) => {
@@ -590,13 +594,13 @@ async fn discover(
             ));
         }
     }
-    if let Some(span) = parsed::<Span>(&mut params, "within")? {
+    if let Some(span) = params.parsed::<Span>("within")? {
         request.within = span;
     }
-    if let Some(span) = parsed::<Span>(&mut params, "retained")? {
+    if let Some(span) = params.parsed::<Span>("retained")? {
         request.retained = span;
     }
-    request.window = parsed::<Span>(&mut params, "window")?;
+    request.window = params.parsed::<Span>("window")?;
     if let Some(k) = params.number("max_k")? {
         let limit = lodestar_core::discovery::MAX_K_LIMIT;
         if k == 0 || k > limit {
@@ -606,7 +610,7 @@ async fn discover(
         }
         request.max_k = k;
     }
-    request.min_support = parsed::<MinSupport>(&mut params, "min_support")?;
+    request.min_support = params.parsed::<MinSupport>("min_support")?;
     let floor = state.settings().min_support_floor;
     if let Some(MinSupport::Users(users)) = request.min_support
         && users < floor
@@ -629,7 +633,7 @@ async fn discover(
             "parameter `from` ({from}) is after parameter `to` ({to})"
         )));
     }
-    request.validate_on = parsed::<DateRange>(&mut params, "validate_on")?;
+    request.validate_on = params.parsed::<DateRange>("validate_on")?;
     params.finish()?;
     let discovery = engine.discover(&request).await.map_err(|e| {
         // The core names the CLI's options; say them as this endpoint's parameters.
@@ -649,18 +653,10 @@ async fn discover(
     }
 }
 
-/// A parameter read with the core's parser for it (spans, minimum support, date ranges).
-fn parsed<T: std::str::FromStr<Err = String>>(
-    params: &mut Params,
-    name: &str,
-) -> Result<Option<T>, ApiError> {
-    params
-        .one(name)?
-        .map(|text| {
-            text.parse::<T>()
-                .map_err(|message| ApiError::bad_request(format!("parameter `{name}`: {message}")))
-        })
-        .transpose()
+/// `text`, already taken from parameter `name`, read with the core's parser for it.
+fn parse_param<T: std::str::FromStr<Err = String>>(name: &str, text: &str) -> Result<T, ApiError> {
+    text.parse::<T>()
+        .map_err(|message| ApiError::bad_request(format!("parameter `{name}`: {message}")))
 }
 
 /// The cohort and activity of a retention request: an onboarding the project declares
@@ -702,8 +698,8 @@ async fn retention_events(
     let activity =
         activity.ok_or_else(|| ApiError::bad_request("parameter `activity` is required"))?;
     let (cohort_spec, activity_spec) = (
-        event_spec("cohort", &cohort, entity)?,
-        event_spec("activity", &activity, activity_entity)?,
+        parse_param::<EventColumn>("cohort", &cohort)?.events(entity, None),
+        parse_param::<EventColumn>("activity", &activity)?.events(activity_entity, None),
     );
     let declared = engine.project().declares_retention(
         (&cohort_spec.table, &cohort_spec.time),
@@ -761,45 +757,6 @@ fn declares_onboarding(project: &lodestar_core::model::Project, onboarding: &Onb
             }
             _ => false,
         })
-}
-
-/// `source.table.column`.
-fn event_spec(name: &str, path: &str, entity: String) -> Result<EventSpec, ApiError> {
-    let mut parts = path.splitn(3, '.');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(source), Some(table), Some(column))
-            if !source.is_empty() && !table.is_empty() && !column.is_empty() =>
-        {
-            Ok(EventSpec {
-                table: TableRef {
-                    source: source.to_string(),
-                    table: table.to_string(),
-                },
-                time: column.to_string(),
-                entity,
-                filter: None,
-            })
-        }
-        _ => Err(ApiError::bad_request(format!(
-            "parameter `{name}`: `{path}` does not name a time column"
-        ))
-        .with_hint("write source.table.column, e.g. app.users.signed_up_at")),
-    }
-}
-
-/// `1-1,2-7,8-30`.
-fn brackets(text: &str) -> Result<Vec<(u32, u32)>, ApiError> {
-    text.split(',')
-        .map(|part| {
-            let (a, b) = part.split_once('-').unwrap_or((part, part));
-            match (a.trim().parse::<u32>(), b.trim().parse::<u32>()) {
-                (Ok(a), Ok(b)) if a <= b => Ok((a, b)),
-                _ => Err(ApiError::bad_request(format!(
-                    "parameter `brackets`: `{part}` is not a range of periods like 2-7"
-                ))),
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
