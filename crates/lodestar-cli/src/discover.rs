@@ -12,7 +12,7 @@ use lodestar_core::discovery::{
     Candidate, Discovery, DiscoveryRequest, MinSupport, Onboarding, Span, parse_table_column,
 };
 use lodestar_core::model::TableRef;
-use lodestar_core::request::{self, DateRange};
+use lodestar_core::request::{self, DateRange, Field, RequestError};
 
 use crate::output::{self, Format};
 
@@ -108,8 +108,8 @@ impl DiscoverArgs {
     pub fn request(&self, engine: &Engine) -> Result<DiscoveryRequest, lodestar_core::Error> {
         let mut request = DiscoveryRequest::new(Onboarding::of(engine.project(), &self.onboarded));
         if let Some(text) = &self.activity {
-            let (table, time): (TableRef, Option<String>) =
-                parse_table_column(text).map_err(lodestar_core::Error::request)?;
+            let (table, time): (TableRef, Option<String>) = parse_table_column(text)
+                .map_err(|message| RequestError::about(Field::Activity, message))?;
             request.activity = Some(table);
             request.activity_time = time;
         }
@@ -121,17 +121,7 @@ impl DiscoverArgs {
         request.window = self.window;
         request.max_k = self.max_k;
         request.min_support = self.min_support;
-        request.cohorts = DateRange {
-            from: self.from,
-            to: self.to,
-        };
-        if let (Some(from), Some(to)) = (self.from, self.to)
-            && from > to
-        {
-            return Err(lodestar_core::Error::request(format!(
-                "--from {from} is after --to {to}"
-            )));
-        }
+        request.cohorts = DateRange::of_fields(self.from, self.to)?;
         request.validate_on = self.validate_on;
         Ok(request)
     }

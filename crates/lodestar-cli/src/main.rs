@@ -4,6 +4,7 @@ mod discover;
 mod output;
 mod render;
 mod report;
+mod spelling;
 mod svg;
 
 use std::io::IsTerminal;
@@ -17,7 +18,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use lodestar_core::model::Grain;
 use lodestar_core::periods;
-use lodestar_core::request::{self, Brackets, EventColumn};
+use lodestar_core::request::{self, Brackets, EventColumn, Field, RequestError};
 use lodestar_core::retention::{DayMode, Mode, RetentionRequest};
 use lodestar_core::{Compare, Engine, MetricRequest, SegmentRequest, TreeRequest, bounds, config};
 
@@ -393,10 +394,12 @@ fn period_and_compare(
 ) -> Result<(Option<Grain>, Option<NaiveDate>, Compare), lodestar_core::Error> {
     let (grain, period) = match period.map(periods::parse_period) {
         Some(Ok((g, date))) => (g, Some(date)),
-        Some(Err(message)) => return Err(lodestar_core::Error::request(message)),
+        Some(Err(message)) => return Err(RequestError::about(Field::Period, message).into()),
         None => (None, None),
     };
-    let compare = compare.parse().map_err(lodestar_core::Error::request)?;
+    let compare = compare
+        .parse()
+        .map_err(|message: String| RequestError::about(Field::Compare, message))?;
     Ok((grain, period, compare))
 }
 
@@ -478,14 +481,15 @@ fn init_logging(verbose: u8, quiet: bool) {
     }
 }
 
-/// Prints the error and its causes, skipping causes the message already shows.
+/// Prints the error and its causes, skipping causes the message already shows; the core's
+/// errors name the request's fields as options ([`spelling::Flags`]).
 fn print_error(e: &(dyn std::error::Error + 'static)) {
-    let message = e.to_string();
+    let message = spelling::describe(e);
     eprintln!("error: {message}");
     let mut shown = message;
     let mut cause = e.source();
     while let Some(c) = cause {
-        let text = c.to_string();
+        let text = spelling::describe(c);
         if !shown.contains(&text) {
             eprintln!("  caused by: {text}");
             shown.push_str(&text);

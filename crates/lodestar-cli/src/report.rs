@@ -543,6 +543,7 @@ async fn discovery(
     match engine.discover(&request).await {
         Ok(discovery) => Ok(Ok(discovery)),
         Err(e) if args.onboarded.is_none() => {
+            let e = crate::spelling::describe(&e);
             tracing::warn!("discovery left out of the report: {e}");
             Ok(Err(Note(format!(
                 "No discovery here: with the retention cohort as onboarding, it failed: {e}. \

@@ -9,7 +9,7 @@ use axum::{Router, middleware};
 use lodestar_core::discovery::{DiscoveryRequest, MinSupport, Onboarding, Span};
 use lodestar_core::model::Grain;
 use lodestar_core::periods;
-use lodestar_core::request::{Brackets, DateRange, EventColumn};
+use lodestar_core::request::{Brackets, DateRange, EventColumn, Field, RequestError};
 use lodestar_core::retention::{DayMode, EventSpec, Mode, RetentionRequest};
 use lodestar_core::{Compare, MetricRequest, TreeRequest};
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -306,15 +306,8 @@ async fn series(
         .grain("grain")?
         .or(metric.grain)
         .unwrap_or(Grain::Day);
-    let from = params.date("from")?;
-    let to = params.date("to")?;
-    if let (Some(from), Some(to)) = (from, to)
-        && from > to
-    {
-        return Err(ApiError::bad_request(format!(
-            "parameter `from` ({from}) is after parameter `to` ({to})"
-        )));
-    }
+    let DateRange { from, to } =
+        DateRange::of_fields(params.date(Field::From)?, params.date(Field::To)?)?;
     let mut dimensions = Vec::new();
     for by in params.all("by") {
         for dimension in by.split(',') {
@@ -341,7 +334,7 @@ async fn series(
     // The engine carries the server's bounds, as for the checks the core makes itself.
     engine
         .bounds()
-        .check_list("filter", filters.len())
+        .check_list(Field::Filter, filters.len())
         .map_err(ApiError::from)?;
     let filters = dimension_filter(&filters, &known)?;
     params.finish()?;
@@ -472,7 +465,7 @@ async fn retention(
     let periods = params.number("periods")?;
     let mode = match (params.one("brackets")?, params.one("mode")?.as_deref()) {
         (Some(text), _) => {
-            let Brackets(brackets) = parse_param("brackets", &text)?;
+            let Brackets(brackets) = parse_param(Field::Brackets, &text)?;
             Mode::Brackets(brackets)
         }
         (None, None | Some("on")) => Mode::On,
@@ -488,8 +481,8 @@ async fn retention(
     } else {
         DayMode::Rolling
     };
-    let from = params.date("from")?;
-    let to = params.date("to")?;
+    let from = params.date(Field::From)?;
+    let to = params.date(Field::To)?;
     params.finish()?;
     let request = RetentionRequest {
         cohort,
@@ -550,7 +543,7 @@ async fn discover(
     request.reveal_values = admin;
     if let Some(text) = params.one("activity")? {
         let (table, time) = lodestar_core::discovery::parse_table_column(&text)
-            .map_err(|message| ApiError::bad_request(format!("parameter `activity`: {message}")))?;
+            .map_err(|message| ApiError::from(RequestError::about(Field::Activity, message)))?;
         request.activity = Some(table);
         request.activity_time = time;
     }
@@ -622,30 +615,10 @@ async fn discover(
     }
     // A share of a small cohort is raised to the floor too.
     request.support_floor = floor;
-    request.cohorts = DateRange {
-        from: params.date("from")?,
-        to: params.date("to")?,
-    };
-    if let (Some(from), Some(to)) = (request.cohorts.from, request.cohorts.to)
-        && from > to
-    {
-        return Err(ApiError::bad_request(format!(
-            "parameter `from` ({from}) is after parameter `to` ({to})"
-        )));
-    }
+    request.cohorts = DateRange::of_fields(params.date(Field::From)?, params.date(Field::To)?)?;
     request.validate_on = params.parsed::<DateRange>("validate_on")?;
     params.finish()?;
-    let discovery = engine.discover(&request).await.map_err(|e| {
-        // The core names the CLI's options; say them as this endpoint's parameters.
-        let mut error = ApiError::from(e);
-        for name in DISCOVER_PARAMS {
-            let flag = format!("--{}", name.replace('_', "-"));
-            let param = format!("parameter `{name}`");
-            error.message = error.message.replace(&flag, &param);
-            error.hint = error.hint.map(|h| h.replace(&flag, &param));
-        }
-        error
-    })?;
+    let discovery = engine.discover(&request).await?;
     let batch = discovery.to_record_batch()?;
     match Format::of(&headers) {
         Format::Arrow => encode::arrow(&batch),
@@ -653,10 +626,13 @@ async fn discover(
     }
 }
 
-/// `text`, already taken from parameter `name`, read with the core's parser for it.
-fn parse_param<T: std::str::FromStr<Err = String>>(name: &str, text: &str) -> Result<T, ApiError> {
+/// `text`, already taken from parameter `field`, read with the core's parser for it.
+fn parse_param<T: std::str::FromStr<Err = String>>(
+    field: Field,
+    text: &str,
+) -> Result<T, ApiError> {
     text.parse::<T>()
-        .map_err(|message| ApiError::bad_request(format!("parameter `{name}`: {message}")))
+        .map_err(|message| RequestError::about(field, message).into())
 }
 
 /// The cohort and activity of a retention request: an onboarding the project declares
@@ -698,8 +674,8 @@ async fn retention_events(
     let activity =
         activity.ok_or_else(|| ApiError::bad_request("parameter `activity` is required"))?;
     let (cohort_spec, activity_spec) = (
-        parse_param::<EventColumn>("cohort", &cohort)?.events(entity, None),
-        parse_param::<EventColumn>("activity", &activity)?.events(activity_entity, None),
+        parse_param::<EventColumn>(Field::Cohort, &cohort)?.events(entity, None),
+        parse_param::<EventColumn>(Field::Activity, &activity)?.events(activity_entity, None),
     );
     let declared = engine.project().declares_retention(
         (&cohort_spec.table, &cohort_spec.time),

@@ -3,7 +3,7 @@
 
 use chrono::NaiveDate;
 use lodestar_core::model::{Grain, quote_ident};
-use lodestar_core::request;
+use lodestar_core::request::{self, Field};
 
 use crate::error::ApiError;
 
@@ -67,13 +67,14 @@ impl Params {
 
     /// A `YYYY-MM-DD` date ([`request::parse_date`]) within the calendar requests may name
     /// ([`lodestar_core::bounds::check_date`]).
-    pub fn date(&mut self, name: &'static str) -> Result<Option<NaiveDate>, ApiError> {
+    pub fn date(&mut self, field: Field) -> Result<Option<NaiveDate>, ApiError> {
+        let name = field.name();
         self.one(name)?
             .map(|text| {
                 let date = request::parse_date(&text).map_err(|message| {
                     ApiError::bad_request(format!("parameter `{name}`: {message}"))
                 })?;
-                lodestar_core::bounds::check_date(name, date).map_err(ApiError::from)
+                lodestar_core::bounds::check_date(field, date).map_err(ApiError::from)
             })
             .transpose()
     }
