@@ -9,10 +9,10 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, ContentArrangement, Table};
 use lodestar_core::Engine;
 use lodestar_core::discovery::{
-    Candidate, DateRange, Discovery, DiscoveryRequest, MinSupport, Onboarding, Span,
-    parse_table_column,
+    Candidate, Discovery, DiscoveryRequest, MinSupport, Onboarding, Span, parse_table_column,
 };
 use lodestar_core::model::TableRef;
+use lodestar_core::request::{self, DateRange, Field, RequestError};
 
 use crate::output::{self, Format};
 
@@ -70,11 +70,11 @@ pub struct DiscoverArgs {
     #[arg(long, value_parser = parse_min_support, value_name = "N|P%")]
     pub min_support: Option<MinSupport>,
     /// First onboarding date of the cohorts analysed (YYYY-MM-DD), inclusive
-    #[arg(long, value_parser = parse_date)]
+    #[arg(long, value_parser = request::parse_date)]
     pub from: Option<NaiveDate>,
     /// Last onboarding date of the cohorts analysed, inclusive [default with --validate-on:
     /// the day before the validation cohorts]
-    #[arg(long, value_parser = parse_date)]
+    #[arg(long, value_parser = request::parse_date)]
     pub to: Option<NaiveDate>,
     /// Check every candidate on other cohorts (onboarding dates FROM..TO, e.g.
     /// 2026-07-01..2026-07-31; an end may be left open) and mark those that do not hold
@@ -103,18 +103,13 @@ fn parse_range(s: &str) -> Result<DateRange, String> {
     s.parse()
 }
 
-fn parse_date(s: &str) -> Result<NaiveDate, String> {
-    s.parse()
-        .map_err(|_| format!("`{s}` is not a date: write YYYY-MM-DD"))
-}
-
 impl DiscoverArgs {
     /// The core request these arguments ask for.
     pub fn request(&self, engine: &Engine) -> Result<DiscoveryRequest, lodestar_core::Error> {
         let mut request = DiscoveryRequest::new(Onboarding::of(engine.project(), &self.onboarded));
         if let Some(text) = &self.activity {
-            let (table, time): (TableRef, Option<String>) =
-                parse_table_column(text).map_err(lodestar_core::Error::request)?;
+            let (table, time): (TableRef, Option<String>) = parse_table_column(text)
+                .map_err(|message| RequestError::about(Field::Activity, message))?;
             request.activity = Some(table);
             request.activity_time = time;
         }
@@ -126,17 +121,7 @@ impl DiscoverArgs {
         request.window = self.window;
         request.max_k = self.max_k;
         request.min_support = self.min_support;
-        request.cohorts = DateRange {
-            from: self.from,
-            to: self.to,
-        };
-        if let (Some(from), Some(to)) = (self.from, self.to)
-            && from > to
-        {
-            return Err(lodestar_core::Error::request(format!(
-                "--from {from} is after --to {to}"
-            )));
-        }
+        request.cohorts = DateRange::of_fields(self.from, self.to)?;
         request.validate_on = self.validate_on;
         Ok(request)
     }

@@ -4,6 +4,7 @@ mod discover;
 mod output;
 mod render;
 mod report;
+mod spelling;
 mod svg;
 
 use std::io::IsTerminal;
@@ -15,9 +16,10 @@ use anyhow::Context;
 use chrono::NaiveDate;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use lodestar_core::model::{Grain, TableRef};
+use lodestar_core::model::Grain;
 use lodestar_core::periods;
-use lodestar_core::retention::{DayMode, EventSpec, Mode, RetentionRequest};
+use lodestar_core::request::{self, Brackets, EventColumn, Field, RequestError};
+use lodestar_core::retention::{DayMode, Mode, RetentionRequest};
 use lodestar_core::{Compare, Engine, MetricRequest, SegmentRequest, TreeRequest, bounds, config};
 
 use crate::output::Format;
@@ -306,10 +308,10 @@ struct ComputeArgs {
     #[arg(long, value_parser = parse_grain)]
     grain: Option<Grain>,
     /// First day (YYYY-MM-DD), inclusive
-    #[arg(long, value_parser = parse_date)]
+    #[arg(long, value_parser = request::parse_date)]
     from: Option<NaiveDate>,
     /// Last day (YYYY-MM-DD), inclusive
-    #[arg(long, value_parser = parse_date)]
+    #[arg(long, value_parser = request::parse_date)]
     to: Option<NaiveDate>,
     /// Break down by a dimension (repeatable)
     #[arg(long = "by", value_name = "DIMENSION")]
@@ -325,10 +327,10 @@ struct ComputeArgs {
 struct RetentionArgs {
     /// The cohort event: source.table.time_column (each entity's first row defines its cohort)
     #[arg(long, value_name = "SOURCE.TABLE.COLUMN")]
-    cohort: String,
+    cohort: EventColumn,
     /// The activity: source.table.time_column
     #[arg(long, value_name = "SOURCE.TABLE.COLUMN")]
-    activity: String,
+    activity: EventColumn,
     /// The entity column (in both tables, unless --activity-entity is given)
     #[arg(long)]
     entity: String,
@@ -352,7 +354,7 @@ struct RetentionArgs {
     mode: String,
     /// Custom brackets of periods, e.g. 1-1,2-7,8-30 (overrides --mode)
     #[arg(long)]
-    brackets: Option<String>,
+    brackets: Option<Brackets>,
     /// Count periods on the calendar instead of 24-hour windows from each cohort event
     #[arg(long)]
     calendar: bool,
@@ -360,10 +362,10 @@ struct RetentionArgs {
     #[arg(long)]
     value: Option<String>,
     /// First cohort day (YYYY-MM-DD)
-    #[arg(long, value_parser = parse_date)]
+    #[arg(long, value_parser = request::parse_date)]
     from: Option<NaiveDate>,
     /// Last cohort day (YYYY-MM-DD)
-    #[arg(long, value_parser = parse_date)]
+    #[arg(long, value_parser = request::parse_date)]
     to: Option<NaiveDate>,
     /// Print the long table (csv, json...) instead of the triangle
     #[arg(long, value_enum)]
@@ -392,20 +394,17 @@ fn period_and_compare(
 ) -> Result<(Option<Grain>, Option<NaiveDate>, Compare), lodestar_core::Error> {
     let (grain, period) = match period.map(periods::parse_period) {
         Some(Ok((g, date))) => (g, Some(date)),
-        Some(Err(message)) => return Err(lodestar_core::Error::request(message)),
+        Some(Err(message)) => return Err(RequestError::about(Field::Period, message).into()),
         None => (None, None),
     };
-    let compare = compare.parse().map_err(lodestar_core::Error::request)?;
+    let compare = compare
+        .parse()
+        .map_err(|message: String| RequestError::about(Field::Compare, message))?;
     Ok((grain, period, compare))
 }
 
 fn parse_grain(s: &str) -> Result<Grain, String> {
     s.parse()
-}
-
-fn parse_date(s: &str) -> Result<NaiveDate, String> {
-    s.parse()
-        .map_err(|_| format!("`{s}` is not a date: write YYYY-MM-DD"))
 }
 
 /// Exit codes: documented in docs/cli.md.
@@ -482,14 +481,15 @@ fn init_logging(verbose: u8, quiet: bool) {
     }
 }
 
-/// Prints the error and its causes, skipping causes the message already shows.
+/// Prints the error and its causes, skipping causes the message already shows; the core's
+/// errors name the request's fields as options ([`spelling::Flags`]).
 fn print_error(e: &(dyn std::error::Error + 'static)) {
-    let message = e.to_string();
+    let message = spelling::describe(e);
     eprintln!("error: {message}");
     let mut shown = message;
     let mut cause = e.source();
     while let Some(c) = cause {
-        let text = c.to_string();
+        let text = spelling::describe(c);
         if !shown.contains(&text) {
             eprintln!("  caused by: {text}");
             shown.push_str(&text);
@@ -688,7 +688,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Retention(args) => {
             let format = args.format;
-            let request = retention_request(args)?;
+            let request = retention_request(args);
             progress.start("computing retention");
             let result = engine.retention(&request).await;
             progress.finish();
@@ -865,45 +865,9 @@ async fn compute(engine: &Engine, args: ComputeArgs, progress: &Progress) -> any
     .context("writing the result")
 }
 
-/// `source.table.column` as a table and a column.
-fn event_spec(path: &str, entity: String, filter: Option<String>) -> anyhow::Result<EventSpec> {
-    let mut parts = path.splitn(3, '.');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(source), Some(table), Some(column)) if !column.is_empty() => Ok(EventSpec {
-            table: TableRef {
-                source: source.to_string(),
-                table: table.to_string(),
-            },
-            time: column.to_string(),
-            entity,
-            filter,
-        }),
-        _ => Err(lodestar_core::Error::request(format!(
-            "`{path}` does not name a time column: write source.table.column, e.g. app.users.signed_up_at"
-        ))
-        .into()),
-    }
-}
-
-fn retention_request(args: RetentionArgs) -> anyhow::Result<RetentionRequest> {
-    let mode = match &args.brackets {
-        Some(text) => {
-            let mut brackets = Vec::new();
-            for part in text.split(',') {
-                let (a, b) = part.split_once('-').unwrap_or((part, part));
-                let (a, b) = match (a.trim().parse::<u32>(), b.trim().parse::<u32>()) {
-                    (Ok(a), Ok(b)) if a <= b => (a, b),
-                    _ => {
-                        return Err(lodestar_core::Error::request(format!(
-                            "bracket `{part}` is not a range of periods like 2-7"
-                        ))
-                        .into());
-                    }
-                };
-                brackets.push((a, b));
-            }
-            Mode::Brackets(brackets)
-        }
+fn retention_request(args: RetentionArgs) -> RetentionRequest {
+    let mode = match args.brackets {
+        Some(Brackets(brackets)) => Mode::Brackets(brackets),
         None if args.mode == "on-or-after" => Mode::OnOrAfter,
         None => Mode::On,
     };
@@ -911,9 +875,9 @@ fn retention_request(args: RetentionArgs) -> anyhow::Result<RetentionRequest> {
         .activity_entity
         .clone()
         .unwrap_or_else(|| args.entity.clone());
-    Ok(RetentionRequest {
-        cohort: event_spec(&args.cohort, args.entity, args.cohort_filter)?,
-        activity: event_spec(&args.activity, activity_entity, args.activity_filter)?,
+    RetentionRequest {
+        cohort: args.cohort.events(args.entity, args.cohort_filter),
+        activity: args.activity.events(activity_entity, args.activity_filter),
         grain: args.grain,
         mode,
         days: if args.calendar {
@@ -925,7 +889,7 @@ fn retention_request(args: RetentionArgs) -> anyhow::Result<RetentionRequest> {
         value: args.value,
         from: args.from,
         to: args.to,
-    })
+    }
 }
 
 fn plural(n: usize, noun: &str) -> String {

@@ -16,6 +16,7 @@ use clap::Args;
 use lodestar_core::discovery::{Discovery, DiscoveryRequest, Onboarding, Span};
 use lodestar_core::model::{Grain, MetricKind, TableRef};
 use lodestar_core::periods::{self, period_start};
+use lodestar_core::request::EventColumn;
 use lodestar_core::retention::{DayMode, EventSpec, Mode, Retention, RetentionRequest};
 use lodestar_core::targets::TargetStatus;
 use lodestar_core::tree::{Link, MetricTree, TreeNode};
@@ -60,7 +61,7 @@ pub struct ReportArgs {
         requires = "activity",
         help_heading = "Retention"
     )]
-    pub cohort: Option<String>,
+    pub cohort: Option<EventColumn>,
     /// Retention activity: SOURCE.TABLE.COLUMN
     #[arg(
         long,
@@ -68,7 +69,7 @@ pub struct ReportArgs {
         requires = "cohort",
         help_heading = "Retention"
     )]
-    pub activity: Option<String>,
+    pub activity: Option<EventColumn>,
     /// The entity column, for retention and discovery
     #[arg(long, default_value = "user_id", help_heading = "Retention")]
     pub entity: String,
@@ -386,8 +387,8 @@ fn retention_request(
 ) -> anyhow::Result<Result<RetentionRequest, Note>> {
     let (cohort, activity) = match (&args.cohort, &args.activity) {
         (Some(cohort), Some(activity)) => (
-            crate::event_spec(cohort, args.entity.clone(), None)?,
-            crate::event_spec(activity, args.entity.clone(), None)?,
+            cohort.clone().events(args.entity.clone(), None),
+            activity.clone().events(args.entity.clone(), None),
         ),
         _ => {
             let found = engine
@@ -542,6 +543,7 @@ async fn discovery(
     match engine.discover(&request).await {
         Ok(discovery) => Ok(Ok(discovery)),
         Err(e) if args.onboarded.is_none() => {
+            let e = crate::spelling::describe(&e);
             tracing::warn!("discovery left out of the report: {e}");
             Ok(Err(Note(format!(
                 "No discovery here: with the retention cohort as onboarding, it failed: {e}. \

@@ -7,13 +7,14 @@
 //! [`Engine::with_bounds`](crate::Engine::with_bounds)); a request over a cap is an
 //! [`OverCap`] error naming the request's field and the setting that raises the cap, which
 //! each front-end spells its own way (`--periods` on the command line, parameter `periods` on
-//! the HTTP API).
+//! the HTTP API) through [`crate::request::Spelling`].
 
 use std::fmt;
 
 use chrono::{Datelike, NaiveDate};
 
 use crate::model::Grain;
+use crate::request::{Field, Plain, Spelling};
 
 /// The caps. [`Bounds::default`] holds for the CLI and the server unless changed with
 /// `--max-periods`, `--max-cells` and `--max-list`.
@@ -61,9 +62,9 @@ pub const LAST_DAY: NaiveDate = match NaiveDate::from_ymd_opt(9999, 12, 31) {
 /// A request over a cap.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OverCap {
-    /// The request's fields at fault, as the HTTP API names its parameters (`from`, `to`,
-    /// `periods`); the CLI writes them as options (`--from`).
-    pub fields: Vec<&'static str>,
+    /// The request's fields at fault; the HTTP API names them as parameters (`from`), the
+    /// CLI as options (`--from`).
+    pub fields: Vec<Field>,
     /// What was asked, without the field names: `3000000 periods`.
     pub asked: String,
     /// The cap, in words: `at most 10000 periods`.
@@ -76,9 +77,9 @@ pub struct OverCap {
 }
 
 impl OverCap {
-    /// The message with the fields written by `field` (`--from` or parameter `from`).
-    pub fn message(&self, field: impl Fn(&str) -> String) -> String {
-        let fields: Vec<String> = self.fields.iter().map(|f| field(f)).collect();
+    /// The message with the fields in `spelling`'s words (`--from` or parameter `from`).
+    pub fn message(&self, spelling: &dyn Spelling) -> String {
+        let fields: Vec<String> = self.fields.iter().map(|f| spelling.field(*f)).collect();
         let setting = self
             .setting
             .map(|s| format!(" (--{s})"))
@@ -92,22 +93,24 @@ impl OverCap {
     }
 }
 
+impl OverCap {
+    /// The message and its `hint:` line, as a front-end prints them.
+    pub fn spelled(&self, spelling: &dyn Spelling) -> String {
+        format!("{}\n  hint: {}", self.message(spelling), self.hint)
+    }
+}
+
 impl fmt::Display for OverCap {
-    /// Fields as options, as the CLI writes them.
+    /// Fields by their names ([`Plain`]); each front-end spells them its own way.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}\n  hint: {}",
-            self.message(|field| format!("--{}", field.replace('_', "-"))),
-            self.hint
-        )
+        f.write_str(&self.spelled(&Plain))
     }
 }
 
 impl std::error::Error for OverCap {}
 
 /// Checks that `date`, given as `field`, is within [`FIRST_DAY`]..=[`LAST_DAY`].
-pub fn check_date(field: &'static str, date: NaiveDate) -> Result<NaiveDate, OverCap> {
+pub fn check_date(field: Field, date: NaiveDate) -> Result<NaiveDate, OverCap> {
     if (FIRST_DAY..=LAST_DAY).contains(&date) {
         return Ok(date);
     }
@@ -146,7 +149,7 @@ impl Bounds {
     /// Checks a time axis of `periods` periods, asked through `fields`.
     pub fn check_periods(
         &self,
-        fields: Vec<&'static str>,
+        fields: Vec<Field>,
         periods: u64,
         grain: Grain,
     ) -> Result<(), OverCap> {
@@ -170,14 +173,14 @@ impl Bounds {
         grain: Grain,
     ) -> Result<(), OverCap> {
         self.check_periods(
-            vec!["from", "to", "grain"],
+            vec![Field::From, Field::To, Field::Grain],
             periods_between(first, last, grain),
             grain,
         )
     }
 
     /// Checks a list of `len` items given as `field`.
-    pub fn check_list(&self, field: &'static str, len: usize) -> Result<(), OverCap> {
+    pub fn check_list(&self, field: Field, len: usize) -> Result<(), OverCap> {
         if len <= self.max_list {
             return Ok(());
         }
@@ -197,7 +200,7 @@ impl Bounds {
             return Ok(());
         }
         Err(OverCap {
-            fields: vec!["from", "to", "periods", "grain"],
+            fields: vec![Field::From, Field::To, Field::Periods, Field::Grain],
             asked: format!("{cohorts} cohorts × {columns} periods = {cells} cells asked"),
             cap: format!("at most {}", self.max_cells),
             setting: Some("max-cells"),
@@ -255,20 +258,20 @@ mod tests {
             .check_range(d("2026-01-01"), d("2026-04-11"), Grain::Day)
             .unwrap_err();
         assert_eq!(
-            over.message(|f| format!("parameter `{f}`")),
-            "parameter `from`, parameter `to`, parameter `grain`: 101 periods of a day asked, at most 100 (--max-periods)"
+            over.message(&Plain),
+            "`from`, `to`, `grain`: 101 periods of a day asked, at most 100 (--max-periods)"
         );
-        assert!(over.to_string().starts_with("--from, --to, --grain: 101"));
+        assert_eq!(over.fields, [Field::From, Field::To, Field::Grain]);
     }
 
     #[test]
     fn dates_outside_the_calendar_are_refused() {
-        assert!(check_date("to", d("9999-12-31")).is_ok());
+        assert!(check_date(Field::To, d("9999-12-31")).is_ok());
         let far: NaiveDate = "+262142-12-31".parse().unwrap();
-        let over = check_date("to", far).unwrap_err();
+        let over = check_date(Field::To, far).unwrap_err();
         assert_eq!(
-            over.message(|f| format!("parameter `{f}`")),
-            "parameter `to`: +262142-12-31 is outside the calendar, which runs from 1900-01-01 to 9999-12-31"
+            over.message(&Plain),
+            "`to`: +262142-12-31 is outside the calendar, which runs from 1900-01-01 to 9999-12-31"
         );
     }
 }

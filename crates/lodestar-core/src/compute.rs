@@ -28,6 +28,7 @@ use crate::model::{
 use crate::periods::{next_period, period_start, spine};
 use crate::plan::{self, TimeKind, date_literal, local_time, period_of, timestamp_literal};
 use crate::refresh::{self, Cache};
+use crate::request::{Action, DateRange, Field as RequestField, words};
 
 /// What to compute.
 #[derive(Debug, Clone, PartialEq)]
@@ -206,7 +207,11 @@ impl Engine {
         if request.metrics.is_empty() {
             return Err(Error::request_hint(
                 "no metric to compute",
-                "name one or more metrics; `lodestar list` shows them",
+                words![
+                    "name one or more metrics; ",
+                    Action::ListMetrics,
+                    " shows them"
+                ],
             ));
         }
         let mut requested: Vec<&str> = Vec::new();
@@ -217,17 +222,21 @@ impl Engine {
             }
         }
         let bounds = self.bounds();
-        bounds.check_list("metrics", request.metrics.len())?;
-        bounds.check_list("by", request.dimensions.len())?;
-        for (field, date) in [("from", request.from), ("to", request.to)] {
+        bounds.check_list(RequestField::Metrics, request.metrics.len())?;
+        bounds.check_list(RequestField::By, request.dimensions.len())?;
+        for (field, date) in [
+            (RequestField::From, request.from),
+            (RequestField::To, request.to),
+        ] {
             if let Some(date) = date {
                 crate::bounds::check_date(field, date)?;
             }
         }
-        if let (Some(from), Some(to)) = (request.from, request.to) {
-            if from > to {
-                return Err(Error::request(format!("--from {from} is after --to {to}")));
-            }
+        if let DateRange {
+            from: Some(from),
+            to: Some(to),
+        } = DateRange::of_fields(request.from, request.to)?
+        {
             bounds.check_range(from, to, grain)?;
         }
         let closure = closure(project, &requested)?;
@@ -440,7 +449,7 @@ impl Engine {
         Ok(table)
     }
 
-    /// Checks `--by` and `--where` against the dimensions of every metric the request scans.
+    /// Checks the breakdown and the filter against the dimensions of every metric the request scans.
     fn check_breakdown(
         &self,
         closure: &[&Metric],
@@ -454,10 +463,10 @@ impl Engine {
             })?),
             None => None,
         };
-        let mut used: Vec<(String, &str)> = request
+        let mut used: Vec<(String, RequestField)> = request
             .dimensions
             .iter()
-            .map(|d| (d.clone(), "--by"))
+            .map(|d| (d.clone(), RequestField::By))
             .collect();
         if let Some(expr) = &where_expr {
             let columns = plan::filter_columns(expr).map_err(|e| {
@@ -466,7 +475,7 @@ impl Engine {
                     request.filter.as_deref().unwrap_or_default()
                 ))
             })?;
-            used.extend(columns.into_iter().map(|c| (c, "the filter")));
+            used.extend(columns.into_iter().map(|c| (c, RequestField::Filter)));
         }
         for (i, d) in request.dimensions.iter().enumerate() {
             if request.dimensions[..i].contains(d) {
@@ -481,12 +490,15 @@ impl Engine {
             }
         }
         for metric in closure {
-            if let (MetricKind::Retention(_), Some((dim, flag))) = (&metric.kind, used.first()) {
+            if let (MetricKind::Retention(_), Some((dim, field))) = (&metric.kind, used.first()) {
                 return Err(Error::request_hint(
-                    format!(
-                        "{flag} uses `{dim}`, but metric `{}` is a retention metric: one rate per cohort period, without dimensions",
-                        metric.name
-                    ),
+                    words![
+                        *field,
+                        format!(
+                            " uses `{dim}`, but metric `{}` is a retention metric: one rate per cohort period, without dimensions",
+                            metric.name
+                        )
+                    ],
                     "segment a retention metric with `cohort_filter` or `activity_filter` in its definition",
                 ));
             }
@@ -502,7 +514,7 @@ impl Engine {
             if !scans_rows {
                 continue;
             }
-            for (dim, flag) in &used {
+            for (dim, field) in &used {
                 if !metric.dimensions.contains(dim) {
                     let known = if metric.dimensions.is_empty() {
                         "it has no dimensions".to_string()
@@ -520,10 +532,13 @@ impl Engine {
                         )
                     });
                     return Err(Error::request_hint(
-                        format!(
-                            "{flag} uses `{dim}`, which is not a dimension of metric `{}` ({known})",
-                            metric.name
-                        ),
+                        words![
+                            *field,
+                            format!(
+                                " uses `{dim}`, which is not a dimension of metric `{}` ({known})",
+                                metric.name
+                            )
+                        ],
                         hint,
                     ));
                 }
@@ -1265,9 +1280,11 @@ impl Engine {
                     "metric `{}` is computed by SQL at {sql_grain} grain and cannot be shown by {grain}",
                     metric.name
                 ),
-                format!(
-                    "ask for --grain {sql_grain} or a coarser grain that {sql_grain}s add up to"
-                ),
+                words![
+                    "ask for ",
+                    RequestField::Grain.set_to(sql_grain),
+                    format!(" or a coarser grain that {sql_grain}s add up to")
+                ],
             ));
         }
         let local = "CAST(q.\"period\" AS TIMESTAMP)";
@@ -2050,7 +2067,7 @@ fn conform_cached(
         refresh::conform(&rows, schema).map_err(|problem| {
             Error::request_hint(
                 format!("the cached values of metric `{metric}` cannot be used: {problem}"),
-                "run `lodestar cache clear`, or compute with --no-cache",
+                Action::BypassCache,
             )
         })
     })

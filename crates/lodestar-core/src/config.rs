@@ -45,7 +45,7 @@ pub fn load(path: &Path) -> Result<Project> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Error::request_hint(
                 format!("project file {} does not exist", path.display()),
-                "check the --project path, or run `lodestar` inside a project to find lodestar.yaml",
+                crate::request::Action::ChooseProject,
             ));
         }
         Err(e) => return Err(e.into()),

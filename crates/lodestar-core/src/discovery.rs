@@ -16,7 +16,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use chrono::{Days, NaiveDate, NaiveDateTime, TimeDelta};
+use chrono::{Days, NaiveDateTime, TimeDelta};
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt32Array,
 };
@@ -30,6 +30,7 @@ use crate::engine::{Engine, is_parse_failure};
 use crate::error::{Error, Result, did_you_mean};
 use crate::model::{TableRef, quote_ident};
 use crate::plan::{self, TimeKind, local_time};
+use crate::request::{Action, Field as RequestField, Piece, words};
 
 /// Thresholds tested by default: at least 1, 2, … 5 times.
 pub const DEFAULT_MAX_K: u32 = 5;
@@ -190,13 +191,8 @@ impl FromStr for MinSupport {
     }
 }
 
-/// Onboarding dates, inclusive at both ends, in the project's timezone; an open end is
-/// unbounded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct DateRange {
-    pub from: Option<NaiveDate>,
-    pub to: Option<NaiveDate>,
-}
+/// Onboarding dates: the cohorts analysed and those candidates are validated on.
+pub use crate::request::DateRange;
 
 impl DateRange {
     fn overlaps(&self, other: &DateRange) -> bool {
@@ -222,43 +218,6 @@ impl DateRange {
         } else {
             parts.join(" AND ")
         }
-    }
-}
-
-impl fmt::Display for DateRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let show = |d: Option<NaiveDate>| d.map(|d| d.to_string()).unwrap_or_default();
-        write!(f, "{}..{}", show(self.from), show(self.to))
-    }
-}
-
-impl FromStr for DateRange {
-    type Err = String;
-
-    /// `2026-06-01..2026-06-30`; either end may be left open (`2026-07-01..`).
-    fn from_str(s: &str) -> Result<DateRange, String> {
-        let (from, to) = s.split_once("..").ok_or_else(|| {
-            format!("`{s}` is not a date range: write FROM..TO, e.g. 2026-06-01..2026-06-30")
-        })?;
-        let date = |t: &str| -> Result<Option<NaiveDate>, String> {
-            let t = t.trim();
-            if t.is_empty() {
-                return Ok(None);
-            }
-            t.parse()
-                .map(Some)
-                .map_err(|_| format!("`{t}` is not a date: write YYYY-MM-DD"))
-        };
-        let range = DateRange {
-            from: date(from)?,
-            to: date(to)?,
-        };
-        if let (Some(from), Some(to)) = (range.from, range.to)
-            && from > to
-        {
-            return Err(format!("`{s}` ends before it starts"));
-        }
-        Ok(range)
     }
 }
 
@@ -774,7 +733,7 @@ impl Engine {
     pub async fn discover(&self, request: &DiscoveryRequest) -> Result<Discovery> {
         if request.max_k > MAX_K_LIMIT {
             return Err(crate::bounds::OverCap {
-                fields: vec!["max_k"],
+                fields: vec![RequestField::MaxK],
                 asked: format!("{} thresholds", request.max_k),
                 cap: format!("at most {MAX_K_LIMIT}"),
                 setting: None,
@@ -784,10 +743,10 @@ impl Engine {
         }
         let validation = request.validate_on.unwrap_or_default();
         for (field, date) in [
-            ("from", request.cohorts.from),
-            ("to", request.cohorts.to),
-            ("validate_on", validation.from),
-            ("validate_on", validation.to),
+            (RequestField::From, request.cohorts.from),
+            (RequestField::To, request.cohorts.to),
+            (RequestField::ValidateOn, validation.from),
+            (RequestField::ValidateOn, validation.to),
         ] {
             if let Some(date) = date {
                 crate::bounds::check_date(field, date)?;
@@ -801,7 +760,12 @@ impl Engine {
                     "retention is judged from {} after onboarding, inside the first {} whose activities are counted",
                     request.retained, request.within
                 ),
-                "--retained must be at least --within, or the early activity itself would count as retention",
+                words![
+                    RequestField::Retained,
+                    " must be at least ",
+                    RequestField::Within,
+                    ", or the early activity itself would count as retention"
+                ],
             ));
         }
         if request.max_k == 0 || request.max_k > MAX_K_LIMIT {
@@ -906,19 +870,29 @@ impl Engine {
             .clone()
             .or_else(|| declared.entity.clone())
             .unwrap_or_else(|| DEFAULT_ENTITY.to_string());
-        for (what, name, flag) in [
+        for (what, name, field) in [
             (
                 "time column",
                 &activity_time,
-                "--activity SOURCE.TABLE.COLUMN",
+                RequestField::Activity.set_to("SOURCE.TABLE.COLUMN"),
             ),
-            ("entity column", &entity, "--entity COLUMN"),
+            (
+                "entity column",
+                &entity,
+                RequestField::Entity.set_to("COLUMN"),
+            ),
         ] {
-            require_column(&columns, &activity, what, name, flag)?;
+            require_column(&columns, &activity, what, name, field)?;
         }
         let event_column = match request.event_column.as_ref().or(declared.event_column.as_ref()) {
             Some(name) => {
-                require_column(&columns, &activity, "event column", name, "--event-column COLUMN")?;
+                require_column(
+                    &columns,
+                    &activity,
+                    "event column",
+                    name,
+                    RequestField::EventColumn.set_to("COLUMN"),
+                )?;
                 name.clone()
             }
             None => EVENT_COLUMNS
@@ -932,7 +906,10 @@ impl Engine {
                             EVENT_COLUMNS.join(", "),
                             columns.join(", ")
                         ),
-                        "name the column holding the activity type with --event-column COLUMN",
+                        words![
+                            "name the column holding the activity type with ",
+                            RequestField::EventColumn.set_to("COLUMN")
+                        ],
                     )
                 })?,
         };
@@ -953,14 +930,14 @@ impl Engine {
                     table,
                     "time column",
                     &time,
-                    "--onboarded SOURCE.TABLE.COLUMN",
+                    RequestField::Onboarded.set_to("SOURCE.TABLE.COLUMN"),
                 )?;
                 require_column(
                     &cohort_columns,
                     table,
                     "entity column",
                     &entity,
-                    "--entity COLUMN",
+                    RequestField::Entity.set_to("COLUMN"),
                 )?;
                 time_column(&cohort_schema, table, &time)?;
                 Some(time)
@@ -999,7 +976,11 @@ impl Engine {
                 format!(
                     "no source has a table called `{DEFAULT_ACTIVITY_TABLE}` to take activity from"
                 ),
-                "name the activity table with --activity SOURCE.TABLE.TIME_COLUMN, e.g. app.events.event_time",
+                words![
+                    "name the activity table with ",
+                    RequestField::Activity.set_to("SOURCE.TABLE.TIME_COLUMN"),
+                    ", e.g. app.events.event_time"
+                ],
             )),
             several => Err(Error::request_hint(
                 format!(
@@ -1010,14 +991,17 @@ impl Engine {
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
-                "choose one with --activity SOURCE.TABLE.TIME_COLUMN",
+                words![
+                    "choose one with ",
+                    RequestField::Activity.set_to("SOURCE.TABLE.TIME_COLUMN")
+                ],
             )),
         }
     }
 
     async fn schema_of(&self, table: &TableRef) -> Result<SchemaRef> {
         self.table_schema(table).await.map_err(|message| {
-            Error::request_hint(message, "`lodestar sql \"SHOW TABLES\"` lists the tables")
+            Error::request_hint(message, words![Action::ListTables, " lists the tables"])
         })
     }
 
@@ -1296,7 +1280,14 @@ fn split_ranges(request: &DiscoveryRequest) -> Result<(DateRange, Option<DateRan
                 format!(
                     "the validation cohorts `{validation}` have no start, so the cohorts before them are not defined"
                 ),
-                "give --validate-on a start date, or name the training cohorts with --from/--to",
+                words![
+                    "give ",
+                    RequestField::ValidateOn,
+                    " a start date, or name the training cohorts with ",
+                    RequestField::From,
+                    " and ",
+                    RequestField::To
+                ],
             ));
         };
         training.to = start.pred_opt();
@@ -1374,19 +1365,21 @@ fn require_column(
     table: &TableRef,
     what: &str,
     name: &str,
-    flag: &str,
+    field: Piece,
 ) -> Result<()> {
     if columns.contains(&name) {
         return Ok(());
     }
-    let hint = did_you_mean(name, columns.iter().copied())
-        .map(|h| format!("{h} (name it with {flag})"))
-        .unwrap_or_else(|| {
+    let hint = match did_you_mean(name, columns.iter().copied()) {
+        Some(close) => words![format!("{close} (name it with "), field, ")"],
+        None => words![
             format!(
-                "the columns of `{table}` are: {}; name the right one with {flag}",
+                "the columns of `{table}` are: {}; name the right one with ",
                 columns.join(", ")
-            )
-        });
+            ),
+            field
+        ],
+    };
     Err(Error::request_hint(
         format!("{what} `{name}` is not a column of `{table}`"),
         hint,
@@ -1761,6 +1754,8 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use chrono::NaiveDate;
+
     use super::*;
 
     fn table(a: u64, b: u64, c: u64, d: u64) -> TwoByTwo {

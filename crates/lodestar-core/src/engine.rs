@@ -28,6 +28,7 @@ use crate::model::{
     TableRef, quote_ident,
 };
 use crate::plan::{self, TimeKind};
+use crate::request::{Action, words};
 
 /// Used when the machine's memory cannot be read.
 const FALLBACK_MEMORY_LIMIT: usize = 4 << 30;
@@ -167,21 +168,26 @@ impl Engine {
             .await
             .map_err(|e| {
                 let message = e.to_string();
-                let writes = ["DDL not supported", "DML not supported", "Statement not supported"]
-                    .iter()
-                    .any(|w| message.contains(w));
+                let writes = [
+                    "DDL not supported",
+                    "DML not supported",
+                    "Statement not supported",
+                ]
+                .iter()
+                .any(|w| message.contains(w));
                 if writes {
                     Error::request(format!(
                         "the query is refused: Lodestar only reads data ({message})"
                     ))
                 } else {
-                    Error::Request {
-                        message: format!("the query does not compile: {message}"),
-                        hint: Some(
-                            "tables are named `source.table`; `lodestar sql \"SHOW TABLES\"` lists them"
-                                .into(),
-                        ),
-                    }
+                    Error::request_hint(
+                        format!("the query does not compile: {message}"),
+                        words![
+                            "tables are named `source.table`; ",
+                            Action::ListTables,
+                            " lists them"
+                        ],
+                    )
                 }
             })
     }

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use datafusion::error::DataFusionError;
 
+use crate::request::{Action, RequestError, Spelling, Wording};
+
 /// A place in the project file, 1-based.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
@@ -41,7 +43,7 @@ impl fmt::Display for Subject {
     }
 }
 
-fn hint_suffix(hint: &Option<String>) -> String {
+pub(crate) fn hint_suffix(hint: &Option<String>) -> String {
     hint.as_ref()
         .map(|h| format!("\n  hint: {h}"))
         .unwrap_or_default()
@@ -53,9 +55,9 @@ pub enum Error {
     #[error(transparent)]
     Io(#[from] std::io::Error),
 
-    #[error(
-        "no lodestar.yaml found in {start} or any parent directory\n  hint: pass --project PATH or run `lodestar` inside a project"
-    )]
+    /// No project file where one was looked for; a front-end says how to name one
+    /// ([`Action::ChooseProject`]).
+    #[error("no lodestar.yaml found in {start} or any parent directory")]
     ProjectNotFound { start: PathBuf },
 
     /// The file is not valid YAML, or a value has the wrong shape.
@@ -95,12 +97,10 @@ pub enum Error {
         source: Option<Box<DataFusionError>>,
     },
 
-    /// A request (from the CLI or the server) asks for something that does not exist or fit.
-    #[error("{message}{}", hint_suffix(hint))]
-    Request {
-        message: String,
-        hint: Option<String>,
-    },
+    /// A request (from the CLI or the server) asks for something that does not exist or fit;
+    /// each front-end spells its fields ([`RequestError::spelled`], [`Error::spelled`]).
+    #[error(transparent)]
+    Request(#[from] RequestError),
 
     /// A request over one of the caps of [`crate::bounds::Bounds`].
     #[error(transparent)]
@@ -153,21 +153,31 @@ impl Error {
             | Error::Invalid { .. }
             | Error::Sql { .. }
             | Error::Source { .. }
-            | Error::Request { .. } => true,
+            | Error::Request(_) => true,
         }
     }
 
-    pub fn request(message: impl Into<String>) -> Self {
-        Error::Request {
-            message: message.into(),
-            hint: None,
-        }
+    pub fn request(message: impl Into<Wording>) -> Self {
+        Error::Request(RequestError::new(message))
     }
 
-    pub fn request_hint(message: impl Into<String>, hint: impl Into<String>) -> Self {
-        Error::Request {
-            message: message.into(),
-            hint: Some(hint.into()),
+    pub fn request_hint(message: impl Into<Wording>, hint: impl Into<Wording>) -> Self {
+        Error::Request(RequestError::new(message).with_fix(hint))
+    }
+
+    /// The message as a front-end shows it: the request's fields and the actions of hints in
+    /// `spelling`'s words. Errors that name no field read as their [`fmt::Display`].
+    pub fn spelled(&self, spelling: &dyn Spelling) -> String {
+        match self {
+            Error::Request(request) => request.spelled(spelling),
+            Error::OverCap(over) => over.spelled(spelling),
+            Error::ProjectNotFound { .. } => {
+                format!(
+                    "{self}{}",
+                    hint_suffix(&spelling.action(Action::ChooseProject))
+                )
+            }
+            _ => self.to_string(),
         }
     }
 }

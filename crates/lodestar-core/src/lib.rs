@@ -20,6 +20,7 @@ pub mod model;
 pub mod periods;
 mod plan;
 pub mod refresh;
+pub mod request;
 pub mod retention;
 pub mod segments;
 pub mod targets;

@@ -32,8 +32,14 @@ pub struct Project {
 impl Project {
     pub fn metric(&self, name: &str) -> crate::Result<&Metric> {
         self.metrics.get(name).ok_or_else(|| {
-            let hint = crate::error::did_you_mean(name, self.metrics.keys().map(String::as_str))
-                .unwrap_or_else(|| "`lodestar list` shows the metrics of this project".into());
+            let hint =
+                match crate::error::did_you_mean(name, self.metrics.keys().map(String::as_str)) {
+                    Some(close) => close.into(),
+                    None => crate::request::words![
+                        crate::request::Action::ListMetrics,
+                        " shows the metrics of this project"
+                    ],
+                };
             crate::Error::request_hint(format!("unknown metric `{name}`"), hint)
         })
     }

@@ -142,7 +142,7 @@ mod tests {
 /// text implies (none for a date) and a date inside the period.
 pub fn parse_period(text: &str) -> Result<(Option<Grain>, NaiveDate), String> {
     let (grain, date) = parse_period_unbounded(text)?;
-    crate::bounds::check_date("period", date).map_err(|_| {
+    crate::bounds::check_date(crate::request::Field::Period, date).map_err(|_| {
         format!(
             "`{}` is outside the calendar, which runs from {} to {}",
             text.trim(),

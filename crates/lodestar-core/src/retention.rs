@@ -26,6 +26,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::model::{Grain, TableRef, quote_ident};
 use crate::plan::{self, TimeKind, local_time, period_of, timestamp_literal};
+use crate::request::Field as RequestField;
 
 /// Where an event is: a table, its time column, the entity column, and an optional filter.
 #[derive(Debug, Clone, PartialEq)]
@@ -178,9 +179,11 @@ impl Engine {
         let query = |sql: String| {
             let reservation = &reservation;
             async move {
-                let df = self.plan(&sql).await.map_err(|e| Error::Request {
-                    message: format!("the retention query does not compile: {e}"),
-                    hint: Some("check the tables, columns and filters given".into()),
+                let df = self.plan(&sql).await.map_err(|e| {
+                    Error::request_hint(
+                        format!("the retention query does not compile: {e}"),
+                        "check the tables, columns and filters given",
+                    )
                 })?;
                 let mut held = self.reserve("retention query");
                 let batches = self.collect_reserved(df, &mut held).await?;
@@ -313,27 +316,42 @@ impl Engine {
     /// cells it implies when its cohorts and periods are both given.
     fn check_retention_bounds(&self, request: &RetentionRequest) -> Result<()> {
         let bounds = self.bounds();
-        for (field, date) in [("from", request.from), ("to", request.to)] {
+        for (field, date) in [
+            (RequestField::From, request.from),
+            (RequestField::To, request.to),
+        ] {
             if let Some(date) = date {
                 crate::bounds::check_date(field, date)?;
             }
         }
         let columns = match (&request.mode, request.periods) {
             (Mode::Brackets(brackets), _) => {
-                bounds.check_list("brackets", brackets.len())?;
+                bounds.check_list(RequestField::Brackets, brackets.len())?;
                 let end = brackets.iter().map(|(_, b)| *b).max().unwrap_or(0);
-                bounds.check_periods(vec!["brackets"], u64::from(end) + 1, request.grain)?;
+                bounds.check_periods(
+                    vec![RequestField::Brackets],
+                    u64::from(end) + 1,
+                    request.grain,
+                )?;
                 Some(brackets.len() as u64)
             }
             (_, Some(periods)) => {
-                bounds.check_periods(vec!["periods"], u64::from(periods) + 1, request.grain)?;
+                bounds.check_periods(
+                    vec![RequestField::Periods],
+                    u64::from(periods) + 1,
+                    request.grain,
+                )?;
                 Some(u64::from(periods) + 1)
             }
             (_, None) => None,
         };
         if let (Some(from), Some(to)) = (request.from, request.to) {
             let cohorts = crate::bounds::periods_between(from, to, request.grain);
-            bounds.check_periods(vec!["from", "to", "grain"], cohorts, request.grain)?;
+            bounds.check_periods(
+                vec![RequestField::From, RequestField::To, RequestField::Grain],
+                cohorts,
+                request.grain,
+            )?;
             if let Some(columns) = columns {
                 bounds.check_cells(cohorts, columns)?;
             }

@@ -305,7 +305,9 @@ impl Values {
     }
 }
 
-fn default_roots(project: &Project) -> Vec<String> {
+/// The roots of the tree when none is asked for: the north stars, else every metric that is
+/// no other's input.
+pub fn default_roots(project: &Project) -> Vec<String> {
     let stars: Vec<String> = project.north_stars().map(|m| m.name.clone()).collect();
     if !stars.is_empty() {
         return stars;
@@ -509,5 +511,30 @@ impl MetricTree {
             Arc::new(Schema::new(fields)),
             columns,
         )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn project(metrics: &str) -> Project {
+        let text =
+            format!("sources:\n  app: {{ connector: files, path: data }}\nmetrics:\n{metrics}");
+        crate::config::parse(&text, Path::new("/p/lodestar.yaml"), &|_| None).unwrap()
+    }
+
+    const METRIC: &str = "table: app.t, time: at, measure: count(*)";
+
+    #[test]
+    fn default_roots_are_the_north_stars_else_the_metrics_no_one_uses() {
+        let tree = format!(
+            "  a: {{ {METRIC}, inputs: [b] }}\n  b: {{ {METRIC}, inputs: [c] }}\n  c: {{ {METRIC} }}\n  d: {{ {METRIC} }}\n"
+        );
+        assert_eq!(default_roots(&project(&tree)), ["a", "d"]);
+        let starred = tree.replace("  b: { ", "  b: { north_star: true, ");
+        assert_eq!(default_roots(&project(&starred)), ["b"]);
     }
 }

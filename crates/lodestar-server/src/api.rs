@@ -6,9 +6,10 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Router, middleware};
-use lodestar_core::discovery::{DateRange, DiscoveryRequest, MinSupport, Onboarding, Span};
-use lodestar_core::model::{Grain, TableRef};
+use lodestar_core::discovery::{DiscoveryRequest, MinSupport, Onboarding, Span};
+use lodestar_core::model::Grain;
 use lodestar_core::periods;
+use lodestar_core::request::{Brackets, DateRange, EventColumn, Field, RequestError};
 use lodestar_core::retention::{DayMode, EventSpec, Mode, RetentionRequest};
 use lodestar_core::{Compare, MetricRequest, TreeRequest};
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -305,15 +306,8 @@ async fn series(
         .grain("grain")?
         .or(metric.grain)
         .unwrap_or(Grain::Day);
-    let from = params.date("from")?;
-    let to = params.date("to")?;
-    if let (Some(from), Some(to)) = (from, to)
-        && from > to
-    {
-        return Err(ApiError::bad_request(format!(
-            "parameter `from` ({from}) is after parameter `to` ({to})"
-        )));
-    }
+    let DateRange { from, to } =
+        DateRange::of_fields(params.date(Field::From)?, params.date(Field::To)?)?;
     let mut dimensions = Vec::new();
     for by in params.all("by") {
         for dimension in by.split(',') {
@@ -340,7 +334,7 @@ async fn series(
     // The engine carries the server's bounds, as for the checks the core makes itself.
     engine
         .bounds()
-        .check_list("filter", filters.len())
+        .check_list(Field::Filter, filters.len())
         .map_err(ApiError::from)?;
     let filters = dimension_filter(&filters, &known)?;
     params.finish()?;
@@ -470,7 +464,10 @@ async fn retention(
     let grain = params.grain("grain")?.unwrap_or(Grain::Week);
     let periods = params.number("periods")?;
     let mode = match (params.one("brackets")?, params.one("mode")?.as_deref()) {
-        (Some(text), _) => Mode::Brackets(brackets(&text)?),
+        (Some(text), _) => {
+            let Brackets(brackets) = parse_param(Field::Brackets, &text)?;
+            Mode::Brackets(brackets)
+        }
         (None, None | Some("on")) => Mode::On,
         (None, Some("on-or-after")) => Mode::OnOrAfter,
         (None, Some(other)) => {
@@ -484,8 +481,8 @@ async fn retention(
     } else {
         DayMode::Rolling
     };
-    let from = params.date("from")?;
-    let to = params.date("to")?;
+    let from = params.date(Field::From)?;
+    let to = params.date(Field::To)?;
     params.finish()?;
     let request = RetentionRequest {
         cohort,
@@ -546,7 +543,7 @@ async fn discover(
     request.reveal_values = admin;
     if let Some(text) = params.one("activity")? {
         let (table, time) = lodestar_core::discovery::parse_table_column(&text)
-            .map_err(|message| ApiError::bad_request(format!("parameter `activity`: {message}")))?;
+            .map_err(|message| ApiError::from(RequestError::about(Field::Activity, message)))?;
         request.activity = Some(table);
         request.activity_time = time;
     }
@@ -590,13 +587,13 @@ async fn discover(
             ));
         }
     }
-    if let Some(span) = parsed::<Span>(&mut params, "within")? {
+    if let Some(span) = params.parsed::<Span>("within")? {
         request.within = span;
     }
-    if let Some(span) = parsed::<Span>(&mut params, "retained")? {
+    if let Some(span) = params.parsed::<Span>("retained")? {
         request.retained = span;
     }
-    request.window = parsed::<Span>(&mut params, "window")?;
+    request.window = params.parsed::<Span>("window")?;
     if let Some(k) = params.number("max_k")? {
         let limit = lodestar_core::discovery::MAX_K_LIMIT;
         if k == 0 || k > limit {
@@ -606,7 +603,7 @@ async fn discover(
         }
         request.max_k = k;
     }
-    request.min_support = parsed::<MinSupport>(&mut params, "min_support")?;
+    request.min_support = params.parsed::<MinSupport>("min_support")?;
     let floor = state.settings().min_support_floor;
     if let Some(MinSupport::Users(users)) = request.min_support
         && users < floor
@@ -618,30 +615,10 @@ async fn discover(
     }
     // A share of a small cohort is raised to the floor too.
     request.support_floor = floor;
-    request.cohorts = DateRange {
-        from: params.date("from")?,
-        to: params.date("to")?,
-    };
-    if let (Some(from), Some(to)) = (request.cohorts.from, request.cohorts.to)
-        && from > to
-    {
-        return Err(ApiError::bad_request(format!(
-            "parameter `from` ({from}) is after parameter `to` ({to})"
-        )));
-    }
-    request.validate_on = parsed::<DateRange>(&mut params, "validate_on")?;
+    request.cohorts = DateRange::of_fields(params.date(Field::From)?, params.date(Field::To)?)?;
+    request.validate_on = params.parsed::<DateRange>("validate_on")?;
     params.finish()?;
-    let discovery = engine.discover(&request).await.map_err(|e| {
-        // The core names the CLI's options; say them as this endpoint's parameters.
-        let mut error = ApiError::from(e);
-        for name in DISCOVER_PARAMS {
-            let flag = format!("--{}", name.replace('_', "-"));
-            let param = format!("parameter `{name}`");
-            error.message = error.message.replace(&flag, &param);
-            error.hint = error.hint.map(|h| h.replace(&flag, &param));
-        }
-        error
-    })?;
+    let discovery = engine.discover(&request).await?;
     let batch = discovery.to_record_batch()?;
     match Format::of(&headers) {
         Format::Arrow => encode::arrow(&batch),
@@ -649,18 +626,13 @@ async fn discover(
     }
 }
 
-/// A parameter read with the core's parser for it (spans, minimum support, date ranges).
-fn parsed<T: std::str::FromStr<Err = String>>(
-    params: &mut Params,
-    name: &str,
-) -> Result<Option<T>, ApiError> {
-    params
-        .one(name)?
-        .map(|text| {
-            text.parse::<T>()
-                .map_err(|message| ApiError::bad_request(format!("parameter `{name}`: {message}")))
-        })
-        .transpose()
+/// `text`, already taken from parameter `field`, read with the core's parser for it.
+fn parse_param<T: std::str::FromStr<Err = String>>(
+    field: Field,
+    text: &str,
+) -> Result<T, ApiError> {
+    text.parse::<T>()
+        .map_err(|message| RequestError::about(field, message).into())
 }
 
 /// The cohort and activity of a retention request: an onboarding the project declares
@@ -702,8 +674,8 @@ async fn retention_events(
     let activity =
         activity.ok_or_else(|| ApiError::bad_request("parameter `activity` is required"))?;
     let (cohort_spec, activity_spec) = (
-        event_spec("cohort", &cohort, entity)?,
-        event_spec("activity", &activity, activity_entity)?,
+        parse_param::<EventColumn>(Field::Cohort, &cohort)?.events(entity, None),
+        parse_param::<EventColumn>(Field::Activity, &activity)?.events(activity_entity, None),
     );
     let declared = engine.project().declares_retention(
         (&cohort_spec.table, &cohort_spec.time),
@@ -761,45 +733,6 @@ fn declares_onboarding(project: &lodestar_core::model::Project, onboarding: &Onb
             }
             _ => false,
         })
-}
-
-/// `source.table.column`.
-fn event_spec(name: &str, path: &str, entity: String) -> Result<EventSpec, ApiError> {
-    let mut parts = path.splitn(3, '.');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(source), Some(table), Some(column))
-            if !source.is_empty() && !table.is_empty() && !column.is_empty() =>
-        {
-            Ok(EventSpec {
-                table: TableRef {
-                    source: source.to_string(),
-                    table: table.to_string(),
-                },
-                time: column.to_string(),
-                entity,
-                filter: None,
-            })
-        }
-        _ => Err(ApiError::bad_request(format!(
-            "parameter `{name}`: `{path}` does not name a time column"
-        ))
-        .with_hint("write source.table.column, e.g. app.users.signed_up_at")),
-    }
-}
-
-/// `1-1,2-7,8-30`.
-fn brackets(text: &str) -> Result<Vec<(u32, u32)>, ApiError> {
-    text.split(',')
-        .map(|part| {
-            let (a, b) = part.split_once('-').unwrap_or((part, part));
-            match (a.trim().parse::<u32>(), b.trim().parse::<u32>()) {
-                (Ok(a), Ok(b)) if a <= b => Ok((a, b)),
-                _ => Err(ApiError::bad_request(format!(
-                    "parameter `brackets`: `{part}` is not a range of periods like 2-7"
-                ))),
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use lodestar_core::request::{Action, Field, Spelling};
 use serde::Serialize;
 
 /// Why the server could not start or stopped.
@@ -108,17 +109,14 @@ impl From<lodestar_core::Error> for ApiError {
             E::OverCap(over) => ApiError {
                 status: StatusCode::BAD_REQUEST,
                 code: OVER_LIMIT,
-                message: over.message(|field| format!("parameter `{field}`")),
+                message: over.message(&Parameters),
                 hint: Some(over.hint.to_string()),
             },
-            E::Request { message, hint } => ApiError {
+            E::Request(request) => ApiError {
                 status: StatusCode::BAD_REQUEST,
                 code: "bad_request",
-                // The core words some messages for the command line; say them as parameters.
-                message: message
-                    .replacen("--by uses", "parameter `by` uses", 1)
-                    .replacen("the filter uses", "parameter `filter` uses", 1),
-                hint: hint.filter(|h| !h.contains("lodestar ")),
+                message: request.message(&Parameters),
+                hint: request.hint(&Parameters),
             },
             // The project is wrong, not the request: the operator has to fix the file.
             E::Invalid { .. } | E::Sql { .. } | E::Syntax { .. } | E::Source { .. } => {
@@ -141,9 +139,42 @@ impl From<lodestar_core::Error> for ApiError {
     }
 }
 
+/// The API's words for a request's fields: its query parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct Parameters;
+
+impl Spelling for Parameters {
+    fn field(&self, field: Field) -> String {
+        format!("parameter `{}`", field.name())
+    }
+
+    fn given(&self, field: Field, value: &str) -> String {
+        format!("parameter `{}` ({value})", field.name())
+    }
+
+    fn set_to(&self, field: Field, value: &str) -> String {
+        format!("`{}={value}`", field.name())
+    }
+
+    fn action(&self, action: Action) -> Option<String> {
+        match action {
+            Action::ListMetrics => Some("`GET /api/v1/metrics`".into()),
+            // Ad-hoc SQL is for admins and may be off; the cache and the project file are the
+            // operator's.
+            Action::ListTables | Action::BypassCache | Action::ChooseProject => None,
+        }
+    }
+}
+
 impl From<lodestar_core::bounds::OverCap> for ApiError {
     fn from(over: lodestar_core::bounds::OverCap) -> ApiError {
         ApiError::from(lodestar_core::Error::from(over))
+    }
+}
+
+impl From<lodestar_core::request::RequestError> for ApiError {
+    fn from(error: lodestar_core::request::RequestError) -> ApiError {
+        ApiError::from(lodestar_core::Error::from(error))
     }
 }
 
@@ -170,5 +201,70 @@ impl IntoResponse for ApiError {
         let mut response = (self.status, Json(body)).into_response();
         response.extensions_mut().insert(code);
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lodestar_core::request::{DateRange, RequestError, Wording};
+
+    use super::*;
+
+    fn answer(e: impl Into<lodestar_core::Error>) -> ApiError {
+        ApiError::from(e.into())
+    }
+
+    #[test]
+    fn request_errors_name_parameters() {
+        let after =
+            DateRange::of_fields("2026-03-10".parse().ok(), "2026-03-01".parse().ok()).unwrap_err();
+        let error = answer(after);
+        assert_eq!(error.status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            error.message,
+            "parameter `from` (2026-03-10) is after parameter `to` (2026-03-01)"
+        );
+        let by = RequestError::new(Wording::new(vec![
+            Field::By.into(),
+            " uses `platform`, which is not a dimension of metric `revenue`".into(),
+        ]))
+        .with_fix(Wording::new(vec![
+            "ask for ".into(),
+            Field::Grain.set_to("week"),
+        ]));
+        let error = answer(by);
+        assert_eq!(
+            error.message,
+            "parameter `by` uses `platform`, which is not a dimension of metric `revenue`"
+        );
+        assert_eq!(error.hint.as_deref(), Some("ask for `grain=week`"));
+    }
+
+    #[test]
+    fn hints_the_api_cannot_follow_are_left_out() {
+        let cache =
+            RequestError::new("the cached values cannot be used").with_fix(Action::BypassCache);
+        assert_eq!(answer(cache).hint, None);
+        let list = RequestError::new("unknown metric `x`").with_fix(Wording::new(vec![
+            Action::ListMetrics.into(),
+            " shows the metrics of this project".into(),
+        ]));
+        assert_eq!(
+            answer(list).hint.as_deref(),
+            Some("`GET /api/v1/metrics` shows the metrics of this project")
+        );
+    }
+
+    #[test]
+    fn caps_name_parameters() {
+        let over = lodestar_core::bounds::Bounds::default()
+            .check_list(Field::Filter, 101)
+            .unwrap_err();
+        let error = answer(over);
+        assert_eq!(error.code, OVER_LIMIT);
+        assert_eq!(
+            error.message,
+            "parameter `filter`: 101 items asked, at most 100 (--max-list)"
+        );
     }
 }

@@ -3,6 +3,7 @@
 
 use chrono::NaiveDate;
 use lodestar_core::model::{Grain, quote_ident};
+use lodestar_core::request::{self, Field};
 
 use crate::error::ApiError;
 
@@ -64,17 +65,31 @@ impl Params {
             .transpose()
     }
 
-    /// A `YYYY-MM-DD` date within the calendar requests may name
+    /// A `YYYY-MM-DD` date ([`request::parse_date`]) within the calendar requests may name
     /// ([`lodestar_core::bounds::check_date`]).
-    pub fn date(&mut self, name: &'static str) -> Result<Option<NaiveDate>, ApiError> {
+    pub fn date(&mut self, field: Field) -> Result<Option<NaiveDate>, ApiError> {
+        let name = field.name();
         self.one(name)?
             .map(|text| {
-                let date = NaiveDate::parse_from_str(&text, "%Y-%m-%d").map_err(|_| {
-                    ApiError::bad_request(format!(
-                        "parameter `{name}`: `{text}` is not a date; write YYYY-MM-DD"
-                    ))
+                let date = request::parse_date(&text).map_err(|message| {
+                    ApiError::bad_request(format!("parameter `{name}`: {message}"))
                 })?;
-                lodestar_core::bounds::check_date(name, date).map_err(ApiError::from)
+                lodestar_core::bounds::check_date(field, date).map_err(ApiError::from)
+            })
+            .transpose()
+    }
+
+    /// A value read with the core's parser for it (spans, minimum support, date ranges,
+    /// brackets, event columns).
+    pub fn parsed<T: std::str::FromStr<Err = String>>(
+        &mut self,
+        name: &str,
+    ) -> Result<Option<T>, ApiError> {
+        self.one(name)?
+            .map(|text| {
+                text.parse::<T>().map_err(|message| {
+                    ApiError::bad_request(format!("parameter `{name}`: {message}"))
+                })
             })
             .transpose()
     }

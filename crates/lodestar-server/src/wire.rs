@@ -193,16 +193,7 @@ pub struct TreeShape {
 impl MetricList {
     pub fn of(project: &Project) -> MetricList {
         let north_stars: Vec<String> = project.north_stars().map(|m| m.name.clone()).collect();
-        let roots: Vec<String> = if north_stars.is_empty() {
-            project
-                .metrics
-                .keys()
-                .filter(|name| !project.metrics.values().any(|m| m.inputs.contains(name)))
-                .cloned()
-                .collect()
-        } else {
-            north_stars.clone()
-        };
+        let roots = lodestar_core::tree::default_roots(project);
         MetricList {
             north_stars,
             metrics: project.metrics.values().map(MetricInfo::from).collect(),
