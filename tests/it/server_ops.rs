@@ -492,10 +492,8 @@ fn a_keep_alive_connection_left_idle_is_closed_after_the_header_timeout() {
     use std::io::{Read, Write};
     let server = Served::start_with("shop", |_| {}, &["--header-timeout", "1"], &[]);
     let mut idle = std::net::TcpStream::connect(server.addr).unwrap();
-    idle.write_all(
-        format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr).as_bytes(),
-    )
-    .unwrap();
+    idle.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr).as_bytes())
+        .unwrap();
     idle.set_read_timeout(Some(std::time::Duration::from_secs(30)))
         .unwrap();
     // The answer comes on a connection kept alive; then, idle, the server closes it: the

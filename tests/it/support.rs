@@ -59,14 +59,13 @@ pub fn lodestar_bin() -> &'static Path {
 }
 
 fn build_lodestar() -> Result<PathBuf, String> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let output = Command::new(&cargo)
+    let output = lodestar_testkit::cargo::command()
         .current_dir(workspace_root())
         .args(["build", "--package", "lodestar-cli", "--bin", "lodestar"])
         .args(["--profile", &current_profile()])
         .arg("--message-format=json-render-diagnostics")
         .output()
-        .map_err(|e| format!("cannot run {}: {e}", Path::new(&cargo).display()))?;
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !output.status.success() {
         return Err(format!(
             "`cargo build -p lodestar-cli` failed ({}):\n{}",
@@ -113,17 +112,14 @@ fn build_plugins() -> Result<PathBuf, String> {
         // Testing a binary built elsewhere: its plugins are expected beside it.
         return Ok(dir);
     }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(&cargo);
+    let mut cmd = lodestar_testkit::cargo::command();
     cmd.current_dir(workspace_root())
         .arg("build")
         .args(["--profile", &current_profile()]);
     for package in TEST_PLUGINS {
         cmd.args(["--package", *package]);
     }
-    let output = cmd
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", Path::new(&cargo).display()))?;
+    let output = cmd.output().map_err(|e| format!("cannot run cargo: {e}"))?;
     if !output.status.success() {
         return Err(format!(
             "building the test plugins failed ({}):\n{}",
@@ -400,8 +396,7 @@ pub fn example_project() -> &'static Path {
     PROJECT.get_or_init(|| {
         let root = workspace_root();
         if !root.join("examples/data").is_dir() {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let mut cmd = Command::new(cargo);
+            let mut cmd = lodestar_testkit::cargo::command();
             cmd.current_dir(root)
                 .args(["run", "--quiet", "--package", "xtask", "--", "sample"]);
             Run::of(&mut cmd).success();

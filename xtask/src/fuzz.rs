@@ -131,27 +131,13 @@ fn targets(fuzz_dir: &Path) -> Result<Vec<String>> {
 
 /// `cargo +nightly` in the workspace root, without the variables that the stable `cargo run`
 /// behind `cargo xtask` set: the toolchain's would pin the nested build to stable, and the
-/// package's (`CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME`, …) are read by build scripts (`ring`
-/// reruns when they change), so that every run from xtask after one from a shell, or the
-/// other way round, would rebuild half of DataFusion.
+/// package's would rebuild half of DataFusion (see `cargo_env`).
 fn nightly_cargo(root: &Path) -> Command {
     let mut command = Command::new("cargo");
     command.arg("+nightly").current_dir(root);
-    for (key, _) in std::env::vars_os() {
-        let Some(key) = key.to_str() else { continue };
-        let set_by_cargo_run = key == "CARGO"
-            || [
-                "CARGO_PKG_",
-                "CARGO_MANIFEST_",
-                "CARGO_CRATE_",
-                "CARGO_BIN_",
-            ]
-            .iter()
-            .any(|prefix| key.starts_with(prefix))
-            || key == "CARGO_PRIMARY_PACKAGE";
-        if set_by_cargo_run || matches!(key, "RUSTUP_TOOLCHAIN" | "RUSTC" | "RUSTDOC") {
-            command.env_remove(key);
-        }
+    crate::cargo_env::clear_package_variables(&mut command);
+    for key in ["RUSTUP_TOOLCHAIN", "RUSTC", "RUSTDOC"] {
+        command.env_remove(key);
     }
     command
 }

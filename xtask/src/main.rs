@@ -1,5 +1,8 @@
 //! `cargo xtask`: project automation that needs nothing beyond a Rust toolchain.
 
+// Shared with the tests' nested builds; by path, as xtask depends on nothing of the workspace.
+#[path = "../../crates/lodestar-testkit/src/cargo.rs"]
+mod cargo_env;
 mod civil;
 mod fuzz;
 mod sample;

@@ -22,6 +22,14 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Where cargo builds: `CARGO_TARGET_DIR` (relative to the workspace root), else `target/`.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => workspace_root().join(dir),
+        None => workspace_root().join("target"),
+    }
+}
+
 /// The example project's file, relative to the workspace root.
 const EXAMPLE_PROJECT: &str = "examples/lodestar.yaml";
 
@@ -121,14 +129,34 @@ pub fn bench(rest: &[String]) -> Result<()> {
     if !needed.is_empty() {
         build_plugins(true, needed)?;
     }
+    // One release build of the bench and the server it starts, then the built binary: a
+    // `cargo run -p lodestar-bench` after it would build DataFusion again, for the bench's
+    // feature set alone.
+    cargo([
+        "build",
+        "--release",
+        "--package",
+        "lodestar-cli",
+        "--package",
+        "lodestar-bench",
+    ])
+    .context("building the release `lodestar` and `lodestar-bench` failed")?;
+    let bench_bin = target_dir()
+        .join("release")
+        .join(format!("lodestar-bench{}", std::env::consts::EXE_SUFFIX));
     let run = |bench: &str, args: &[String]| {
-        let mut all: Vec<String> = ["run", "--release", "--package", "lodestar-bench", "--"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        all.push(bench.to_string());
-        all.extend(args.iter().cloned());
-        cargo(&all).with_context(|| format!("the `{bench}` benchmark failed"))
+        let shown = format!("{} {bench} {}", bench_bin.display(), args.join(" "));
+        eprintln!("xtask: running `{shown}`");
+        let status = Command::new(&bench_bin)
+            .arg(bench)
+            .args(args)
+            .current_dir(workspace_root())
+            .status()
+            .with_context(|| format!("could not start `{shown}`"))?;
+        if !status.success() {
+            bail!("the `{bench}` benchmark failed: `{shown}` exited with {status}");
+        }
+        Ok(())
     };
     if only.is_none_or(|b| b == "ffi") {
         run("ffi", &pick_flags(flags, &["--rows", "--runs"]))?;
@@ -164,18 +192,9 @@ pub fn bench(rest: &[String]) -> Result<()> {
         )?;
     }
     if only.is_none_or(|b| b == "server") {
-        // The release server the benchmark starts: `cargo run` builds only the bench, and no
-        // plugin (the example project reads local files).
+        // The release server built above, beside the bench; no plugin (the example project
+        // reads local files).
         ensure_sample_data()?;
-        cargo([
-            "build",
-            "--release",
-            "--package",
-            "lodestar-cli",
-            "--package",
-            "lodestar-bench",
-        ])
-        .context("building the release `lodestar` and `lodestar-bench` failed")?;
         let mut args = vec![
             "--project".to_string(),
             workspace_root()
@@ -291,10 +310,10 @@ where
     I: IntoIterator,
     I::Item: AsRef<OsStr>,
 {
-    // `CARGO` is the cargo that started xtask, so nested builds use the same toolchain.
-    let program = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(&program);
+    // The cargo that started xtask, so nested builds use the same toolchain.
+    let mut command = crate::cargo_env::command();
     command.args(args).current_dir(workspace_root());
+    let program = command.get_program().to_owned();
     let shown = format!(
         "{} {}",
         program.to_string_lossy(),

@@ -222,9 +222,15 @@ fn tables() -> [(&'static str, String); 3] {
         for week in 0..(user % 6) {
             let (month, day) = (month + (day + 7 * week) / 28, 1 + (day + 7 * week) % 28);
             let kind = ["search", "view", "message"][(user + week) as usize % 3];
-            events.push_str(&format!("u{user},2026-{month:02}-{day:02}T12:00:00,{kind}\n"));
+            events.push_str(&format!(
+                "u{user},2026-{month:02}-{day:02}T12:00:00,{kind}\n"
+            ));
             if week % 2 == 1 {
-                let status = if user % 5 == 0 { "cancelled" } else { "confirmed" };
+                let status = if user % 5 == 0 {
+                    "cancelled"
+                } else {
+                    "confirmed"
+                };
                 let nights = 1 + (user + week) % 7;
                 bookings.push_str(&format!(
                     "u{user},2026-{month:02}-{day:02}T13:00:00,{nights},{status},{country}\n"
