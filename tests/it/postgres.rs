@@ -747,7 +747,10 @@ fn require_never_falls_back_to_plain_text() {
     db.run(
         "CREATE TABLE orders AS SELECT TIMESTAMP '2026-01-01 10:00' + i * INTERVAL '1 hour' AS ts FROM generate_series(0, 47) i;",
     );
-    let ca = crate::postgres_server::cluster().ca_file();
+    // Any CA will do (the server offers no TLS at all), but its file must outlive the loop:
+    // the TLS cluster, and its directory, go when the last test holding it lets go.
+    let tls_cluster = crate::postgres_server::cluster();
+    let ca = tls_cluster.ca_file();
     for extra in [
         ", tls: require".to_string(),
         format!(", tls: verify-full, sslrootcert: \"{}\"", ca.display()),

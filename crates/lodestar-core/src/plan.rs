@@ -136,15 +136,18 @@ fn check_name_parts(sql: &str) -> Result<(), String> {
     let tokens = Tokenizer::new(&GenericDialect {}, sql)
         .tokenize()
         .map_err(|e| e.to_string())?;
+    // A chain is any tokens joined by periods or subscripts (`a.b[c].d`), not only words:
+    // sqlparser's compound expressions go on through a placeholder (`$.a.b`), a quoted name,
+    // a parenthesis or a bracket the same way.
     let (mut parts, mut after_period) = (0usize, false);
     for token in tokens.iter().filter(|t| !matches!(t, Token::Whitespace(_))) {
         match token {
-            Token::Word(_) => {
+            Token::Period | Token::LBracket if after_period => (parts, after_period) = (0, false),
+            Token::Period | Token::LBracket => after_period = true,
+            _ => {
                 parts = if after_period { parts + 1 } else { 1 };
                 after_period = false;
             }
-            Token::Period if parts > 0 && !after_period => after_period = true,
-            _ => (parts, after_period) = (0, false),
         }
         if parts > MAX_NAME_PARTS {
             return Err(format!(
@@ -264,6 +267,15 @@ mod tests {
         let slow = "s *ookii.ooki.gg.oki.oog.oki.ooki.gg.ki.gg.oki.g.gg.i.gg.oki.oog.oki.ooki.gg.ki.gg.oki.g.gg.oki.g.oki.g.";
         let error = parse_expr(slow).unwrap_err();
         assert!(error.contains("more than 8 parts"), "{error}");
+        // The second hang the fuzz target found: chains of words joined through placeholders.
+        let slow = "$.ccccypy.c.kccp.cu.nckbo.py.c.kcc.$.ccccypy.c.kpccc.c.knkbo.py.c.kcc.$.ccccypy.c.kpccc.c.knubo.py.c.kcc.->->a.";
+        let error = parse_expr(slow).unwrap_err();
+        assert!(error.contains("more than 8 parts"), "{error}");
+        // The third: chains joined through subscripts.
+        let slow = "[obay.ay.pe.kpd.ki$[ay.i$y.pe.ky.pea$.pe.kpd.ki$[ay.$aobay.ay.pe.kpd.ki$[ay.i$y.pe.ky.pea$.pe.kpd.ki$[ay.$ay.pe.ky.pea$.%:.%:y.pe.ky.pea$.%:.%:";
+        let error = parse_expr(slow).unwrap_err();
+        assert!(error.contains("more than 8 parts"), "{error}");
+        assert!(parse_expr("a[1].b + [1, 2, 3][2] + t.x[2]").is_ok());
         assert!(parse_expr("\"cat\".schema.tbl.col + t.x * 1.5").is_ok());
         assert!(parse_expr("a.b.c.d.e.f.g.h").is_ok());
     }
