@@ -142,7 +142,7 @@ fn check_name_parts(sql: &str) -> Result<(), String> {
     let (mut parts, mut after_period) = (0usize, false);
     for token in tokens.iter().filter(|t| !matches!(t, Token::Whitespace(_))) {
         match token {
-            Token::Period | Token::LBracket if after_period => (parts, after_period) = (0, false),
+            // `a.[b]` goes on too: joiners in a row keep the chain.
             Token::Period | Token::LBracket => after_period = true,
             _ => {
                 parts = if after_period { parts + 1 } else { 1 };
@@ -273,6 +273,10 @@ mod tests {
         assert!(error.contains("more than 8 parts"), "{error}");
         // The third: chains joined through subscripts.
         let slow = "[obay.ay.pe.kpd.ki$[ay.i$y.pe.ky.pea$.pe.kpd.ki$[ay.$aobay.ay.pe.kpd.ki$[ay.i$y.pe.ky.pea$.pe.kpd.ki$[ay.$ay.pe.ky.pea$.%:.%:y.pe.ky.pea$.%:.%:";
+        let error = parse_expr(slow).unwrap_err();
+        assert!(error.contains("more than 8 parts"), "{error}");
+        // The fourth: a period then a subscript (`v5.[m`).
+        let slow = "ip_qpv0.v5.[m.p4.M[p.erer_qpv0.v5.[qpv0.v5.[m.p4.pv0.v5.[m.p4.M[p.erer_qpv1.v5.[m.p4.m.p4.pv0.v5.[m.p4.M[p.erer_qpv1.v5.[m.p4.M[m.p4.M[p.ere1";
         let error = parse_expr(slow).unwrap_err();
         assert!(error.contains("more than 8 parts"), "{error}");
         assert!(parse_expr("a[1].b + [1, 2, 3][2] + t.x[2]").is_ok());
