@@ -18,6 +18,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::ast::{Expr, visit_expressions_mut};
 use indexmap::IndexMap;
 
+use crate::cache::{self, Cache};
 use crate::connect::TimePartition;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -26,9 +27,8 @@ use crate::model::{
     quote_ident,
 };
 use crate::periods::{next_period, period_start, spine};
-use crate::plan::{self, TimeKind, date_literal, local_time, period_of, timestamp_literal};
-use crate::refresh::{self, Cache};
 use crate::request::{Action, DateRange, Field as RequestField, words};
+use crate::sql::{self, TimeKind, date_literal, local_time, period_of, timestamp_literal};
 
 /// What to compute.
 #[derive(Debug, Clone, PartialEq)]
@@ -456,7 +456,7 @@ impl Engine {
         request: &MetricRequest,
     ) -> Result<Option<Expr>> {
         let where_expr = match &request.filter {
-            Some(filter) => Some(plan::parse_expr(filter).map_err(|e| {
+            Some(filter) => Some(sql::parse_expr(filter).map_err(|e| {
                 Error::request(format!(
                     "the filter `{filter}` is not an SQL predicate: {e}"
                 ))
@@ -469,7 +469,7 @@ impl Engine {
             .map(|d| (d.clone(), RequestField::By))
             .collect();
         if let Some(expr) = &where_expr {
-            let columns = plan::filter_columns(expr).map_err(|e| {
+            let columns = sql::filter_columns(expr).map_err(|e| {
                 Error::request(format!(
                     "the filter `{}`: {e}",
                     request.filter.as_deref().unwrap_or_default()
@@ -596,7 +596,7 @@ impl Engine {
                 .flatten()
                 .cloned()
                 .map(|f| Expr::Nested(Box::new(f)))
-                .reduce(plan::or)
+                .reduce(sql::or)
                 .expect("at least one metric");
             conditions.push(format!("({any})"));
         }
@@ -610,7 +610,7 @@ impl Engine {
         let metrics = scan.metrics.iter().map(|(m, _)| m.name.clone()).collect();
         if let [(metric, measure)] = scan.metrics.as_slice() {
             let parsed = parse_fragment(&measure.measure)?;
-            if let Some(arg) = plan::distinct_count_arg(&parsed) {
+            if let Some(arg) = sql::distinct_count_arg(&parsed) {
                 // The values grouped per period (a grouping can spill), then counted.
                 select.push(format!("{arg} AS {}", quote_ident(VALUE)));
                 group_by.push(arg.to_string());
@@ -654,7 +654,7 @@ impl Engine {
         for ((metric, measure), filter) in scan.metrics.iter().zip(&filters) {
             let parsed = parse_fragment(&measure.measure)?;
             let expr = match filter {
-                Some(f) if !shared => plan::filtered_measure(&parsed, f, &|n| self.is_aggregate(n)),
+                Some(f) if !shared => sql::filtered_measure(&parsed, f, &|n| self.is_aggregate(n)),
                 _ => parsed,
             };
             select.push(format!("{expr} AS {}", quote_ident(&metric.name)));
@@ -713,7 +713,7 @@ impl Engine {
             .metrics
             .iter()
             .map(|(metric, measure)| {
-                refresh::key(&[
+                cache::key(&[
                     "scan",
                     &metric.name,
                     &table_sql,
@@ -731,7 +731,7 @@ impl Engine {
             .chain(dims.iter().cloned())
             .collect();
         let lo = scan.lower;
-        let entries: Vec<Option<refresh::Entry>> = keys
+        let entries: Vec<Option<cache::Entry>> = keys
             .iter()
             .zip(&scan.metrics)
             .map(|(key, (metric, _))| {
@@ -740,7 +740,7 @@ impl Engine {
             })
             .collect();
         // An entry serves this request if it starts no later than the request does.
-        let usable = |e: &refresh::Entry| match (e.header.from, lo) {
+        let usable = |e: &cache::Entry| match (e.header.from, lo) {
             (None, _) => true,
             (Some(from), Some(lo)) => from <= lo,
             (Some(_), None) => false,
@@ -825,7 +825,7 @@ impl Engine {
             };
             let cached_rows = match (entry, cut) {
                 (Some(entry), Some(cut)) if merge => {
-                    Some(refresh::filter_periods(&entry.batch, |p| {
+                    Some(cache::filter_periods(&entry.batch, |p| {
                         p < cut && lo.is_none_or(|lo| p >= lo) && upper.is_none_or(|u| p < u)
                     })?)
                 }
@@ -840,10 +840,10 @@ impl Engine {
                 metric: metric.name.clone(),
                 reused: cached_rows
                     .as_ref()
-                    .map_or(0, |r| refresh::period_count(std::slice::from_ref(r))),
+                    .map_or(0, |r| cache::period_count(std::slice::from_ref(r))),
                 recomputed: fresh_rows
                     .as_ref()
-                    .map_or(0, |r| refresh::period_count(std::slice::from_ref(r))),
+                    .map_or(0, |r| cache::period_count(std::slice::from_ref(r))),
             };
             tracing::debug!(
                 metric = %metric.name,
@@ -861,12 +861,10 @@ impl Engine {
                     (Some(entry), Some(cut)) if merge => {
                         let contiguous = lo.is_none_or(|lo| lo <= cut);
                         (contiguous && new_cut > entry.header.cut).then(|| {
-                            let old = refresh::filter_periods(&entry.batch, |p| p < cut)
+                            let old = cache::filter_periods(&entry.batch, |p| p < cut)
                                 .map_err(Error::from)
-                                .and_then(|b| {
-                                    refresh::conform(&b, &schema).map_err(Error::request)
-                                });
-                            let new = refresh::filter_periods(fresh_rows, |p| p < new_cut);
+                                .and_then(|b| cache::conform(&b, &schema).map_err(Error::request));
+                            let new = cache::filter_periods(fresh_rows, |p| p < new_cut);
                             (entry.header.from, old, new)
                         })
                     }
@@ -874,13 +872,13 @@ impl Engine {
                     (Some(entry), _) if usable(entry) => None,
                     _ => lo.is_none_or(|lo| new_cut > lo).then(|| {
                         let none = Ok(RecordBatch::new_empty(schema.clone()));
-                        let new = refresh::filter_periods(fresh_rows, |p| p < new_cut);
+                        let new = cache::filter_periods(fresh_rows, |p| p < new_cut);
                         (lo, none, new)
                     }),
                 };
                 if let Some((from, Ok(old), Ok(new))) = header_and_rows {
                     let rows = concat_batches(&schema, [&old, &new])?;
-                    let header = refresh::Header::new(key, &metric.name, from, new_cut, last_day);
+                    let header = cache::Header::new(key, &metric.name, from, new_cut, last_day);
                     cache.store(key, &header, &rows);
                 }
             }
@@ -919,7 +917,7 @@ impl Engine {
         let project = self.project();
         let week_start = project.week_start;
         let (local, _) = self.local_time_of(&measure.table, &measure.time).await?;
-        let key = refresh::key(&[
+        let key = cache::key(&[
             "window",
             &metric.name,
             &measure.table.sql(),
@@ -993,7 +991,7 @@ impl Engine {
         let week_start = project.week_start;
         let (cohort_local, _) = self.local_time_of(&r.cohort, &r.cohort_time).await?;
         let (activity_local, _) = self.local_time_of(&r.activity, &r.activity_time).await?;
-        let key = refresh::key(&[
+        let key = cache::key(&[
             "retention",
             &metric.name,
             &r.cohort.sql(),
@@ -1081,7 +1079,7 @@ impl Engine {
             .map(|e| e.header.cut.min(cut_of(e.header.last_day)));
         let fresh = compute(cut).await?;
         let cached_rows = match (&entry, cut) {
-            (Some(entry), Some(cut)) => Some(refresh::filter_periods(&entry.batch, |p| {
+            (Some(entry), Some(cut)) => Some(cache::filter_periods(&entry.batch, |p| {
                 p < cut && lo.is_none_or(|lo| p >= lo) && hi.is_none_or(|hi| p < hi)
             })?),
             _ => None,
@@ -1096,7 +1094,7 @@ impl Engine {
             metric: metric.name.clone(),
             reused: cached_rows
                 .as_ref()
-                .map_or(0, |r| refresh::period_count(std::slice::from_ref(r))),
+                .map_or(0, |r| cache::period_count(std::slice::from_ref(r))),
             recomputed: fresh.as_ref().map_or(0, |f| f.recomputed),
         };
         tracing::debug!(
@@ -1120,10 +1118,10 @@ impl Engine {
                 (Some(entry), Some(cut)) => {
                     let contiguous = lo.is_none_or(|lo| lo <= cut);
                     let grows = contiguous && new_cut > entry.header.cut;
-                    let old = refresh::filter_periods(&entry.batch, |p| p < cut)?;
+                    let old = cache::filter_periods(&entry.batch, |p| p < cut)?;
                     (
                         grows.then_some(entry.header.from),
-                        refresh::conform(&old, &schema).ok(),
+                        cache::conform(&old, &schema).ok(),
                     )
                 }
                 // Without an entry, the computed rows cover the request's range, from the
@@ -1137,9 +1135,9 @@ impl Engine {
                 ),
             };
             if let (Some(from), Some(old)) = (from, old) {
-                let new = refresh::filter_periods(fresh_rows, |p| p < new_cut)?;
+                let new = cache::filter_periods(fresh_rows, |p| p < new_cut)?;
                 let rows = concat_batches(&schema, [&old, &new])?;
-                let header = refresh::Header::new(&key, &metric.name, from, new_cut, last_day);
+                let header = cache::Header::new(&key, &metric.name, from, new_cut, last_day);
                 cache.store(&key, &header, &rows);
             }
         }
@@ -1347,7 +1345,7 @@ impl Engine {
         };
         let filter = |f: &Option<String>| -> Result<String> {
             Ok(match f {
-                Some(f) => format!(" AND ({})", plan::parse_expr(f).map_err(Error::request)?),
+                Some(f) => format!(" AND ({})", sql::parse_expr(f).map_err(Error::request)?),
                 None => String::new(),
             })
         };
@@ -1450,7 +1448,7 @@ GROUP BY u.p",
         let whole = vec![(lower, upper)];
         // Only where a time bound prunes partitions: on the column itself, not on its
         // conversion to another zone (see connect/partition.rs).
-        let prunes = plan::local_time_is_column(kind, self.project().timezone);
+        let prunes = sql::local_time_is_column(kind, self.project().timezone);
         if !prunes || !partitioned_by(self.project(), &scan.table, &scan.time) {
             return Ok(whole);
         }
@@ -1503,7 +1501,7 @@ GROUP BY u.p",
         };
         // With the cache, only the rows since the last known day minus the look-back are
         // read: the data's first day is kept, its last day moves forward.
-        let key = refresh::key(&[
+        let key = cache::key(&[
             "bounds",
             &measure.table.sql(),
             &local,
@@ -1602,7 +1600,7 @@ GROUP BY u.p",
 }
 
 /// Keyed by table, time column, grain, and the metric for a distinct count (which gets a
-/// scan of its own, see [`plan::distinct_count_arg`]).
+/// scan of its own, see [`sql::distinct_count_arg`]).
 type Scans<'p> = IndexMap<(TableRef, String, Grain, Option<String>), Scan<'p>>;
 
 /// Adds a metric to the scan of its table at `grain`, widening the scan's range if needed.
@@ -1614,7 +1612,7 @@ fn add_to_scan<'p>(
     lower: Option<NaiveDate>,
 ) {
     let distinct =
-        plan::parse_expr(&measure.measure).is_ok_and(|e| plan::distinct_count_arg(&e).is_some());
+        sql::parse_expr(&measure.measure).is_ok_and(|e| sql::distinct_count_arg(&e).is_some());
     let key = (
         measure.table.clone(),
         measure.time.clone(),
@@ -1668,7 +1666,7 @@ fn bad_times(part: Result<Part>, kind: TimeKind, metric: &Metric, column: &str) 
 
 /// Whether a cached entry has the columns a request's part has: `__period`, the dimensions,
 /// the metric. The key makes a mismatch unlikely; this makes it harmless.
-fn entry_fits(entry: &refresh::Entry, expected: &[String], metric: &str) -> bool {
+fn entry_fits(entry: &cache::Entry, expected: &[String], metric: &str) -> bool {
     let names: Vec<&str> = entry
         .batch
         .schema_ref()
@@ -1709,7 +1707,7 @@ fn matched_column(metric_index: usize) -> String {
 
 fn parse_fragment(sql: &str) -> Result<Expr> {
     // Validated before; a failure here is a bug, reported as such.
-    plan::parse_expr(sql)
+    sql::parse_expr(sql)
         .map_err(|e| Error::DataFusion(Box::new(datafusion::error::DataFusionError::Internal(e))))
 }
 
@@ -1959,14 +1957,14 @@ fn assemble(
 /// A derived expression with every metric it names read as a DOUBLE, so `a / b` never
 /// truncates to an integer division.
 fn derived_sql(expr: &str, references: &[String]) -> String {
-    let Ok(mut parsed) = plan::parse_expr(expr) else {
+    let Ok(mut parsed) = sql::parse_expr(expr) else {
         return expr.to_string();
     };
     let _ = visit_expressions_mut(&mut parsed, |e| {
         if let Expr::Identifier(ident) = e
             && references.contains(&ident.value)
             && let Ok(cast) =
-                plan::parse_expr(&format!("CAST({} AS DOUBLE)", quote_ident(&ident.value)))
+                sql::parse_expr(&format!("CAST({} AS DOUBLE)", quote_ident(&ident.value)))
         {
             *e = Expr::Nested(Box::new(cast));
         }
@@ -2064,7 +2062,7 @@ fn conform_cached(
     metric: &str,
 ) -> Result<Option<RecordBatch>> {
     rows.map(|rows| {
-        refresh::conform(&rows, schema).map_err(|problem| {
+        cache::conform(&rows, schema).map_err(|problem| {
             Error::request_hint(
                 format!("the cached values of metric `{metric}` cannot be used: {problem}"),
                 Action::BypassCache,

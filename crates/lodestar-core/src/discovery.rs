@@ -29,8 +29,8 @@ use datafusion::error::DataFusionError;
 use crate::engine::{Engine, is_parse_failure};
 use crate::error::{Error, Result, did_you_mean};
 use crate::model::{TableRef, quote_ident};
-use crate::plan::{self, TimeKind, local_time};
 use crate::request::{Action, Field as RequestField, Piece, words};
+use crate::sql::{self, TimeKind, local_time};
 
 /// Thresholds tested by default: at least 1, 2, … 5 times.
 pub const DEFAULT_MAX_K: u32 = 5;
@@ -1006,12 +1006,12 @@ impl Engine {
     }
 
     async fn check_filter(&self, filter: &str, table: &TableRef, columns: &[&str]) -> Result<()> {
-        let expr = plan::parse_expr(filter).map_err(|e| {
+        let expr = sql::parse_expr(filter).map_err(|e| {
             Error::request(format!(
                 "the filter `{filter}` is not an SQL expression: {e}"
             ))
         })?;
-        let names = plan::filter_columns(&expr)
+        let names = sql::filter_columns(&expr)
             .map_err(|e| Error::request(format!("the filter `{filter}`: {e}")))?;
         for name in names {
             if !columns.contains(&name.as_str()) {
@@ -1180,7 +1180,7 @@ impl Engine {
 
         let local = local_time(&act_time.name, act_time.kind, tz);
         let filter = match &setup.filter {
-            Some(f) => format!(" AND ({})", plan::parse_expr(f).map_err(Error::request)?),
+            Some(f) => format!(" AND ({})", sql::parse_expr(f).map_err(Error::request)?),
             None => String::new(),
         };
         let part = match validation {

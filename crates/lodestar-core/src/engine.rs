@@ -27,8 +27,8 @@ use crate::model::{
     CumulativeOver, EngineSettings, Measure, Metric, MetricKind, Project, RetentionMetric,
     TableRef, quote_ident,
 };
-use crate::plan::{self, TimeKind};
 use crate::request::{Action, words};
+use crate::sql::{self, TimeKind};
 
 /// Used when the machine's memory cannot be read.
 const FALLBACK_MEMORY_LIMIT: usize = 4 << 30;
@@ -346,7 +346,7 @@ impl Engine {
         // Parse errors are reported against the fragment as written, not the query around it.
         for (field, fragment) in [("measure", Some(&m.measure)), ("filter", m.filter.as_ref())] {
             if let Some(fragment) = fragment {
-                plan::parse_expr(fragment).map_err(|e| {
+                sql::parse_expr(fragment).map_err(|e| {
                     invalid(
                         metric,
                         field,
@@ -443,7 +443,7 @@ impl Engine {
                 } else {
                     "activity_filter"
                 };
-                let parsed = plan::parse_expr(filter).map_err(|e| {
+                let parsed = sql::parse_expr(filter).map_err(|e| {
                     invalid(
                         metric,
                         "retention",
@@ -514,7 +514,7 @@ impl Engine {
                 .join(", ")
         };
         let parsed =
-            plan::parse_expr(expr).map_err(|message| invalid(metric, field, message, None))?;
+            sql::parse_expr(expr).map_err(|message| invalid(metric, field, message, None))?;
         self.plan(&format!(
             "SELECT {parsed} FROM (SELECT {columns}) AS metrics"
         ))
@@ -584,9 +584,9 @@ fn sql_error(
     fragment: &str,
     columns: &[&str],
 ) -> Error {
-    let hint = plan::parse_expr(fragment)
+    let hint = sql::parse_expr(fragment)
         .ok()
-        .and_then(|expr| plan::filter_columns(&expr).ok())
+        .and_then(|expr| sql::filter_columns(&expr).ok())
         .into_iter()
         .flatten()
         .filter(|name| !columns.contains(&name.as_str()))

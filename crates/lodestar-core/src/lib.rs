@@ -13,16 +13,16 @@ pub mod discovery;
 pub mod engine;
 pub mod error;
 // For crates/lodestar-fuzz only: a few internal parsers as plain functions (see the module).
+pub mod cache;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod guardrails;
 pub mod model;
 pub mod periods;
-mod plan;
-pub mod refresh;
 pub mod request;
 pub mod retention;
 pub mod segments;
+mod sql;
 pub mod targets;
 pub mod tree;
 

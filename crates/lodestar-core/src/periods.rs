@@ -1,7 +1,7 @@
 //! Calendar arithmetic for grains: where a period starts and ends, and the time spine.
 //!
 //! Periods are local calendar dates in the project's timezone; the SQL side cuts rows into
-//! the same periods (see `plan::period_expr`), so the two must agree.
+//! the same periods (see `sql::period_expr`), so the two must agree.
 
 use chrono::{Datelike, Days, Months, NaiveDate, Weekday};
 

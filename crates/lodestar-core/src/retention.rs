@@ -25,8 +25,8 @@ use datafusion::arrow::datatypes::{DataType, Date32Type, Field, Float64Type, Int
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::model::{Grain, TableRef, quote_ident};
-use crate::plan::{self, TimeKind, local_time, period_of, timestamp_literal};
 use crate::request::Field as RequestField;
+use crate::sql::{self, TimeKind, local_time, period_of, timestamp_literal};
 
 /// Where an event is: a table, its time column, the entity column, and an optional filter.
 #[derive(Debug, Clone, PartialEq)]
@@ -493,7 +493,7 @@ impl Engine {
 }
 
 fn parsed(fragment: &str, what: &str) -> Result<String> {
-    plan::parse_expr(fragment)
+    sql::parse_expr(fragment)
         .map(|e| format!("({e})"))
         .map_err(|e| {
             Error::request(format!(

@@ -51,7 +51,7 @@ pub struct Found {
 }
 
 /// Every connector library on the search path (the first of each name), loaded and checked.
-pub fn discover(dirs: &[PathBuf]) -> Vec<Found> {
+pub fn find(dirs: &[PathBuf]) -> Vec<Found> {
     let mut found: Vec<Found> = Vec::new();
     for dir in dirs {
         let Ok(entries) = fs_err::read_dir(dir) else {
@@ -130,7 +130,7 @@ fn source_error(source: &SourceDef, message: String) -> Error {
 
 fn unknown_connector(source: &SourceDef, dirs: &[PathBuf]) -> Error {
     let mut names: Vec<String> = super::BUILT_IN.iter().map(|s| s.to_string()).collect();
-    names.extend(discover(dirs).into_iter().map(|f| f.name));
+    names.extend(find(dirs).into_iter().map(|f| f.name));
     let hint = crate::error::did_you_mean(&source.connector, names.iter().map(String::as_str))
         .map(|h| format!(" ({h})"))
         .unwrap_or_default();
