@@ -13,8 +13,8 @@ use std::sync::Arc;
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
 use datafusion::prelude::SessionContext;
 
-use crate::error::{Error, Result};
-use crate::model::SourceDef;
+use crate::project::error::{Error, Result};
+use crate::project::model::SourceDef;
 
 /// Connectors compiled into Lodestar.
 pub const BUILT_IN: &[&str] = &["files"];
@@ -71,7 +71,7 @@ pub(crate) fn option_error(source: &SourceDef, message: String) -> Error {
 pub(crate) fn check_known_options(source: &SourceDef, known: &[&str]) -> Result<()> {
     for key in source.options.keys() {
         if !known.contains(&key.as_str()) {
-            let hint = crate::error::did_you_mean(key, known.iter().copied())
+            let hint = crate::project::error::did_you_mean(key, known.iter().copied())
                 .map(|h| format!(" ({h})"))
                 .unwrap_or_default();
             return Err(option_error(

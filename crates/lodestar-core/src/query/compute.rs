@@ -20,15 +20,15 @@ use indexmap::IndexMap;
 
 use crate::cache::{self, Cache};
 use crate::connect::TimePartition;
-use crate::engine::Engine;
-use crate::error::{Error, Result};
-use crate::model::{
+use crate::project::error::{Error, Result};
+use crate::project::model::{
     CumulativeOver, Grain, Measure, Metric, MetricKind, Project, RetentionMetric, TableRef,
     quote_ident,
 };
-use crate::periods::{next_period, period_start, spine};
-use crate::request::{Action, DateRange, Field as RequestField, words};
-use crate::sql::{self, TimeKind, date_literal, local_time, period_of, timestamp_literal};
+use crate::project::periods::{next_period, period_start, spine};
+use crate::query::engine::Engine;
+use crate::query::request::{Action, DateRange, Field as RequestField, words};
+use crate::query::sql::{self, TimeKind, date_literal, local_time, period_of, timestamp_literal};
 
 /// What to compute.
 #[derive(Debug, Clone, PartialEq)]
@@ -229,7 +229,7 @@ impl Engine {
             (RequestField::To, request.to),
         ] {
             if let Some(date) = date {
-                crate::bounds::check_date(field, date)?;
+                crate::query::bounds::check_date(field, date)?;
             }
         }
         if let DateRange {
@@ -506,7 +506,7 @@ impl Engine {
                 metric.kind,
                 MetricKind::Simple(_)
                     | MetricKind::Sql { .. }
-                    | MetricKind::Cumulative(crate::model::Cumulative {
+                    | MetricKind::Cumulative(crate::project::model::Cumulative {
                         over: CumulativeOver::Measure(_),
                         ..
                     })
@@ -521,7 +521,7 @@ impl Engine {
                     } else {
                         format!("its dimensions are: {}", metric.dimensions.join(", "))
                     };
-                    let hint = crate::error::did_you_mean(
+                    let hint = crate::project::error::did_you_mean(
                         dim,
                         metric.dimensions.iter().map(String::as_str),
                     )
@@ -1656,9 +1656,9 @@ fn partitioned_by(project: &Project, table: &TableRef, time: &str) -> bool {
 fn bad_times(part: Result<Part>, kind: TimeKind, metric: &Metric, column: &str) -> Result<Part> {
     match part {
         Err(Error::DataFusion(e))
-            if kind == TimeKind::Text && crate::engine::is_parse_failure(&e) =>
+            if kind == TimeKind::Text && crate::query::engine::is_parse_failure(&e) =>
         {
-            Err(crate::engine::not_timestamps(metric, column, &e))
+            Err(crate::query::engine::not_timestamps(metric, column, &e))
         }
         other => other,
     }
@@ -1859,7 +1859,7 @@ fn assemble(
     for (i, metric) in closure.iter().enumerate() {
         let name = q(&metric.name);
         match &metric.kind {
-            MetricKind::Cumulative(crate::model::Cumulative {
+            MetricKind::Cumulative(crate::project::model::Cumulative {
                 over: CumulativeOver::Metric(parent),
                 window_days,
             }) => {
@@ -2075,7 +2075,7 @@ fn conform_cached(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config;
+    use crate::project::config;
 
     const ORDERS: &str = "\
 order_id,ordered_at,status,amount,country

@@ -5,7 +5,7 @@
 
 use chrono::{Datelike, Days, Months, NaiveDate, Weekday};
 
-use crate::model::Grain;
+use crate::project::model::Grain;
 
 /// The first day of the period containing `date`.
 pub fn period_start(date: NaiveDate, grain: Grain, week_start: Weekday) -> NaiveDate {
@@ -60,7 +60,7 @@ pub fn previous_period(start: NaiveDate, grain: Grain) -> NaiveDate {
 
 /// Every period start from the period containing `first` to the one containing `last`.
 ///
-/// Callers bound the length first ([`crate::bounds::Bounds::check_range`]): this walks it.
+/// Callers bound the length first ([`crate::query::bounds::Bounds::check_range`]): this walks it.
 pub fn spine(
     first: NaiveDate,
     last: NaiveDate,
@@ -142,12 +142,12 @@ mod tests {
 /// text implies (none for a date) and a date inside the period.
 pub fn parse_period(text: &str) -> Result<(Option<Grain>, NaiveDate), String> {
     let (grain, date) = parse_period_unbounded(text)?;
-    crate::bounds::check_date(crate::request::Field::Period, date).map_err(|_| {
+    crate::query::bounds::check_date(crate::query::request::Field::Period, date).map_err(|_| {
         format!(
             "`{}` is outside the calendar, which runs from {} to {}",
             text.trim(),
-            crate::bounds::FIRST_DAY,
-            crate::bounds::LAST_DAY
+            crate::query::bounds::FIRST_DAY,
+            crate::query::bounds::LAST_DAY
         )
     })?;
     Ok((grain, date))

@@ -20,15 +20,15 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 
-use crate::bounds::Bounds;
 use crate::connect;
-use crate::error::{Error, Location, Result, Subject, did_you_mean};
-use crate::model::{
+use crate::project::error::{Error, Location, Result, Subject, did_you_mean};
+use crate::project::model::{
     CumulativeOver, EngineSettings, Measure, Metric, MetricKind, Project, RetentionMetric,
     TableRef, quote_ident,
 };
-use crate::request::{Action, words};
-use crate::sql::{self, TimeKind};
+use crate::query::bounds::Bounds;
+use crate::query::request::{Action, words};
+use crate::query::sql::{self, TimeKind};
 
 /// Used when the machine's memory cannot be read.
 const FALLBACK_MEMORY_LIMIT: usize = 4 << 30;
@@ -296,7 +296,7 @@ impl Engine {
         }
         if let Some(formula) = &metric.formula {
             // Only arithmetic over inputs: the tree evaluates and decomposes it.
-            crate::decompose::Formula::parse(formula)
+            crate::analysis::decompose::Formula::parse(formula)
                 .map_err(|message| invalid(metric, "formula", message, None))?;
         }
         Ok(())
@@ -637,7 +637,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lodestar.yaml");
         fs_err::write(&path, "metrics: {}\n").unwrap();
-        let engine = Engine::open(crate::config::load(&path).unwrap())
+        let engine = Engine::open(crate::project::config::load(&path).unwrap())
             .await
             .unwrap();
         (dir, engine)
