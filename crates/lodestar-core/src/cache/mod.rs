@@ -12,6 +12,8 @@
 //!
 //! docs/caching.md is the user's view of this.
 
+pub(crate) mod run;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -321,7 +323,7 @@ pub(crate) fn filter_periods(
     let periods = batch.column(0).as_primitive::<Date32Type>();
     let mask: BooleanArray = periods
         .iter()
-        .map(|d| Some(d.is_some_and(|d| keep(crate::query::compute::from_days(d)))))
+        .map(|d| Some(d.is_some_and(|d| keep(crate::project::periods::from_days(d)))))
         .collect();
     Ok(filter_record_batch(batch, &mask)?)
 }

@@ -95,6 +95,17 @@ pub fn label(start: NaiveDate, grain: Grain) -> String {
     }
 }
 
+// Days since the Unix epoch, as Arrow's Date32 counts them.
+pub(crate) const EPOCH: NaiveDate = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
+
+pub(crate) fn from_days(days: i32) -> NaiveDate {
+    EPOCH + chrono::TimeDelta::days(i64::from(days))
+}
+
+pub(crate) fn to_days(date: NaiveDate) -> i32 {
+    i32::try_from((date - EPOCH).num_days()).expect("dates of the spine fit in Date32")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,8 +5,13 @@
 //! It imports `project` and `connect`; its entry point `Engine::compute` also reads and
 //! writes through the result `cache`.
 
+pub(crate) mod assemble;
 pub mod bounds;
 pub mod compute;
 pub mod engine;
+pub(crate) mod plan;
 pub mod request;
+pub(crate) mod scan;
 pub(crate) mod sql;
+pub(crate) mod table;
+pub(crate) mod window;

@@ -12,6 +12,8 @@
 //! - With a `value` aggregate (such as `sum(amount)`), the table also sums it per period:
 //!   revenue retention, its rate relative to period 0.
 
+mod metric;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
