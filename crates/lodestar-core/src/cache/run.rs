@@ -14,7 +14,7 @@ use crate::project::model::{Grain, Measure, Metric, Project, RetentionMetric, Ta
 use crate::project::periods::from_days;
 use crate::project::periods::next_period;
 use crate::query::engine::Engine;
-use crate::query::plan::{LAST, PERIOD, Scan};
+use crate::query::plan::{LAST, PERIOD, PartContext, Scan, WindowMetric};
 use crate::query::request::Action;
 use crate::query::scan::{Part, matched_column};
 use crate::query::sql::{period_of, timestamp_literal};
@@ -124,12 +124,12 @@ impl Engine {
     pub(crate) async fn run_scan_cached(
         &self,
         cache: &Cache,
+        ctx: &PartContext<'_>,
         scan: &Scan<'_>,
-        dims: &[String],
-        where_expr: Option<&Expr>,
         upper: Option<NaiveDate>,
         index: usize,
     ) -> Result<Vec<(Part, CacheUse)>> {
+        let (dims, where_expr) = (ctx.dims, ctx.where_expr);
         let project = self.project();
         let week_start = project.week_start;
         let (local, _) = self.local_time_of(&scan.table, &scan.time).await?;
@@ -200,7 +200,16 @@ impl Engine {
             None
         } else {
             let part = self
-                .run_scan(scan, fresh_lower, dims, where_expr, upper, index, true)
+                .run_scan(
+                    &PartContext {
+                        for_cache: true,
+                        ..*ctx
+                    },
+                    scan,
+                    fresh_lower,
+                    upper,
+                    index,
+                )
                 .await?;
             let batch = concat_batches(&part.schema, &part.batches)?;
             Some((batch, part.scanned))
@@ -330,19 +339,17 @@ impl Engine {
     /// A trailing-window metric through the cache: a period's value depends only on the rows
     /// of its window, so closed periods come from the cache and only the others are computed,
     /// reading the data from the first of them minus the window.
-    #[allow(clippy::too_many_arguments)] // one call site; the arguments are the request's parts
     pub(crate) async fn run_window_cached(
         &self,
         cache: &Cache,
-        metric: &Metric,
-        measure: &Measure,
+        ctx: &PartContext<'_>,
+        w: &WindowMetric<'_>,
         window: u32,
         periods: &[NaiveDate],
-        grain: Grain,
-        dims: &[String],
-        where_expr: Option<&Expr>,
         index: usize,
     ) -> Result<(Part, CacheUse)> {
+        let (metric, measure) = (w.metric, w.measure);
+        let (grain, dims, where_expr) = (ctx.grain, ctx.dims, ctx.where_expr);
         let project = self.project();
         let week_start = project.week_start;
         let (local, _) = self.local_time_of(&measure.table, &measure.time).await?;
@@ -382,15 +389,16 @@ impl Engine {
             }
             let part = self
                 .run_window_scan(
-                    metric,
-                    measure,
-                    Some(window),
+                    &PartContext {
+                        for_cache: true,
+                        ..*ctx
+                    },
+                    &WindowMetric {
+                        days: Some(window),
+                        ..*w
+                    },
                     &recompute,
-                    grain,
-                    dims,
-                    where_expr,
                     index,
-                    true,
                 )
                 .await?;
             let rows = concat_batches(&part.schema, &part.batches)?;

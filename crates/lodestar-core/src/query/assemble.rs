@@ -15,7 +15,7 @@ use crate::project::error::Result;
 use crate::project::model::{CumulativeOver, Grain, Metric, MetricKind, quote_ident};
 use crate::project::periods::next_period;
 use crate::project::periods::{from_days, to_days};
-use crate::query::plan::{END, PERIOD};
+use crate::query::plan::{END, PERIOD, PartContext};
 use crate::query::scan::Part;
 use crate::query::sql::{self, date_literal};
 use crate::query::table::MetricTable;
@@ -58,16 +58,15 @@ pub(crate) fn spine_batch(periods: &[NaiveDate], grain: Grain) -> Result<RecordB
 
 /// The assembly query: spine × dimension values, each base series joined in, then ratio and
 /// derived metrics layered on top in dependency order.
-#[allow(clippy::too_many_arguments)] // one call site; the arguments are the request's parts
 pub(crate) fn assemble(
+    ctx: &PartContext<'_>,
     closure: &[&Metric],
     requested: &[&str],
-    dims: &[String],
-    grain: Grain,
     parts: &[Part],
     series: &IndexMap<(String, Grain), String>,
     periods: &[NaiveDate],
 ) -> String {
+    let (dims, grain) = (ctx.dims, ctx.grain);
     let q = quote_ident;
     let period = q(PERIOD);
     let dim_cols: Vec<String> = dims.iter().map(|d| q(d)).collect();

@@ -15,11 +15,11 @@ use datafusion::sql::sqlparser::ast::Expr;
 use indexmap::IndexMap;
 
 use crate::project::error::{Error, Result};
-use crate::project::model::{CumulativeOver, Grain, Measure, Metric, MetricKind};
+use crate::project::model::{CumulativeOver, Grain, Metric, MetricKind};
 use crate::project::periods::{next_period, period_start, spine};
 use crate::query::assemble::{assemble, finish, merge_bounds, part_bounds, spine_batch};
 use crate::query::engine::Engine;
-use crate::query::plan::{Scans, add_to_scan, closure};
+use crate::query::plan::{PartContext, Scans, WindowMetric, add_to_scan, closure};
 use crate::query::request::{Action, DateRange, Field as RequestField, words};
 use crate::query::scan::Part;
 use crate::query::sql::{self};
@@ -127,10 +127,16 @@ impl Engine {
         let mut series: IndexMap<(String, Grain), String> = IndexMap::new();
         let cache = self.cache();
         let mut uses = Vec::new();
+        let ctx = PartContext {
+            grain,
+            dims,
+            where_expr: where_expr.as_ref(),
+            for_cache: false,
+        };
         for scan in scans.values() {
             if let Some(cache) = &cache {
                 let cached = self
-                    .run_scan_cached(cache, scan, dims, where_expr.as_ref(), to_end, parts.len())
+                    .run_scan_cached(cache, &ctx, scan, to_end, parts.len())
                     .await?;
                 for (part, used) in cached {
                     series.insert((used.metric.clone(), scan.grain), part.name.clone());
@@ -140,15 +146,7 @@ impl Engine {
                 continue;
             }
             let part = self
-                .run_scan(
-                    scan,
-                    scan.lower,
-                    dims,
-                    where_expr.as_ref(),
-                    to_end,
-                    parts.len(),
-                    false,
-                )
+                .run_scan(&ctx, scan, scan.lower, to_end, parts.len())
                 .await?;
             for (metric, _) in &scan.metrics {
                 series.insert((metric.name.clone(), scan.grain), part.name.clone());
@@ -163,11 +161,9 @@ impl Engine {
             {
                 let part = self
                     .run_sql_metric(
+                        &ctx,
                         metric,
-                        sql,
-                        *sql_grain,
-                        request,
-                        where_expr.as_ref(),
+                        (sql, *sql_grain),
                         (from_start, to_end),
                         parts.len(),
                     )
@@ -196,11 +192,15 @@ impl Engine {
         }
 
         // The time spine: the requested range, or the periods the data covers.
-        let cumulative_measures: Vec<(&Metric, &Measure, Option<u32>)> = closure
+        let cumulative_measures: Vec<WindowMetric> = closure
             .iter()
             .filter_map(|m| match &m.kind {
                 MetricKind::Cumulative(c) => match &c.over {
-                    CumulativeOver::Measure(measure) => Some((*m, measure, c.window_days)),
+                    CumulativeOver::Measure(measure) => Some(WindowMetric {
+                        metric: m,
+                        measure,
+                        days: c.window_days,
+                    }),
                     CumulativeOver::Metric(_) => None,
                 },
                 _ => None,
@@ -210,8 +210,8 @@ impl Engine {
             (Some(from), Some(to)) => spine(from, to, grain, week_start),
             (from, to) => {
                 let mut bounds = part_bounds(&parts);
-                for (_, measure, _) in &cumulative_measures {
-                    let found = self.data_bounds(measure, where_expr.as_ref()).await?;
+                for w in &cumulative_measures {
+                    let found = self.data_bounds(w.measure, where_expr.as_ref()).await?;
                     bounds = merge_bounds(bounds, found);
                 }
                 match bounds {
@@ -225,40 +225,18 @@ impl Engine {
             }
         };
 
-        for (metric, measure, window) in &cumulative_measures {
-            if let (Some(cache), Some(days)) = (&cache, window) {
+        for w in &cumulative_measures {
+            if let (Some(cache), Some(days)) = (&cache, w.days) {
                 let (part, used) = self
-                    .run_window_cached(
-                        cache,
-                        metric,
-                        measure,
-                        *days,
-                        &periods,
-                        grain,
-                        dims,
-                        where_expr.as_ref(),
-                        parts.len(),
-                    )
+                    .run_window_cached(cache, &ctx, w, days, &periods, parts.len())
                     .await?;
-                series.insert((metric.name.clone(), grain), part.name.clone());
+                series.insert((w.metric.name.clone(), grain), part.name.clone());
                 uses.push(used);
                 parts.push(part);
                 continue;
             }
-            let part = self
-                .run_window_scan(
-                    metric,
-                    measure,
-                    *window,
-                    &periods,
-                    grain,
-                    dims,
-                    where_expr.as_ref(),
-                    parts.len(),
-                    false,
-                )
-                .await?;
-            series.insert((metric.name.clone(), grain), part.name.clone());
+            let part = self.run_window_scan(&ctx, w, &periods, parts.len()).await?;
+            series.insert((w.metric.name.clone(), grain), part.name.clone());
             parts.push(part);
         }
 
@@ -268,7 +246,7 @@ impl Engine {
         }
         assembly.register_batch("spine", spine_batch(&periods, grain)?)?;
 
-        let sql = assemble(&closure, &requested, dims, grain, &parts, &series, &periods);
+        let sql = assemble(&ctx, &closure, &requested, &parts, &series, &periods);
         tracing::debug!(%sql, "assembling series");
         let batches = assembly.sql(&sql).await?.collect().await?;
         let mut table = finish(grain, dims, &requested, &closure, &batches)?;

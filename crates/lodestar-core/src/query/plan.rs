@@ -8,7 +8,27 @@ use indexmap::IndexMap;
 
 use crate::project::error::{Error, Result};
 use crate::project::model::{Grain, Measure, Metric, Project, TableRef};
-use crate::query::sql::{self};
+use crate::query::sql;
+
+/// What every part of one request shares: the grain it is shown by, its breakdown and its
+/// filter, and whether the parts are read for the result cache (which also wants each
+/// group's last local day, `__last`, and how many rows each metric's own filter matched).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PartContext<'r> {
+    pub(crate) grain: Grain,
+    pub(crate) dims: &'r [String],
+    pub(crate) where_expr: Option<&'r Expr>,
+    pub(crate) for_cache: bool,
+}
+
+/// A cumulative metric with its own measure, over a trailing window of `days` (`None`: to
+/// date).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WindowMetric<'p> {
+    pub(crate) metric: &'p Metric,
+    pub(crate) measure: &'p Measure,
+    pub(crate) days: Option<u32>,
+}
 
 pub(crate) const PERIOD: &str = "__period";
 

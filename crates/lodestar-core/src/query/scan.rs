@@ -15,7 +15,7 @@ use crate::project::model::{Metric, TableRef, quote_ident};
 use crate::project::periods::from_days;
 use crate::project::periods::{next_period, period_start};
 use crate::query::engine::Engine;
-use crate::query::plan::{CHUNK_DAYS, LAST, PERIOD, Scan, VALUE, parse_fragment};
+use crate::query::plan::{CHUNK_DAYS, LAST, PERIOD, PartContext, Scan, VALUE, parse_fragment};
 use crate::query::sql::{self, TimeKind, local_time, period_of, timestamp_literal};
 use crate::query::table::Scanned;
 
@@ -97,17 +97,15 @@ impl Engine {
     /// it also returns each group's last local day (`__last`) and, for metrics whose filter
     /// the scan does not apply to every row, how many rows matched it (`__n<i>`), so that each
     /// metric's own rows can be kept apart from the rows only its scan-mates have.
-    #[allow(clippy::too_many_arguments)] // two call sites; the arguments are the scan's parts
     pub(crate) async fn run_scan(
         &self,
+        ctx: &PartContext<'_>,
         scan: &Scan<'_>,
         lower: Option<NaiveDate>,
-        dims: &[String],
-        where_expr: Option<&Expr>,
         upper: Option<NaiveDate>,
         index: usize,
-        for_cache: bool,
     ) -> Result<Part> {
+        let (dims, where_expr, for_cache) = (ctx.dims, ctx.where_expr, ctx.for_cache);
         let (local, kind) = self.local_time_of(&scan.table, &scan.time).await?;
         let period = period_of(&local, scan.grain, self.project().week_start);
         let filters: Vec<Option<Expr>> = scan

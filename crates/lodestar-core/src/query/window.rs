@@ -2,33 +2,28 @@
 //! are not one grouped scan.
 
 use chrono::{Days, NaiveDate};
-use datafusion::sql::sqlparser::ast::Expr;
 
 use crate::project::error::{Error, Result};
-use crate::project::model::{Grain, Measure, Metric, quote_ident};
+use crate::project::model::{Grain, Metric, quote_ident};
 use crate::project::periods::next_period;
 use crate::query::engine::Engine;
-use crate::query::plan::{END, LAST, PERIOD, START, parse_fragment};
+use crate::query::plan::{END, LAST, PERIOD, PartContext, START, WindowMetric, parse_fragment};
 use crate::query::request::{Field as RequestField, words};
 use crate::query::scan::{Part, bad_times, time_range, where_clause};
 use crate::query::sql::{date_literal, period_of, timestamp_literal};
-use crate::query::table::MetricRequest;
 
 impl Engine {
     /// A cumulative metric with its own measure, aggregated afresh over each period's window.
-    #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
     pub(crate) async fn run_window_scan(
         &self,
-        metric: &Metric,
-        measure: &Measure,
-        window: Option<u32>,
+        ctx: &PartContext<'_>,
+        w: &WindowMetric<'_>,
         periods: &[NaiveDate],
-        grain: Grain,
-        dims: &[String],
-        where_expr: Option<&Expr>,
         index: usize,
-        for_cache: bool,
     ) -> Result<Part> {
+        let (metric, measure, window) = (w.metric, w.measure, w.days);
+        let (grain, dims, where_expr, for_cache) =
+            (ctx.grain, ctx.dims, ctx.where_expr, ctx.for_cache);
         let (local, kind) = self.local_time_of(&measure.table, &measure.time).await?;
         // Each period's window is `[start, end)`, both literals in the spine: the join compares
         // every row with every period, so nothing is computed per pair.
@@ -118,18 +113,15 @@ impl Engine {
         bad_times(part, kind, metric, &measure.time)
     }
 
-    #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
     pub(crate) async fn run_sql_metric(
         &self,
+        ctx: &PartContext<'_>,
         metric: &Metric,
-        sql: &str,
-        sql_grain: Grain,
-        request: &MetricRequest,
-        where_expr: Option<&Expr>,
+        (sql, sql_grain): (&str, Grain),
         (lower, upper): (Option<NaiveDate>, Option<NaiveDate>),
         index: usize,
     ) -> Result<Part> {
-        let grain = request.grain;
+        let (grain, where_expr) = (ctx.grain, ctx.where_expr);
         let rolls_up = sql_grain == grain
             || sql_grain == Grain::Day
             || (sql_grain == Grain::Month && grain >= Grain::Quarter)
@@ -153,7 +145,7 @@ impl Engine {
         conditions.extend(where_expr.map(|e| format!("({e})")));
         let mut select = vec![format!("{period} AS {}", quote_ident(PERIOD))];
         let mut group_by = vec![period];
-        for dim in &request.dimensions {
+        for dim in ctx.dims {
             let expr = format!("CAST(q.{} AS VARCHAR)", quote_ident(dim));
             select.push(format!("{expr} AS {}", quote_ident(dim)));
             group_by.push(expr);
