@@ -308,3 +308,151 @@ pub(crate) fn finite_or_null(array: &ArrayRef) -> ArrayRef {
     let out: Float64Array = floats.iter().map(|v| v.filter(|x| x.is_finite())).collect();
     Arc::new(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::datasource::MemTable;
+    use datafusion::prelude::SessionContext;
+
+    use super::*;
+    use crate::project::config;
+    use crate::query::plan::closure;
+
+    const PROJECT: &str = "\
+sources:
+  app: { connector: files, path: data }
+metrics:
+  orders: { table: app.orders, time: ordered_at, measure: count(*), dimensions: [country] }
+  revenue: { table: app.orders, time: ordered_at, measure: sum(amount), dimensions: [country] }
+  aov: { ratio: { numerator: revenue, denominator: orders } }
+  doubled: { derived: revenue * 2 + orders }
+";
+
+    fn day(d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 5, d).unwrap()
+    }
+
+    /// One scan's part, as a scan would return it: `__period`, the dimensions, the metrics.
+    fn part(dims: &[&str], rows: &[(NaiveDate, &[&str], i64, f64)]) -> Part {
+        let mut fields = vec![Field::new(PERIOD, DataType::Date32, false)];
+        fields.extend(dims.iter().map(|d| Field::new(*d, DataType::Utf8, true)));
+        fields.push(Field::new("orders", DataType::Int64, true));
+        fields.push(Field::new("revenue", DataType::Float64, true));
+        let schema = Arc::new(Schema::new(fields));
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(Date32Array::from_iter_values(
+            rows.iter().map(|r| to_days(r.0)),
+        ))];
+        for i in 0..dims.len() {
+            columns.push(Arc::new(
+                datafusion::arrow::array::StringArray::from_iter_values(
+                    rows.iter().map(|r| r.1[i]),
+                ),
+            ));
+        }
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.2),
+        )));
+        columns.push(Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|r| r.3),
+        )));
+        let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+        Part {
+            name: "part_0".into(),
+            batches: vec![batch],
+            schema,
+            scanned: None,
+        }
+    }
+
+    /// Assembles `requested` from one part over `periods`, as `Engine::compute` does.
+    async fn assembled(
+        requested: &[&str],
+        dims: &[String],
+        part: Part,
+        periods: &[NaiveDate],
+    ) -> MetricTable {
+        let project =
+            config::parse(PROJECT, Path::new("lodestar.yaml"), &config::env_from(&[])).unwrap();
+        let closure = closure(&project, requested).unwrap();
+        let ctx = PartContext {
+            grain: Grain::Day,
+            dims,
+            where_expr: None,
+            for_cache: false,
+        };
+        let mut series = IndexMap::new();
+        for metric in ["orders", "revenue"] {
+            series.insert((metric.to_string(), Grain::Day), part.name.clone());
+        }
+        let assembly = SessionContext::new();
+        let table = MemTable::try_new(part.schema.clone(), vec![part.batches.clone()]).unwrap();
+        assembly
+            .register_table(part.name.as_str(), Arc::new(table))
+            .unwrap();
+        assembly
+            .register_batch("spine", spine_batch(periods, Grain::Day).unwrap())
+            .unwrap();
+        let sql = assemble(&ctx, &closure, requested, &[part], &series, periods);
+        let batches = assembly.sql(&sql).await.unwrap().collect().await.unwrap();
+        finish(Grain::Day, dims, requested, &closure, &batches).unwrap()
+    }
+
+    #[tokio::test]
+    async fn ratios_and_derived_metrics_are_computed_from_their_parents_per_period() {
+        // 4 May: 2 orders, 30.0; 5 May: 1 order, 5.0.
+        let part = part(&[], &[(day(4), &[], 2, 30.0), (day(5), &[], 1, 5.0)]);
+        let table = assembled(&["orders", "aov", "doubled"], &[], part, &[day(4), day(5)]).await;
+        assert_eq!(table.periods(), [day(4), day(5)]);
+        assert_eq!(table.values("orders").unwrap(), [Some(2.0), Some(1.0)]);
+        // aov = revenue / orders: 30 / 2, 5 / 1.
+        assert_eq!(table.values("aov").unwrap(), [Some(15.0), Some(5.0)]);
+        // doubled = revenue * 2 + orders: 60 + 2, 10 + 1.
+        assert_eq!(table.values("doubled").unwrap(), [Some(62.0), Some(11.0)]);
+        // Integer aggregates stay integers; ratios are floats.
+        assert_eq!(
+            table.batch.column_by_name("orders").unwrap().data_type(),
+            &DataType::Int64
+        );
+        assert_eq!(
+            table.batch.column_by_name("aov").unwrap().data_type(),
+            &DataType::Float64
+        );
+    }
+
+    #[tokio::test]
+    async fn a_breakdown_joins_each_dimension_value_to_its_own_rows() {
+        // 4 May: FR 2 orders 30.0, DE 1 order 20.0; 5 May: FR 1 order 5.0.
+        let part = part(
+            &["country"],
+            &[
+                (day(4), &["FR"], 2, 30.0),
+                (day(4), &["DE"], 1, 20.0),
+                (day(5), &["FR"], 1, 5.0),
+            ],
+        );
+        let dims = vec!["country".to_string()];
+        let table = assembled(&["aov"], &dims, part, &[day(4), day(5)]).await;
+        let countries = cast(
+            table.batch.column_by_name("country").unwrap(),
+            &DataType::Utf8,
+        )
+        .unwrap();
+        let countries: Vec<Option<&str>> = countries.as_string::<i32>().iter().collect();
+        let rows: Vec<(NaiveDate, Option<&str>, Option<f64>)> = table
+            .periods()
+            .into_iter()
+            .zip(countries)
+            .zip(table.values("aov").unwrap())
+            .map(|((p, c), v)| (p, c, v))
+            .collect();
+        // The spine × the dimension values: 2 days × 2 countries, DE with no rows on the 5th.
+        assert_eq!(rows.len(), 4);
+        // FR: 30 / 2, then 5 / 1; DE: 20 / 1 on the 4th.
+        assert!(rows.contains(&(day(4), Some("DE"), Some(20.0))));
+        assert!(rows.contains(&(day(4), Some("FR"), Some(15.0))));
+        assert!(rows.contains(&(day(5), Some("FR"), Some(5.0))));
+    }
+}

@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 
-use chrono::Days;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::ast::Expr;
@@ -19,7 +18,7 @@ use crate::project::model::{CumulativeOver, Grain, Metric, MetricKind};
 use crate::project::periods::{next_period, period_start, spine};
 use crate::query::assemble::{assemble, finish, merge_bounds, part_bounds, spine_batch};
 use crate::query::engine::Engine;
-use crate::query::plan::{PartContext, Scans, WindowMetric, add_to_scan, closure};
+use crate::query::plan::{PartContext, WindowMetric, closure, plan_scans};
 use crate::query::request::{Action, DateRange, Field as RequestField, words};
 use crate::query::scan::Part;
 use crate::query::sql::{self};
@@ -79,35 +78,7 @@ impl Engine {
             .to
             .map(|d| next_period(period_start(d, grain, week_start), grain));
 
-        // Scans of simple metrics, fused per table, time column and grain (distinct counts
-        // apart).
-        let mut scans: Scans = IndexMap::new();
-        for metric in &closure {
-            match &metric.kind {
-                MetricKind::Simple(measure) => {
-                    add_to_scan(&mut scans, metric, measure, grain, from_start)
-                }
-                MetricKind::Cumulative(c) => {
-                    if let CumulativeOver::Metric(parent) = &c.over {
-                        let parent = project.metric(parent)?;
-                        let MetricKind::Simple(measure) = &parent.kind else {
-                            unreachable!("validated: cumulative metrics accumulate simple metrics")
-                        };
-                        match c.window_days {
-                            None => add_to_scan(&mut scans, parent, measure, grain, None),
-                            Some(days) => add_to_scan(
-                                &mut scans,
-                                parent,
-                                measure,
-                                Grain::Day,
-                                from_start.map(|d| d - Days::new(u64::from(days))),
-                            ),
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
+        let scans = plan_scans(project, &closure, grain, from_start)?;
 
         let mut assembly_config = SessionConfig::new().with_target_partitions(1);
         // Sized for the engine's memory pool (see `Engine::with_memory_limit`).
