@@ -748,7 +748,7 @@ fn cache_command(
     };
     match command {
         CacheCommand::Clear => {
-            let removed = lodestar_core::refresh::clear(settings)?;
+            let removed = lodestar_core::cache::clear(settings)?;
             println!(
                 "removed {removed} cached file{} from {}",
                 if removed == 1 { "" } else { "s" },
@@ -756,7 +756,7 @@ fn cache_command(
             );
         }
         CacheCommand::Info => {
-            let (files, bytes) = lodestar_core::refresh::usage(settings)?;
+            let (files, bytes) = lodestar_core::cache::usage(settings)?;
             println!(
                 "{}: {files} file{}, {bytes} bytes; look-back {} days",
                 settings.dir.display(),

@@ -76,7 +76,7 @@ pub fn list(project: &Project, json: bool) -> anyhow::Result<()> {
 /// `lodestar connectors`.
 pub fn connectors(project_root: Option<&Path>, json: bool) -> anyhow::Result<()> {
     let dirs = plugins::search_path(project_root);
-    let found = plugins::discover(&dirs);
+    let found = plugins::find(&dirs);
     let mut rows = vec![serde_json::json!({
         "name": "files",
         "kind": "built-in",

@@ -2,33 +2,29 @@
 //!
 //! [`config::load`] reads a project file into a [`model::Project`]; [`Engine::open`] connects
 //! its sources to a DataFusion context; [`Engine::compute`] answers a [`MetricRequest`].
+//!
+//! The core is in layers, each importing only those before it (docs/architecture.md):
+//! [`project`] (the definitions, errors, periods), [`connect`] (sources as DataFusion
+//! schemas), [`query`] (requests, the engine, computing series), [`cache`] (the result cache)
+//! and [`analysis`] (tree, decomposition, segments, targets, guardrails, retention, discovery).
 
-pub mod atomic;
-pub mod bounds;
-pub mod compute;
-pub mod config;
+pub mod analysis;
+pub mod cache;
 pub mod connect;
-pub mod decompose;
-pub mod discovery;
-pub mod engine;
-pub mod error;
 // For crates/lodestar-fuzz only: a few internal parsers as plain functions (see the module).
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod guardrails;
-pub mod model;
-pub mod periods;
-mod plan;
-pub mod refresh;
-pub mod request;
-pub mod retention;
-pub mod segments;
-pub mod targets;
-pub mod tree;
+pub mod project;
+pub mod query;
 
-pub use compute::{CacheUse, MetricRequest, MetricTable, Scanned};
+// The short paths the front-ends use (`lodestar_core::config`, `lodestar_core::tree`, ...).
+pub use analysis::{decompose, discovery, guardrails, retention, segments, targets, tree};
+pub use project::{atomic, config, error, model, periods};
+pub use query::{bounds, compute, engine, request};
+
 pub use datafusion;
-pub use engine::Engine;
 pub use error::{Error, Result};
+pub use query::compute::{CacheUse, MetricRequest, MetricTable, Scanned};
+pub use query::engine::Engine;
 pub use segments::{Segment, SegmentAnalysis, SegmentMethod, SegmentRequest};
 pub use tree::{Compare, GuardrailStatus, Link, MetricTree, TreeNode, TreeRequest};

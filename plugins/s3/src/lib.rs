@@ -12,7 +12,7 @@
 //!
 //! See docs/connectors/s3.md for the options and an example project.
 
-mod discover;
+mod list;
 mod options;
 mod store;
 mod table;
@@ -37,7 +37,7 @@ use lodestar_connector_api::serde_json::Value;
 use lodestar_connector_api::{BoxError, ConnectContext, Connector, Options, export_connector};
 use object_store::ObjectStore;
 
-use crate::discover::Found;
+use crate::list::Found;
 use crate::options::{Format, Settings};
 use crate::store::Redactor;
 use crate::table::S3Table;
@@ -59,7 +59,7 @@ impl Connector for S3 {
         let store: Arc<dyn ObjectStore> = Arc::new(store::build(&settings)?);
         let runtime_env = runtime_env(&settings, Arc::clone(&store))?;
         let tables = cx.runtime().block_on(async {
-            let found = discover::tables(store.as_ref(), &settings, &redactor).await?;
+            let found = list::tables(store.as_ref(), &settings, &redactor).await?;
             let mut tables = Vec::new();
             for table in found {
                 let listing = listing_table(&settings, &table, &store, &runtime_env)

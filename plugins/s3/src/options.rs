@@ -162,7 +162,7 @@ pub struct Settings {
     pub session_token: Option<Secret>,
     pub format: Option<Format>,
     pub csv: CsvSettings,
-    /// `None`: discover the tables.
+    /// `None`: list the tables under the prefix.
     pub tables: Option<Vec<TableOption>>,
     pub time_partition: Option<TimePartition>,
     pub max_retries: Option<usize>,

@@ -25,8 +25,8 @@ use datafusion::prelude::SessionContext;
 
 use super::partition::{TimePartition, TimePartitioned};
 use super::{check_known_options, option_error, string_option};
-use crate::error::{Error, Result};
-use crate::model::SourceDef;
+use crate::project::error::{Error, Result};
+use crate::project::model::SourceDef;
 
 pub const OPTIONS: &[&str] = &[
     "path",

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
 use datafusion::prelude::SessionContext;
 
-use crate::error::{Error, Result};
-use crate::model::SourceDef;
+use crate::project::error::{Error, Result};
+use crate::project::model::{Project, SourceDef, TableRef};
 
 /// Connectors compiled into Lodestar.
 pub const BUILT_IN: &[&str] = &["files"];
@@ -71,7 +71,7 @@ pub(crate) fn option_error(source: &SourceDef, message: String) -> Error {
 pub(crate) fn check_known_options(source: &SourceDef, known: &[&str]) -> Result<()> {
     for key in source.options.keys() {
         if !known.contains(&key.as_str()) {
-            let hint = crate::error::did_you_mean(key, known.iter().copied())
+            let hint = crate::project::error::did_you_mean(key, known.iter().copied())
                 .map(|h| format!(" ({h})"))
                 .unwrap_or_default();
             return Err(option_error(
@@ -85,4 +85,24 @@ pub(crate) fn check_known_options(source: &SourceDef, known: &[&str]) -> Result<
         }
     }
     Ok(())
+}
+
+/// Whether `table`'s files are partitioned by the date of `time`: the `time_partition`
+/// option (`{ column: dt, time: event_time }`, `time` one column or a list) of the `files`
+/// and `s3` connectors, given for the source or, with `s3`, for the table under `tables:`.
+/// A plugin that prunes partitions the same way declares the same option.
+pub(crate) fn partitioned_by(project: &Project, table: &TableRef, time: &str) -> bool {
+    let Some(source) = project.sources.get(&table.source) else {
+        return false;
+    };
+    let table_option = source
+        .options
+        .get("tables")
+        .and_then(|tables| tables.get(&table.table))
+        .and_then(|t| t.get("time_partition"));
+    [source.options.get("time_partition"), table_option]
+        .into_iter()
+        .flatten()
+        .filter_map(TimePartition::parse)
+        .any(|tp| tp.time.iter().any(|t| t == time))
 }

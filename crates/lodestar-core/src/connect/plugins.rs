@@ -17,8 +17,8 @@ use datafusion_ffi::proto::logical_extension_codec::FFI_LogicalExtensionCodec;
 use jsonschema::error::ValidationErrorKind;
 use lodestar_connector_api::host::{self, LoadError, Plugin};
 
-use crate::error::{Error, Result};
-use crate::model::SourceDef;
+use crate::project::error::{Error, Result};
+use crate::project::model::SourceDef;
 
 /// The environment variable listing extra plugin directories.
 pub const PLUGIN_PATH_VAR: &str = "LODESTAR_PLUGIN_PATH";
@@ -51,7 +51,7 @@ pub struct Found {
 }
 
 /// Every connector library on the search path (the first of each name), loaded and checked.
-pub fn discover(dirs: &[PathBuf]) -> Vec<Found> {
+pub fn find(dirs: &[PathBuf]) -> Vec<Found> {
     let mut found: Vec<Found> = Vec::new();
     for dir in dirs {
         let Ok(entries) = fs_err::read_dir(dir) else {
@@ -94,7 +94,7 @@ pub(crate) fn connect(
     };
     let plugin = host::load(&path).map_err(|e| Error::Invalid {
         location: source.location.clone(),
-        subject: crate::error::Subject::Source(source.name.clone()),
+        subject: crate::project::error::Subject::Source(source.name.clone()),
         message: e.to_string(),
         hint: Some(e.hint()),
     })?;
@@ -130,10 +130,11 @@ fn source_error(source: &SourceDef, message: String) -> Error {
 
 fn unknown_connector(source: &SourceDef, dirs: &[PathBuf]) -> Error {
     let mut names: Vec<String> = super::BUILT_IN.iter().map(|s| s.to_string()).collect();
-    names.extend(discover(dirs).into_iter().map(|f| f.name));
-    let hint = crate::error::did_you_mean(&source.connector, names.iter().map(String::as_str))
-        .map(|h| format!(" ({h})"))
-        .unwrap_or_default();
+    names.extend(find(dirs).into_iter().map(|f| f.name));
+    let hint =
+        crate::project::error::did_you_mean(&source.connector, names.iter().map(String::as_str))
+            .map(|h| format!(" ({h})"))
+            .unwrap_or_default();
     let searched = dirs
         .iter()
         .map(|d| d.display().to_string())
@@ -141,7 +142,7 @@ fn unknown_connector(source: &SourceDef, dirs: &[PathBuf]) -> Error {
         .join(", ");
     Error::Invalid {
         location: source.location.clone(),
-        subject: crate::error::Subject::Source(source.name.clone()),
+        subject: crate::project::error::Subject::Source(source.name.clone()),
         message: format!(
             "unknown connector `{}`{hint}; available: {}",
             source.connector,
@@ -250,7 +251,7 @@ fn check_options(source: &SourceDef, plugin: &Plugin) -> Result<()> {
                 .map(|p| p.keys().map(String::as_str).collect())
                 .unwrap_or_default();
             let option = unexpected.first().cloned().unwrap_or_default();
-            let close = crate::error::did_you_mean(&option, known.iter().copied());
+            let close = crate::project::error::did_you_mean(&option, known.iter().copied());
             path.push(option);
             let message = format!(
                 "unknown option `{}` for connector `{}`",
@@ -306,7 +307,7 @@ fn check_options(source: &SourceDef, plugin: &Plugin) -> Result<()> {
     };
     Err(Error::Invalid {
         location,
-        subject: crate::error::Subject::Source(source.name.clone()),
+        subject: crate::project::error::Subject::Source(source.name.clone()),
         message,
         hint,
     })

@@ -7,14 +7,14 @@
 //! [`Engine::with_bounds`](crate::Engine::with_bounds)); a request over a cap is an
 //! [`OverCap`] error naming the request's field and the setting that raises the cap, which
 //! each front-end spells its own way (`--periods` on the command line, parameter `periods` on
-//! the HTTP API) through [`crate::request::Spelling`].
+//! the HTTP API) through [`crate::query::request::Spelling`].
 
 use std::fmt;
 
 use chrono::{Datelike, NaiveDate};
 
-use crate::model::Grain;
-use crate::request::{Field, Plain, Spelling};
+use crate::project::model::Grain;
+use crate::query::request::{Field, Plain, Spelling};
 
 /// The caps. [`Bounds::default`] holds for the CLI and the server unless changed with
 /// `--max-periods`, `--max-cells` and `--max-list`.
@@ -227,7 +227,8 @@ mod tests {
                 let (first, last) = (d(start), d(start) + chrono::Days::new(len));
                 for grain in [Grain::Day, Grain::Month, Grain::Quarter, Grain::Year] {
                     let walked =
-                        crate::periods::spine(first, last, grain, chrono::Weekday::Mon).len();
+                        crate::project::periods::spine(first, last, grain, chrono::Weekday::Mon)
+                            .len();
                     assert_eq!(
                         periods_between(first, last, grain),
                         walked as u64,
@@ -235,8 +236,9 @@ mod tests {
                     );
                 }
                 // Weeks: never fewer than the spine (a cap may only over-count by one).
-                let weeks = crate::periods::spine(first, last, Grain::Week, chrono::Weekday::Mon)
-                    .len() as u64;
+                let weeks =
+                    crate::project::periods::spine(first, last, Grain::Week, chrono::Weekday::Mon)
+                        .len() as u64;
                 let counted = periods_between(first, last, Grain::Week);
                 assert!(counted == weeks || counted == weeks + 1, "{first}..{last}");
             }

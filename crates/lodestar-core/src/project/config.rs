@@ -14,9 +14,9 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 use std::ops::ControlFlow;
 
-use crate::error::{Error, Location, Result, Subject, did_you_mean};
-pub use crate::model::CacheSettings;
-use crate::model::{
+use crate::project::error::{Error, Location, Result, Subject, did_you_mean};
+pub use crate::project::model::CacheSettings;
+use crate::project::model::{
     Cumulative, CumulativeOver, DiscoverySettings, EngineSettings, Grain, Guardrail, Measure,
     Metric, MetricKind, OnboardingDef, Project, RetentionMetric, SourceDef, TableRef, Target,
 };
@@ -45,7 +45,7 @@ pub fn load(path: &Path) -> Result<Project> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Error::request_hint(
                 format!("project file {} does not exist", path.display()),
-                crate::request::Action::ChooseProject,
+                crate::query::request::Action::ChooseProject,
             ));
         }
         Err(e) => return Err(e.into()),

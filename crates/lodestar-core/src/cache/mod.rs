@@ -12,6 +12,8 @@
 //!
 //! docs/caching.md is the user's view of this.
 
+pub(crate) mod run;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -26,8 +28,8 @@ use datafusion::parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::model::{CacheSettings, Grain};
-use crate::periods::period_start;
+use crate::project::model::{CacheSettings, Grain};
+use crate::project::periods::period_start;
 
 /// Bumped whenever what an entry means changes, so old files are never read as new ones.
 const FORMAT: u32 = 1;
@@ -168,7 +170,7 @@ impl Cache {
         }
     }
 
-    /// Writes through [`crate::atomic::write_atomically`] (a temporary file in the cache's
+    /// Writes through [`crate::project::atomic::write_atomically`] (a temporary file in the cache's
     /// directory, renamed over `path`): readers see the old file or the new one, never a part.
     fn write_atomically(
         &self,
@@ -176,7 +178,7 @@ impl Cache {
         write: impl FnOnce(&mut std::io::BufWriter<fs_err::File>) -> Result<(), String>,
     ) -> Result<(), String> {
         fs_err::create_dir_all(&self.dir).map_err(|e| e.to_string())?;
-        crate::atomic::write_atomically(path, |file| write(file).map_err(Problem))
+        crate::project::atomic::write_atomically(path, |file| write(file).map_err(Problem))
             .map_err(|Problem(problem)| problem)
     }
 }
@@ -321,7 +323,7 @@ pub(crate) fn filter_periods(
     let periods = batch.column(0).as_primitive::<Date32Type>();
     let mask: BooleanArray = periods
         .iter()
-        .map(|d| Some(d.is_some_and(|d| keep(crate::compute::from_days(d)))))
+        .map(|d| Some(d.is_some_and(|d| keep(crate::project::periods::from_days(d)))))
         .collect();
     Ok(filter_record_batch(batch, &mask)?)
 }
@@ -411,8 +413,8 @@ mod optional_date {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compute::MetricRequest;
-    use crate::config;
+    use crate::project::config;
+    use crate::query::compute::MetricRequest;
 
     const PROJECT: &str = "\
 sources:
@@ -468,11 +470,11 @@ metrics:
              3,2026-05-03T09:00:00,refunded,5.0,FR\n\
              4,2026-05-05T09:00:00,paid,7.5,FR\n",
         );
-        let mut request = MetricRequest::new(METRICS, crate::model::Grain::Day);
+        let mut request = MetricRequest::new(METRICS, crate::project::model::Grain::Day);
         let by_country = {
             let mut r = MetricRequest::new(
                 ["orders", "revenue", "refunds", "aov"],
-                crate::model::Grain::Day,
+                crate::project::model::Grain::Day,
             );
             r.dimensions = vec!["country".into()];
             r

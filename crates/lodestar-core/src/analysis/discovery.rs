@@ -26,11 +26,11 @@ use datafusion::arrow::datatypes::{
 };
 use datafusion::error::DataFusionError;
 
-use crate::engine::{Engine, is_parse_failure};
-use crate::error::{Error, Result, did_you_mean};
-use crate::model::{TableRef, quote_ident};
-use crate::plan::{self, TimeKind, local_time};
-use crate::request::{Action, Field as RequestField, Piece, words};
+use crate::project::error::{Error, Result, did_you_mean};
+use crate::project::model::{TableRef, quote_ident};
+use crate::query::engine::{Engine, is_parse_failure};
+use crate::query::request::{Action, Field as RequestField, Piece, words};
+use crate::query::sql::{self, TimeKind, local_time};
 
 /// Thresholds tested by default: at least 1, 2, … 5 times.
 pub const DEFAULT_MAX_K: u32 = 5;
@@ -192,7 +192,7 @@ impl FromStr for MinSupport {
 }
 
 /// Onboarding dates: the cohorts analysed and those candidates are validated on.
-pub use crate::request::DateRange;
+pub use crate::query::request::DateRange;
 
 impl DateRange {
     fn overlaps(&self, other: &DateRange) -> bool {
@@ -237,19 +237,19 @@ pub enum Onboarding {
 impl Onboarding {
     /// The onboarding `text` means in `project`: a name of its `discovery.onboarding`, else
     /// as [`Onboarding::parse`] reads it.
-    pub fn of(project: &crate::model::Project, text: &str) -> Onboarding {
+    pub fn of(project: &crate::project::model::Project, text: &str) -> Onboarding {
         Onboarding::named(project, text)
             .unwrap_or_else(|| Onboarding::parse(text, project.sources.keys().map(String::as_str)))
     }
 
     /// The onboarding `discovery.onboarding` of the project names `name`.
-    pub fn named(project: &crate::model::Project, name: &str) -> Option<Onboarding> {
+    pub fn named(project: &crate::project::model::Project, name: &str) -> Option<Onboarding> {
         project.discovery.onboarding.get(name).map(|def| match def {
-            crate::model::OnboardingDef::Column { table, time } => Onboarding::Column {
+            crate::project::model::OnboardingDef::Column { table, time } => Onboarding::Column {
                 table: table.clone(),
                 time: Some(time.clone()),
             },
-            crate::model::OnboardingDef::Event(kind) => Onboarding::Event(kind.clone()),
+            crate::project::model::OnboardingDef::Event(kind) => Onboarding::Event(kind.clone()),
         })
     }
 
@@ -732,7 +732,7 @@ impl Engine {
     /// Which early activities go with retention: see the module documentation.
     pub async fn discover(&self, request: &DiscoveryRequest) -> Result<Discovery> {
         if request.max_k > MAX_K_LIMIT {
-            return Err(crate::bounds::OverCap {
+            return Err(crate::query::bounds::OverCap {
                 fields: vec![RequestField::MaxK],
                 asked: format!("{} thresholds", request.max_k),
                 cap: format!("at most {MAX_K_LIMIT}"),
@@ -749,7 +749,7 @@ impl Engine {
             (RequestField::ValidateOn, validation.to),
         ] {
             if let Some(date) = date {
-                crate::bounds::check_date(field, date)?;
+                crate::query::bounds::check_date(field, date)?;
             }
         }
         let setup = self.resolve(request).await?;
@@ -1006,12 +1006,12 @@ impl Engine {
     }
 
     async fn check_filter(&self, filter: &str, table: &TableRef, columns: &[&str]) -> Result<()> {
-        let expr = plan::parse_expr(filter).map_err(|e| {
+        let expr = sql::parse_expr(filter).map_err(|e| {
             Error::request(format!(
                 "the filter `{filter}` is not an SQL expression: {e}"
             ))
         })?;
-        let names = plan::filter_columns(&expr)
+        let names = sql::filter_columns(&expr)
             .map_err(|e| Error::request(format!("the filter `{filter}`: {e}")))?;
         for name in names {
             if !columns.contains(&name.as_str()) {
@@ -1180,7 +1180,7 @@ impl Engine {
 
         let local = local_time(&act_time.name, act_time.kind, tz);
         let filter = match &setup.filter {
-            Some(f) => format!(" AND ({})", plan::parse_expr(f).map_err(Error::request)?),
+            Some(f) => format!(" AND ({})", sql::parse_expr(f).map_err(Error::request)?),
             None => String::new(),
         };
         let part = match validation {

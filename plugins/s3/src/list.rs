@@ -1,4 +1,4 @@
-//! Finding the tables under the source's prefix: their files, format and hive partitions.
+//! Listing the tables under the source's prefix: their files, format and hive partitions.
 //!
 //! Without `tables`, every top-level folder under the prefix is a table (one `LIST` with a
 //! delimiter), and so is every data file directly under it. Each table's files are then listed
@@ -74,12 +74,12 @@ pub async fn tables(
             }
             Ok(found)
         }
-        None => discover(store, settings, redactor).await,
+        None => list_tables(store, settings, redactor).await,
     }
 }
 
 /// Every top-level folder and data file under the prefix.
-async fn discover(
+async fn list_tables(
     store: &dyn ObjectStore,
     settings: &Settings,
     redactor: &Redactor,

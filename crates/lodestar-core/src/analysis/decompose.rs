@@ -15,7 +15,7 @@ use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr, UnaryOperator, Value};
 
-use crate::plan::parse_expr;
+use crate::query::sql::parse_expr;
 
 /// More inputs than this make Shapley's 2ⁿ evaluations pointless to show.
 const MAX_SHAPLEY_INPUTS: usize = 12;

@@ -15,11 +15,11 @@ use chrono::NaiveDate;
 use datafusion::arrow::array::{ArrayRef, Date32Array, Float64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
-use crate::compute::MetricRequest;
-use crate::engine::Engine;
-use crate::error::Result;
-use crate::model::Target;
-use crate::periods::{next_period, period_start};
+use crate::project::error::Result;
+use crate::project::model::Target;
+use crate::project::periods::{next_period, period_start};
+use crate::query::compute::MetricRequest;
+use crate::query::engine::Engine;
 
 /// Periods the trend is fitted on.
 pub const TREND_PERIODS: usize = 8;
@@ -231,7 +231,7 @@ pub fn to_record_batch(statuses: &[TargetStatus]) -> Result<RecordBatch> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Grain;
+    use crate::project::model::Grain;
 
     fn d(s: &str) -> NaiveDate {
         s.parse().unwrap()

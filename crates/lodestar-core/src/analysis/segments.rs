@@ -20,11 +20,11 @@ use chrono::NaiveDate;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
-use crate::compute::{MetricRequest, MetricTable};
-use crate::engine::Engine;
-use crate::error::{Error, Result};
-use crate::model::{Grain, MetricKind, Project};
-use crate::tree::{Compare, DEFAULT_TREE_GRAIN};
+use crate::analysis::tree::{Compare, DEFAULT_TREE_GRAIN};
+use crate::project::error::{Error, Result};
+use crate::project::model::{Grain, MetricKind, Project};
+use crate::query::compute::{MetricRequest, MetricTable};
+use crate::query::engine::Engine;
 
 /// Which metric, broken down by which dimension, in which period against which.
 #[derive(Debug, Clone, PartialEq)]

@@ -10,8 +10,8 @@ use std::str::FromStr;
 
 use chrono::NaiveDate;
 
-use crate::model::TableRef;
-use crate::retention::EventSpec;
+use crate::analysis::retention::EventSpec;
+use crate::project::model::TableRef;
 
 /// A field of a request. [`Field::name`] is its parameter on the HTTP API; the CLI writes it as
 /// an option (`--from`, `--where` for [`Field::Filter`]).
@@ -244,7 +244,7 @@ impl From<Action> for Wording {
 /// A [`Wording`] of pieces of any kind: `words![Field::By, format!(" uses `{dim}`")]`.
 macro_rules! words {
     ($($piece:expr),+ $(,)?) => {
-        $crate::request::Wording::new(vec![$($crate::request::Piece::from($piece)),+])
+        $crate::query::request::Wording::new(vec![$($crate::query::request::Piece::from($piece)),+])
     };
 }
 pub(crate) use words;
@@ -295,7 +295,7 @@ impl RequestError {
         format!(
             "{}{}",
             self.message(spelling),
-            crate::error::hint_suffix(&hint)
+            crate::project::error::hint_suffix(&hint)
         )
     }
 

@@ -1,11 +1,11 @@
 //! Calendar arithmetic for grains: where a period starts and ends, and the time spine.
 //!
 //! Periods are local calendar dates in the project's timezone; the SQL side cuts rows into
-//! the same periods (see `plan::period_expr`), so the two must agree.
+//! the same periods (see `sql::period_expr`), so the two must agree.
 
 use chrono::{Datelike, Days, Months, NaiveDate, Weekday};
 
-use crate::model::Grain;
+use crate::project::model::Grain;
 
 /// The first day of the period containing `date`.
 pub fn period_start(date: NaiveDate, grain: Grain, week_start: Weekday) -> NaiveDate {
@@ -60,7 +60,7 @@ pub fn previous_period(start: NaiveDate, grain: Grain) -> NaiveDate {
 
 /// Every period start from the period containing `first` to the one containing `last`.
 ///
-/// Callers bound the length first ([`crate::bounds::Bounds::check_range`]): this walks it.
+/// Callers bound the length first ([`crate::query::bounds::Bounds::check_range`]): this walks it.
 pub fn spine(
     first: NaiveDate,
     last: NaiveDate,
@@ -93,6 +93,17 @@ pub fn label(start: NaiveDate, grain: Grain) -> String {
         Grain::Quarter => format!("{}-Q{}", start.year(), start.month0() / 3 + 1),
         Grain::Year => start.year().to_string(),
     }
+}
+
+// Days since the Unix epoch, as Arrow's Date32 counts them.
+pub(crate) const EPOCH: NaiveDate = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
+
+pub(crate) fn from_days(days: i32) -> NaiveDate {
+    EPOCH + chrono::TimeDelta::days(i64::from(days))
+}
+
+pub(crate) fn to_days(date: NaiveDate) -> i32 {
+    i32::try_from((date - EPOCH).num_days()).expect("dates of the spine fit in Date32")
 }
 
 #[cfg(test)]
@@ -142,12 +153,12 @@ mod tests {
 /// text implies (none for a date) and a date inside the period.
 pub fn parse_period(text: &str) -> Result<(Option<Grain>, NaiveDate), String> {
     let (grain, date) = parse_period_unbounded(text)?;
-    crate::bounds::check_date(crate::request::Field::Period, date).map_err(|_| {
+    crate::query::bounds::check_date(crate::query::request::Field::Period, date).map_err(|_| {
         format!(
             "`{}` is outside the calendar, which runs from {} to {}",
             text.trim(),
-            crate::bounds::FIRST_DAY,
-            crate::bounds::LAST_DAY
+            crate::query::bounds::FIRST_DAY,
+            crate::query::bounds::LAST_DAY
         )
     })?;
     Ok((grain, date))

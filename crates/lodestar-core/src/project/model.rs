@@ -8,7 +8,7 @@ use chrono::{NaiveDate, Weekday};
 use chrono_tz::Tz;
 use indexmap::IndexMap;
 
-use crate::error::Location;
+use crate::project::error::Location;
 
 /// A loaded, structurally valid project. SQL fragments are checked later, against the
 /// sources' schemas, by [`crate::Engine::validate`].
@@ -32,14 +32,16 @@ pub struct Project {
 impl Project {
     pub fn metric(&self, name: &str) -> crate::Result<&Metric> {
         self.metrics.get(name).ok_or_else(|| {
-            let hint =
-                match crate::error::did_you_mean(name, self.metrics.keys().map(String::as_str)) {
-                    Some(close) => close.into(),
-                    None => crate::request::words![
-                        crate::request::Action::ListMetrics,
-                        " shows the metrics of this project"
-                    ],
-                };
+            let hint = match crate::project::error::did_you_mean(
+                name,
+                self.metrics.keys().map(String::as_str),
+            ) {
+                Some(close) => close.into(),
+                None => crate::query::request::words![
+                    crate::query::request::Action::ListMetrics,
+                    " shows the metrics of this project"
+                ],
+            };
             crate::Error::request_hint(format!("unknown metric `{name}`"), hint)
         })
     }
@@ -65,7 +67,7 @@ impl Project {
         let entity = d
             .entity
             .as_deref()
-            .unwrap_or(crate::discovery::DEFAULT_ENTITY);
+            .unwrap_or(crate::analysis::discovery::DEFAULT_ENTITY);
         let by_discovery = d
             .activity
             .as_ref()

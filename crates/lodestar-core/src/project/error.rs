@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use datafusion::error::DataFusionError;
 
-use crate::request::{Action, RequestError, Spelling, Wording};
+use crate::query::request::{Action, RequestError, Spelling, Wording};
 
 /// A place in the project file, 1-based.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,9 +102,9 @@ pub enum Error {
     #[error(transparent)]
     Request(#[from] RequestError),
 
-    /// A request over one of the caps of [`crate::bounds::Bounds`].
+    /// A request over one of the caps of [`crate::query::bounds::Bounds`].
     #[error(transparent)]
-    OverCap(#[from] crate::bounds::OverCap),
+    OverCap(#[from] crate::query::bounds::OverCap),
 
     /// The query engine failed while running a valid request.
     #[error("query failed: {0}")]

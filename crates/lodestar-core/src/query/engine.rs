@@ -20,15 +20,15 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 
-use crate::bounds::Bounds;
 use crate::connect;
-use crate::error::{Error, Location, Result, Subject, did_you_mean};
-use crate::model::{
+use crate::project::error::{Error, Location, Result, Subject, did_you_mean};
+use crate::project::model::{
     CumulativeOver, EngineSettings, Measure, Metric, MetricKind, Project, RetentionMetric,
     TableRef, quote_ident,
 };
-use crate::plan::{self, TimeKind};
-use crate::request::{Action, words};
+use crate::query::bounds::Bounds;
+use crate::query::request::{Action, words};
+use crate::query::sql::{self, TimeKind};
 
 /// Used when the machine's memory cannot be read.
 const FALLBACK_MEMORY_LIMIT: usize = 4 << 30;
@@ -296,7 +296,7 @@ impl Engine {
         }
         if let Some(formula) = &metric.formula {
             // Only arithmetic over inputs: the tree evaluates and decomposes it.
-            crate::decompose::Formula::parse(formula)
+            crate::analysis::decompose::Formula::parse(formula)
                 .map_err(|message| invalid(metric, "formula", message, None))?;
         }
         Ok(())
@@ -346,7 +346,7 @@ impl Engine {
         // Parse errors are reported against the fragment as written, not the query around it.
         for (field, fragment) in [("measure", Some(&m.measure)), ("filter", m.filter.as_ref())] {
             if let Some(fragment) = fragment {
-                plan::parse_expr(fragment).map_err(|e| {
+                sql::parse_expr(fragment).map_err(|e| {
                     invalid(
                         metric,
                         field,
@@ -443,7 +443,7 @@ impl Engine {
                 } else {
                     "activity_filter"
                 };
-                let parsed = plan::parse_expr(filter).map_err(|e| {
+                let parsed = sql::parse_expr(filter).map_err(|e| {
                     invalid(
                         metric,
                         "retention",
@@ -514,7 +514,7 @@ impl Engine {
                 .join(", ")
         };
         let parsed =
-            plan::parse_expr(expr).map_err(|message| invalid(metric, field, message, None))?;
+            sql::parse_expr(expr).map_err(|message| invalid(metric, field, message, None))?;
         self.plan(&format!(
             "SELECT {parsed} FROM (SELECT {columns}) AS metrics"
         ))
@@ -584,9 +584,9 @@ fn sql_error(
     fragment: &str,
     columns: &[&str],
 ) -> Error {
-    let hint = plan::parse_expr(fragment)
+    let hint = sql::parse_expr(fragment)
         .ok()
-        .and_then(|expr| plan::filter_columns(&expr).ok())
+        .and_then(|expr| sql::filter_columns(&expr).ok())
         .into_iter()
         .flatten()
         .filter(|name| !columns.contains(&name.as_str()))
@@ -637,7 +637,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lodestar.yaml");
         fs_err::write(&path, "metrics: {}\n").unwrap();
-        let engine = Engine::open(crate::config::load(&path).unwrap())
+        let engine = Engine::open(crate::project::config::load(&path).unwrap())
             .await
             .unwrap();
         (dir, engine)

@@ -3,9 +3,9 @@
 
 use chrono::NaiveDate;
 
-use crate::compute::{MetricRequest, MetricTable};
-use crate::engine::Engine;
-use crate::error::Result;
+use crate::project::error::Result;
+use crate::query::compute::{MetricRequest, MetricTable};
+use crate::query::engine::Engine;
 
 /// One flagged period.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,7 +26,7 @@ impl Engine {
             return Ok(Vec::new());
         }
         let project = self.project();
-        let watched: Vec<(&String, &crate::model::Guardrail)> = table
+        let watched: Vec<(&String, &crate::project::model::Guardrail)> = table
             .metrics
             .iter()
             .flat_map(|m| project.metrics[m].guardrails.iter().map(move |g| (m, g)))

@@ -3,7 +3,7 @@
 //!
 //! All metrics of the tree are computed in one request covering both periods, so metrics
 //! sharing a table are read in one scan. Where a metric has a `formula`, its change is split
-//! exactly between its inputs (see [`crate::decompose`]); a child's contribution to the root
+//! exactly between its inputs (see [`crate::analysis::decompose`]); a child's contribution to the root
 //! is its part of its parent's change, scaled by the parent's share of the root's change.
 //! Without a formula the inputs' changes are shown side by side, unlinked.
 
@@ -16,14 +16,16 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
-use crate::compute::{MetricRequest, Scanned};
-use crate::decompose::{Formula, Method};
-use crate::engine::Engine;
-use crate::error::{Error, Result};
-use crate::model::{
+use crate::analysis::decompose::{Formula, Method};
+use crate::project::error::{Error, Result};
+use crate::project::model::{
     Cumulative, CumulativeOver, Grain, Guardrail, Measure, MetricKind, Project, TableRef,
 };
-use crate::periods::{next_period, parse_period, period_start, previous_period, year_before};
+use crate::project::periods::{
+    next_period, parse_period, period_start, previous_period, year_before,
+};
+use crate::query::compute::{MetricRequest, Scanned};
+use crate::query::engine::Engine;
 
 /// Used when neither the request nor the root metric names a grain.
 pub const DEFAULT_TREE_GRAIN: Grain = Grain::Week;
@@ -523,7 +525,7 @@ mod tests {
     fn project(metrics: &str) -> Project {
         let text =
             format!("sources:\n  app: {{ connector: files, path: data }}\nmetrics:\n{metrics}");
-        crate::config::parse(&text, Path::new("/p/lodestar.yaml"), &|_| None).unwrap()
+        crate::project::config::parse(&text, Path::new("/p/lodestar.yaml"), &|_| None).unwrap()
     }
 
     const METRIC: &str = "table: app.t, time: at, measure: count(*)";

@@ -17,8 +17,8 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
-use crate::model::{Grain, quote_ident};
-use crate::periods::week_shift_days;
+use crate::project::model::{Grain, quote_ident};
+use crate::project::periods::week_shift_days;
 
 /// How a time column's values become local wall-clock timestamps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

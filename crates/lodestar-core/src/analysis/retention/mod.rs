@@ -12,6 +12,8 @@
 //! - With a `value` aggregate (such as `sum(amount)`), the table also sums it per period:
 //!   revenue retention, its rate relative to period 0.
 
+mod metric;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -22,11 +24,11 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Date32Type, Field, Float64Type, Int64Type, Schema};
 
-use crate::engine::Engine;
-use crate::error::{Error, Result};
-use crate::model::{Grain, TableRef, quote_ident};
-use crate::plan::{self, TimeKind, local_time, period_of, timestamp_literal};
-use crate::request::Field as RequestField;
+use crate::project::error::{Error, Result};
+use crate::project::model::{Grain, TableRef, quote_ident};
+use crate::query::engine::Engine;
+use crate::query::request::Field as RequestField;
+use crate::query::sql::{self, TimeKind, local_time, period_of, timestamp_literal};
 
 /// Where an event is: a table, its time column, the entity column, and an optional filter.
 #[derive(Debug, Clone, PartialEq)]
@@ -321,7 +323,7 @@ impl Engine {
             (RequestField::To, request.to),
         ] {
             if let Some(date) = date {
-                crate::bounds::check_date(field, date)?;
+                crate::query::bounds::check_date(field, date)?;
             }
         }
         let columns = match (&request.mode, request.periods) {
@@ -346,7 +348,7 @@ impl Engine {
             (_, None) => None,
         };
         if let (Some(from), Some(to)) = (request.from, request.to) {
-            let cohorts = crate::bounds::periods_between(from, to, request.grain);
+            let cohorts = crate::query::bounds::periods_between(from, to, request.grain);
             bounds.check_periods(
                 vec![RequestField::From, RequestField::To, RequestField::Grain],
                 cohorts,
@@ -379,7 +381,7 @@ impl Engine {
         let entity = declared
             .entity
             .clone()
-            .unwrap_or_else(|| crate::discovery::DEFAULT_ENTITY.to_string());
+            .unwrap_or_else(|| crate::analysis::discovery::DEFAULT_ENTITY.to_string());
         let activity = EventSpec {
             table,
             time,
@@ -387,13 +389,13 @@ impl Engine {
             filter: None,
         };
         let cohort = match onboarding {
-            crate::model::OnboardingDef::Column { table, time } => EventSpec {
+            crate::project::model::OnboardingDef::Column { table, time } => EventSpec {
                 table: table.clone(),
                 time: time.clone(),
                 entity,
                 filter: None,
             },
-            crate::model::OnboardingDef::Event(kind) => {
+            crate::project::model::OnboardingDef::Event(kind) => {
                 let column = match &declared.event_column {
                     Some(column) => column.clone(),
                     None => {
@@ -401,7 +403,7 @@ impl Engine {
                             .table_schema(&activity.table)
                             .await
                             .map_err(Error::request)?;
-                        crate::discovery::EVENT_COLUMNS
+                        crate::analysis::discovery::EVENT_COLUMNS
                             .iter()
                             .find(|c| schema.field_with_name(c).is_ok())
                             .map(|c| (*c).to_string())
@@ -410,7 +412,7 @@ impl Engine {
                                     format!(
                                         "`{}` has none of the usual event-type columns ({})",
                                         activity.table,
-                                        crate::discovery::EVENT_COLUMNS.join(", ")
+                                        crate::analysis::discovery::EVENT_COLUMNS.join(", ")
                                     ),
                                     "name it with `event_column:` under `discovery:`",
                                 )
@@ -421,7 +423,7 @@ impl Engine {
                     filter: Some(format!(
                         "{} = {}",
                         quote_ident(&column),
-                        crate::discovery::string_literal(kind)
+                        crate::analysis::discovery::string_literal(kind)
                     )),
                     ..activity.clone()
                 }
@@ -439,7 +441,7 @@ impl Engine {
         for column in [&spec.time, &spec.entity] {
             if schema.field_with_name(column).is_err() {
                 let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-                let hint = crate::error::did_you_mean(column, names.iter().copied())
+                let hint = crate::project::error::did_you_mean(column, names.iter().copied())
                     .unwrap_or_else(|| format!("its columns are: {}", names.join(", ")));
                 return Err(Error::request_hint(
                     format!("`{column}` is not a column of `{}`", spec.table),
@@ -493,7 +495,7 @@ impl Engine {
 }
 
 fn parsed(fragment: &str, what: &str) -> Result<String> {
-    plan::parse_expr(fragment)
+    sql::parse_expr(fragment)
         .map(|e| format!("({e})"))
         .map_err(|e| {
             Error::request(format!(

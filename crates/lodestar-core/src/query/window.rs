@@ -1,0 +1,163 @@
+//! Trailing windows (cumulative metrics over the last N days) and SQL metrics: series that
+//! are not one grouped scan.
+
+use chrono::{Days, NaiveDate};
+
+use crate::project::error::{Error, Result};
+use crate::project::model::{Grain, Metric, quote_ident};
+use crate::project::periods::next_period;
+use crate::query::engine::Engine;
+use crate::query::plan::{END, LAST, PERIOD, PartContext, START, WindowMetric, parse_fragment};
+use crate::query::request::{Field as RequestField, words};
+use crate::query::scan::{Part, bad_times, time_range, where_clause};
+use crate::query::sql::{date_literal, period_of, timestamp_literal};
+
+impl Engine {
+    /// A cumulative metric with its own measure, aggregated afresh over each period's window.
+    pub(crate) async fn run_window_scan(
+        &self,
+        ctx: &PartContext<'_>,
+        w: &WindowMetric<'_>,
+        periods: &[NaiveDate],
+        index: usize,
+    ) -> Result<Part> {
+        let (metric, measure, window) = (w.metric, w.measure, w.days);
+        let (grain, dims, where_expr, for_cache) =
+            (ctx.grain, ctx.dims, ctx.where_expr, ctx.for_cache);
+        let (local, kind) = self.local_time_of(&measure.table, &measure.time).await?;
+        // Each period's window is `[start, end)`, both literals in the spine: the join compares
+        // every row with every period, so nothing is computed per pair.
+        let bounds = |period: NaiveDate| {
+            let end = next_period(period, grain);
+            // Without a window the start is not compared; any valid timestamp does.
+            let start = window.map_or(period, |days| end - Days::new(u64::from(days)));
+            (start, end)
+        };
+        let spine_rows = if periods.is_empty() {
+            // No period to compute: keep the query valid, and let it return nothing.
+            let min = timestamp_literal(NaiveDate::MIN);
+            format!(
+                "SELECT {} AS {}, {min} AS {}, {min} AS {} WHERE false",
+                date_literal(NaiveDate::MIN),
+                quote_ident(PERIOD),
+                quote_ident(START),
+                quote_ident(END)
+            )
+        } else {
+            let values: Vec<String> = periods
+                .iter()
+                .map(|p| {
+                    let (start, end) = bounds(*p);
+                    format!(
+                        "({}, {}, {})",
+                        date_literal(*p),
+                        timestamp_literal(start),
+                        timestamp_literal(end)
+                    )
+                })
+                .collect();
+            format!(
+                "SELECT * FROM (VALUES {}) AS v({}, {}, {})",
+                values.join(", "),
+                quote_ident(PERIOD),
+                quote_ident(START),
+                quote_ident(END)
+            )
+        };
+        let mut on = vec![format!("{local} < s.{}", quote_ident(END))];
+        if window.is_some() {
+            on.push(format!("{local} >= s.{}", quote_ident(START)));
+        }
+        let lower = match (periods.first(), window) {
+            (Some(first), Some(days)) => Some(*first - Days::new(u64::from(days))),
+            _ => None,
+        };
+        let upper = periods.last().map(|p| next_period(*p, grain));
+        let mut conditions = time_range(&local, lower, upper);
+        conditions.extend(where_expr.map(|e| format!("({e})")));
+        conditions.extend(measure.filter.as_ref().map(|f| format!("({f})")));
+        let mut select = vec![format!("s.{0} AS {0}", quote_ident(PERIOD))];
+        let mut group_by = vec![format!("s.{}", quote_ident(PERIOD))];
+        for dim in dims {
+            let expr = format!("CAST({} AS VARCHAR)", quote_ident(dim));
+            select.push(format!("{expr} AS {}", quote_ident(dim)));
+            group_by.push(expr);
+        }
+        select.push(format!(
+            "{} AS {}",
+            parse_fragment(&measure.measure)?,
+            quote_ident(&metric.name)
+        ));
+        if for_cache {
+            select.push(format!(
+                "CAST(max({local}) AS DATE) AS {}",
+                quote_ident(LAST)
+            ));
+        }
+        let sql = format!(
+            "SELECT {} FROM {} JOIN ({spine_rows}) AS s ON {}{} GROUP BY {}",
+            select.join(", "),
+            measure.table.sql(),
+            on.join(" AND "),
+            where_clause(&conditions),
+            group_by.join(", ")
+        );
+        let part = self
+            .collect_part(
+                sql,
+                index,
+                measure.table.to_string(),
+                vec![metric.name.clone()],
+            )
+            .await;
+        bad_times(part, kind, metric, &measure.time)
+    }
+
+    pub(crate) async fn run_sql_metric(
+        &self,
+        ctx: &PartContext<'_>,
+        metric: &Metric,
+        (sql, sql_grain): (&str, Grain),
+        (lower, upper): (Option<NaiveDate>, Option<NaiveDate>),
+        index: usize,
+    ) -> Result<Part> {
+        let (grain, where_expr) = (ctx.grain, ctx.where_expr);
+        let rolls_up = sql_grain == grain
+            || sql_grain == Grain::Day
+            || (sql_grain == Grain::Month && grain >= Grain::Quarter)
+            || (sql_grain == Grain::Quarter && grain == Grain::Year);
+        if !rolls_up {
+            return Err(Error::request_hint(
+                format!(
+                    "metric `{}` is computed by SQL at {sql_grain} grain and cannot be shown by {grain}",
+                    metric.name
+                ),
+                words![
+                    "ask for ",
+                    RequestField::Grain.set_to(sql_grain),
+                    format!(" or a coarser grain that {sql_grain}s add up to")
+                ],
+            ));
+        }
+        let local = "CAST(q.\"period\" AS TIMESTAMP)";
+        let period = period_of(local, grain, self.project().week_start);
+        let mut conditions = time_range(local, lower, upper);
+        conditions.extend(where_expr.map(|e| format!("({e})")));
+        let mut select = vec![format!("{period} AS {}", quote_ident(PERIOD))];
+        let mut group_by = vec![period];
+        for dim in ctx.dims {
+            let expr = format!("CAST(q.{} AS VARCHAR)", quote_ident(dim));
+            select.push(format!("{expr} AS {}", quote_ident(dim)));
+            group_by.push(expr);
+        }
+        select.push(format!("sum(q.\"value\") AS {}", quote_ident(&metric.name)));
+        let query = format!(
+            "SELECT {} FROM ({sql}) AS q{} GROUP BY {}",
+            select.join(", "),
+            where_clause(&conditions),
+            group_by.join(", ")
+        );
+        self.collect_part(query, index, "sql".into(), vec![metric.name.clone()])
+            .await
+    }
+}
