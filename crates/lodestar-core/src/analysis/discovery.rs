@@ -54,8 +54,7 @@ pub const TIME_COLUMNS: [&str; 7] = [
     "created_at",
     "signed_up_at",
 ];
-/// The entity column used when the request does not name one.
-pub const DEFAULT_ENTITY: &str = "user_id";
+pub use crate::project::model::DEFAULT_ENTITY;
 /// The activity table used when the request does not name one: a table of this name.
 pub const DEFAULT_ACTIVITY_TABLE: &str = "events";
 

@@ -10,6 +10,9 @@ use indexmap::IndexMap;
 
 use crate::project::error::Location;
 
+/// The entity column used when a request or `discovery:` does not name one.
+pub const DEFAULT_ENTITY: &str = "user_id";
+
 /// A loaded, structurally valid project. SQL fragments are checked later, against the
 /// sources' schemas, by [`crate::Engine::validate`].
 #[derive(Debug, Clone)]
@@ -64,10 +67,7 @@ impl Project {
             _ => false,
         });
         let d = &self.discovery;
-        let entity = d
-            .entity
-            .as_deref()
-            .unwrap_or(crate::analysis::discovery::DEFAULT_ENTITY);
+        let entity = d.entity.as_deref().unwrap_or(DEFAULT_ENTITY);
         let by_discovery = d
             .activity
             .as_ref()

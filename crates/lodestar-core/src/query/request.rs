@@ -10,8 +10,16 @@ use std::str::FromStr;
 
 use chrono::NaiveDate;
 
-use crate::analysis::retention::EventSpec;
 use crate::project::model::TableRef;
+
+/// Where an event is: a table, its time column, the entity column, and an optional filter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventSpec {
+    pub table: TableRef,
+    pub time: String,
+    pub entity: String,
+    pub filter: Option<String>,
+}
 
 /// A field of a request. [`Field::name`] is its parameter on the HTTP API; the CLI writes it as
 /// an option (`--from`, `--where` for [`Field::Filter`]).

@@ -25,19 +25,12 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Date32Type, Field, Float64Type, Int64Type, Schema};
 
 use crate::project::error::{Error, Result};
-use crate::project::model::{Grain, TableRef, quote_ident};
+use crate::project::model::{Grain, quote_ident};
 use crate::query::engine::Engine;
 use crate::query::request::Field as RequestField;
 use crate::query::sql::{self, TimeKind, local_time, period_of, timestamp_literal};
 
-/// Where an event is: a table, its time column, the entity column, and an optional filter.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EventSpec {
-    pub table: TableRef,
-    pub time: String,
-    pub entity: String,
-    pub filter: Option<String>,
-}
+pub use crate::query::request::EventSpec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DayMode {
@@ -381,7 +374,7 @@ impl Engine {
         let entity = declared
             .entity
             .clone()
-            .unwrap_or_else(|| crate::analysis::discovery::DEFAULT_ENTITY.to_string());
+            .unwrap_or_else(|| crate::project::model::DEFAULT_ENTITY.to_string());
         let activity = EventSpec {
             table,
             time,
