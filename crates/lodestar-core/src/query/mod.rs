@@ -9,6 +9,7 @@ pub(crate) mod assemble;
 pub mod bounds;
 pub mod compute;
 pub mod engine;
+pub(crate) mod parse;
 pub(crate) mod plan;
 pub mod request;
 pub(crate) mod scan;

@@ -13,12 +13,12 @@ use datafusion::sql::sqlparser::ast::{
     BinaryOperator, DuplicateTreatment, Expr, FunctionArg, FunctionArgExpr, FunctionArguments,
     visit_expressions, visit_expressions_mut,
 };
-use datafusion::sql::sqlparser::dialect::GenericDialect;
-use datafusion::sql::sqlparser::parser::Parser;
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
 use crate::project::model::{Grain, quote_ident};
 use crate::project::periods::week_shift_days;
+
+/// User fragments are parsed with bounded work before they are spliced into SQL text.
+pub(crate) use crate::query::parse::parse_expr;
 
 /// How a time column's values become local wall-clock timestamps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,59 +103,6 @@ pub(crate) fn timestamp_literal(date: NaiveDate) -> String {
 
 pub(crate) fn date_literal(date: NaiveDate) -> String {
     format!("DATE '{date}'")
-}
-
-/// Parses one SQL expression, refusing trailing text (`x = 1; DROP ...`).
-pub(crate) fn parse_expr(sql: &str) -> Result<Expr, String> {
-    check_name_parts(sql)?;
-    let message = |e: datafusion::sql::sqlparser::parser::ParserError| {
-        let text = e.to_string();
-        text.strip_prefix("sql parser error: ")
-            .map(str::to_string)
-            .unwrap_or(text)
-    };
-    let mut parser = Parser::new(&GenericDialect {})
-        .try_with_sql(sql)
-        .map_err(message)?;
-    let expr = parser.parse_expr().map_err(message)?;
-    let next = parser.peek_token();
-    if next.token != Token::EOF {
-        return Err(format!("unexpected `{}` after the expression", next.token));
-    }
-    Ok(expr)
-}
-
-/// The most parts a dotted name may have (`catalog.schema.table.column` has four).
-///
-/// sqlparser's expression parser backtracks at each `.` of a dotted name, in time exponential
-/// in their number: 30 parts took minutes (found by the `formula` fuzz target,
-/// docs/fuzzing.md). So longer names are refused before parsing, by its linear tokenizer.
-const MAX_NAME_PARTS: usize = 8;
-
-fn check_name_parts(sql: &str) -> Result<(), String> {
-    let tokens = Tokenizer::new(&GenericDialect {}, sql)
-        .tokenize()
-        .map_err(|e| e.to_string())?;
-    // A chain is any tokens joined by periods or subscripts (`a.b[c].d`), not only words:
-    // sqlparser's compound expressions go on through a placeholder (`$.a.b`), a quoted name,
-    // a parenthesis or a bracket the same way.
-    let (mut parts, mut after_period) = (0usize, false);
-    for token in tokens.iter().filter(|t| !matches!(t, Token::Whitespace(_))) {
-        match token {
-            // `a.[b]` goes on too: joiners in a row keep the chain.
-            Token::Period | Token::LBracket => after_period = true,
-            _ => {
-                parts = if after_period { parts + 1 } else { 1 };
-                after_period = false;
-            }
-        }
-        if parts > MAX_NAME_PARTS {
-            return Err(format!(
-                "a dotted name has more than {MAX_NAME_PARTS} parts; write column names, or source.table.column"
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Adds `FILTER (WHERE filter)` to every aggregate call of `measure`, so that several measures
@@ -259,30 +206,6 @@ pub(crate) fn filter_columns(expr: &Expr) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A long dotted name is refused at once instead of sending sqlparser into exponential
-    /// backtracking (the fuzz input of fuzz/regressions/formula/ ran for minutes).
-    #[test]
-    fn long_dotted_names_are_refused_before_parsing() {
-        let slow = "s *ookii.ooki.gg.oki.oog.oki.ooki.gg.ki.gg.oki.g.gg.i.gg.oki.oog.oki.ooki.gg.ki.gg.oki.g.gg.oki.g.oki.g.";
-        let error = parse_expr(slow).unwrap_err();
-        assert!(error.contains("more than 8 parts"), "{error}");
-        // The second hang the fuzz target found: chains of words joined through placeholders.
-        let slow = "$.ccccypy.c.kccp.cu.nckbo.py.c.kcc.$.ccccypy.c.kpccc.c.knkbo.py.c.kcc.$.ccccypy.c.kpccc.c.knubo.py.c.kcc.->->a.";
-        let error = parse_expr(slow).unwrap_err();
-        assert!(error.contains("more than 8 parts"), "{error}");
-        // The third: chains joined through subscripts.
-        let slow = "[obay.ay.pe.kpd.ki$[ay.i$y.pe.ky.pea$.pe.kpd.ki$[ay.$aobay.ay.pe.kpd.ki$[ay.i$y.pe.ky.pea$.pe.kpd.ki$[ay.$ay.pe.ky.pea$.%:.%:y.pe.ky.pea$.%:.%:";
-        let error = parse_expr(slow).unwrap_err();
-        assert!(error.contains("more than 8 parts"), "{error}");
-        // The fourth: a period then a subscript (`v5.[m`).
-        let slow = "ip_qpv0.v5.[m.p4.M[p.erer_qpv0.v5.[qpv0.v5.[m.p4.pv0.v5.[m.p4.M[p.erer_qpv1.v5.[m.p4.m.p4.pv0.v5.[m.p4.M[p.erer_qpv1.v5.[m.p4.M[m.p4.M[p.ere1";
-        let error = parse_expr(slow).unwrap_err();
-        assert!(error.contains("more than 8 parts"), "{error}");
-        assert!(parse_expr("a[1].b + [1, 2, 3][2] + t.x[2]").is_ok());
-        assert!(parse_expr("\"cat\".schema.tbl.col + t.x * 1.5").is_ok());
-        assert!(parse_expr("a.b.c.d.e.f.g.h").is_ok());
-    }
 
     #[test]
     fn filters_go_into_every_aggregate_call() {
