@@ -197,11 +197,11 @@ mod tests {
         assert_eq!(
             request.onboarded,
             Onboarding::Column {
-                table: cohort.table.clone(),
+                table: cohort.table,
                 time: Some("at".into())
             }
         );
-        assert_eq!(request.activity, Some(activity.table.clone()));
+        assert_eq!(request.activity, Some(activity.table));
         assert_eq!(request.activity_time.as_deref(), Some("at"));
         assert_eq!(request.entity.as_deref(), Some("account_id"));
         // Without retention nor onboarding, there is no discovery.
