@@ -4,6 +4,8 @@
 //! dashboard the report's rules and numbers as text. Expected numbers are hand counts
 //! (`tests/fixtures/shop/README.md`, the retention fixture's in `tests/it/retention.rs`).
 
+use serde_json::json;
+
 use crate::report::elements;
 use crate::server::Served;
 use crate::support::{Run, lodestar_project};
@@ -140,4 +142,78 @@ fn the_servers_report_is_the_clis_behind_a_read_token() {
         ],
     );
     assert_eq!(arrow.status, 406, "{arrow}");
+}
+
+#[test]
+fn the_overview_gives_the_dashboard_the_reports_rules_and_text() {
+    let server = Served::start_with("shop", |_| {}, &[], &[]);
+    let overview = server.json("/api/v1/overview");
+    // The shop's last complete week is 03-09, against 03-02: revenue 60 → 90 (+30, +50%),
+    // orders 3 → 5 (+2, +66.7%).
+    assert_eq!(overview["grain"], "week");
+    assert_eq!(overview["period"], "2026-03-09");
+    assert_eq!(overview["previous_period"], "2026-03-02");
+    assert_eq!(
+        overview["period_text"],
+        "week 2026-03-09 against 2026-03-02"
+    );
+    let revenue = &overview["roots"][0];
+    assert_eq!(revenue["metric"], "revenue");
+    assert_eq!(revenue["value"], json!(90.0));
+    assert_eq!(revenue["text"], "90 · +30 (+50.0%)");
+    let orders = &revenue["inputs"][0];
+    assert_eq!(orders["metric"], "orders");
+    assert!(
+        orders["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("5 · +2 (+66.7%) · contributes +"),
+        "{orders}"
+    );
+    let head = &overview["north_star"];
+    assert_eq!(head["metric"], "revenue");
+    assert_eq!(head["value_text"], "90");
+    assert_eq!(head["period_text"], "week of 2026-03-09");
+    assert_eq!(head["change_text"], "+30 (+50.0%) vs 2026-03-02");
+    // Both weeks are whole: both complete. Ticks from 0 past 90, round.
+    let points = &head["chart"]["series"][0]["points"];
+    assert_eq!(
+        points,
+        &json!([
+            {"period": "2026-03-02", "value": 60.0, "text": "60", "complete": true},
+            {"period": "2026-03-09", "value": 90.0, "text": "90", "complete": true},
+        ])
+    );
+    let ticks = head["chart"]["ticks"].as_array().unwrap();
+    assert_eq!(ticks[0], json!({"value": 0.0, "text": "0"}));
+    assert!(ticks.last().unwrap()["value"].as_f64().unwrap() >= 90.0);
+    // No retention metric in the shop: the dashboard is told so, and how to name one.
+    assert_eq!(overview["retention"]["cohort"], json!(null));
+    assert!(
+        overview["retention"]["note"]
+            .as_str()
+            .unwrap()
+            .contains("no retention metric")
+    );
+
+    // A drill-down chart by a dimension: one series per country, with the API's complete
+    // periods; in total 60 then 90.
+    let chart = server.json("/api/v1/metrics/revenue/chart?grain=week&by=country");
+    assert_eq!(chart["last_complete"], "2026-03-09");
+    let series = chart["series"].as_array().unwrap();
+    assert!(series.len() > 1, "{chart}");
+    for (week, total) in [("2026-03-02", 60.0), ("2026-03-09", 90.0)] {
+        let sum: f64 = series
+            .iter()
+            .flat_map(|s| s["points"].as_array().unwrap())
+            .filter(|p| p["period"] == week)
+            .filter_map(|p| p["value"].as_f64())
+            .sum();
+        assert_eq!(sum, total, "revenue in the week of {week}");
+    }
+    assert_eq!(
+        server.get("/api/v1/metrics/nope/chart").status,
+        404,
+        "an unknown metric"
+    );
 }

@@ -30,7 +30,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/metrics", get(list_metrics))
         .route("/api/v1/metrics/{name}", get(get_metric))
         .route("/api/v1/metrics/{name}/series", get(series))
+        .route("/api/v1/metrics/{name}/chart", get(chart))
         .route("/api/v1/tree", get(tree))
+        .route("/api/v1/overview", get(overview))
         .route("/api/v1/report", get(report))
         .route("/api/v1/targets", get(targets))
         .route("/api/v1/retention", get(retention))
@@ -367,6 +369,57 @@ async fn series(
             })
         }
     }
+}
+
+/// `GET /api/v1/overview`: what the dashboard shows first, by the report's rules.
+async fn overview(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Answer {
+    Params::parse(query.as_deref(), &[]).finish()?;
+    json_only(&headers)?;
+    let engine = state.engine();
+    let overview = lodestar_report::overview::overview(&engine)
+        .await
+        .map_err(report_error)?;
+    encode::json(&wire::Overview::from(&overview))
+}
+
+/// `GET /api/v1/metrics/{name}/chart`: a metric's series as the dashboard draws it, with its
+/// complete periods, axis ticks and numbers as text.
+async fn chart(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Answer {
+    let engine = state.engine();
+    let metric = engine
+        .project()
+        .metric(&name)
+        .map_err(ApiError::unknown_metric)?;
+    let mut params = Params::parse(query.as_deref(), &["grain", "by"]);
+    let grain = params
+        .grain("grain")?
+        .or(metric.grain)
+        .unwrap_or(Grain::Day);
+    let by = params.one("by")?;
+    params.finish()?;
+    json_only(&headers)?;
+    let last_complete = lodestar_report::overview::last_complete(&engine, &metric.name, grain)
+        .await
+        .map_err(report_error)?;
+    let chart = lodestar_report::overview::chart(
+        &engine,
+        &metric.name,
+        grain,
+        by.as_deref(),
+        last_complete,
+    )
+    .await
+    .map_err(report_error)?;
+    encode::json(&wire::Chart::from(&chart))
 }
 
 const REPORT_PARAMS: &[&str] = &[
