@@ -12,7 +12,8 @@
 //! file or the cache; docs/reliability.md is the catalogue), `server` (`lodestar serve` over
 //! HTTP), `server_ops` (its memory limit, background refresh, graceful stop, and a
 //! Postgres-backed project), `server_bounds` (the caps on what a request may ask, and what a
-//! read token may see), `server_load` (a bounded load test on loopback that prints
+//! read token may see), `server_report` (the HTML report and the dashboard's overview over
+//! HTTP), `server_load` (a bounded load test on loopback that prints
 //! throughput and latency), `support` (helpers).
 
 mod amplitude;
@@ -35,4 +36,5 @@ mod server;
 mod server_bounds;
 mod server_load;
 mod server_ops;
+mod server_report;
 mod support;

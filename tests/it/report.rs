@@ -93,7 +93,7 @@ fn png_size(bytes: &[u8]) -> (u32, u32) {
 }
 
 /// The attributes of every element named `tag` in `html` that has attribute `having`.
-fn elements(html: &str, tag: &str, having: &str) -> Vec<BTreeMap<String, String>> {
+pub(crate) fn elements(html: &str, tag: &str, having: &str) -> Vec<BTreeMap<String, String>> {
     let open = format!("<{tag} ");
     let mut out = Vec::new();
     let mut rest = html;

@@ -11,6 +11,7 @@ use lodestar_core::Engine;
 use lodestar_core::discovery::{
     Candidate, Discovery, DiscoveryRequest, MinSupport, Onboarding, Span, parse_table_column,
 };
+use lodestar_core::format::{fixed, percent, thousands};
 use lodestar_core::model::TableRef;
 use lodestar_core::request::{self, DateRange, Field, RequestError};
 
@@ -206,71 +207,28 @@ fn row(rank: usize, c: &Candidate, validated: bool) -> Vec<String> {
         format!("{} ({})", thousands(t.doers()), percent(t.support())),
         percent(t.retention_did()),
         percent(t.retention_not()),
-        fixed(t.lift()),
+        fixed(t.lift(), 2),
         percent(t.recall()),
         match (t.phi(), c.phi_interval()) {
             (Some(phi), Some((low, high))) => {
-                format!("{} [{}, {}]", three(phi), three(low), three(high))
+                format!(
+                    "{} [{}, {}]",
+                    fixed(Some(phi), 3),
+                    fixed(Some(low), 3),
+                    fixed(Some(high), 3)
+                )
             }
-            (phi, _) => phi.map_or_else(|| "–".into(), three),
+            (phi, _) => fixed(phi, 3),
         },
     ];
     if validated {
         let v = c.validation.as_ref();
-        cells.push(
-            v.and_then(|v| v.table.phi())
-                .map_or_else(|| "–".into(), three),
-        );
+        cells.push(fixed(v.and_then(|v| v.table.phi()), 3));
         cells.push(v.map(|v| v.verdict.as_str()).unwrap_or("–").to_string());
     }
     cells
 }
 
-fn percent(x: Option<f64>) -> String {
-    x.map_or_else(|| "–".into(), |x| format!("{:.1}%", x * 100.0))
-}
-
-fn fixed(x: Option<f64>) -> String {
-    x.map_or_else(|| "–".into(), |x| format!("{x:.2}"))
-}
-
-/// Three decimals, without a minus sign on a value that rounds to zero.
-fn three(x: f64) -> String {
-    let text = format!("{x:.3}");
-    if text == "-0.000" {
-        "0.000".into()
-    } else {
-        text
-    }
-}
-
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
-}
-
 fn plural(n: usize, noun: &str) -> String {
     format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numbers_read_well() {
-        assert_eq!(thousands(1_234_567), "1,234,567");
-        assert_eq!(thousands(12), "12");
-        assert_eq!(percent(Some(0.6431)), "64.3%");
-        assert_eq!(fixed(None), "–");
-        assert_eq!(three(-0.0001), "0.000");
-        assert_eq!(three(-0.0123), "-0.012");
-    }
 }

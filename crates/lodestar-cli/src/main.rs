@@ -5,7 +5,6 @@ mod output;
 mod render;
 mod report;
 mod spelling;
-mod svg;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};

@@ -6,6 +6,7 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{ContentArrangement, Table};
 use lodestar_core::connect::{FILES_OPTIONS, plugins};
 use lodestar_core::decompose::Method;
+use lodestar_core::format::{optional, percent, signed_percent};
 use lodestar_core::model::{MetricKind, Project};
 use lodestar_core::periods::label;
 use lodestar_core::retention::Retention;
@@ -200,14 +201,14 @@ fn print_node(project: &Project, node: &TreeNode, first: &str, rest: &str) {
         (Some(c), false) if !first.is_empty() => format!(
             "  → {}{} of the root's change",
             sign(c),
-            number(Some(c.abs()))
+            optional(Some(c.abs()))
         ),
         _ => String::new(),
     };
     println!(
         "{first}{}{star}  {}{}{share}{owner}",
         node.metric,
-        number(node.value),
+        optional(node.value),
         change_text(node.change(), node.relative_change())
     );
     for g in &node.guardrails {
@@ -223,7 +224,7 @@ fn print_node(project: &Project, node: &TreeNode, first: &str, rest: &str) {
         println!(
             "{rest}  guardrail: {}  {}{change}{flag}",
             g.rule.metric,
-            number(g.value)
+            optional(g.value)
         );
     }
     match &node.link {
@@ -239,7 +240,7 @@ fn print_node(project: &Project, node: &TreeNode, first: &str, rest: &str) {
             println!(
                 "{rest}  (split by {}; the formula misses {} of the change)",
                 method.as_str(),
-                number(Some(*residual))
+                optional(Some(*residual))
             )
         }
         _ => {}
@@ -283,13 +284,13 @@ fn change_text(change: Option<f64>, relative: Option<f64>) -> String {
     match (change, relative) {
         (Some(change), Some(relative)) => {
             format!(
-                "  ({}{}, {:+.1}%)",
+                "  ({}{}, {})",
                 sign(change),
-                number(Some(change.abs())),
-                relative * 100.0
+                optional(Some(change.abs())),
+                signed_percent(Some(relative))
             )
         }
-        (Some(change), None) => format!("  ({}{})", sign(change), number(Some(change.abs()))),
+        (Some(change), None) => format!("  ({}{})", sign(change), optional(Some(change.abs()))),
         _ => String::new(),
     }
 }
@@ -308,16 +309,16 @@ pub fn targets(statuses: &[TargetStatus]) {
         println!(
             "target {}: {} per {} by {} — {}",
             s.metric,
-            number(Some(s.target.value)),
+            optional(Some(s.target.value)),
             s.target.period,
             s.target.by,
             s.status.as_str().to_uppercase()
         );
         println!(
             "  {period}: actual {}, expected {} by now, projected {} at the target date",
-            number(s.actual),
-            number(s.expected),
-            number(s.projected)
+            optional(s.actual),
+            optional(s.expected),
+            optional(s.projected)
         );
     }
 }
@@ -345,8 +346,8 @@ pub fn retention(result: &Retention, with_value: bool) {
             cells[0].cohort_size.to_string(),
         ];
         row.extend(cells.iter().map(|c| match (c.rate, with_value, c.value) {
-            (Some(rate), false, _) => format!("{:.1}%", rate * 100.0),
-            (Some(rate), true, value) => format!("{:.1}% · {}", rate * 100.0, number(value)),
+            (Some(rate), false, _) => percent(Some(rate)),
+            (Some(rate), true, value) => format!("{} · {}", percent(Some(rate)), optional(value)),
             _ => String::new(),
         }));
         table.add_row(row);
@@ -354,8 +355,8 @@ pub fn retention(result: &Retention, with_value: bool) {
     println!("{table}");
     if let Some(mean) = mean(result.repeat_rates.iter().map(|(_, r)| *r)) {
         println!(
-            "active again after their first event: {:.1}% of entities on average across cohorts",
-            mean * 100.0
+            "active again after their first event: {} of entities on average across cohorts",
+            percent(Some(mean))
         );
     }
 }
@@ -380,7 +381,7 @@ pub fn segments(analysis: &SegmentAnalysis) {
     );
     println!(
         "total {}{}",
-        number(analysis.value),
+        optional(analysis.value),
         change_text(analysis.change(), relative)
     );
     let ratio = analysis.method == SegmentMethod::RateMix;
@@ -403,19 +404,19 @@ pub fn segments(analysis: &SegmentAnalysis) {
     let total = analysis.change().filter(|c| *c != 0.0);
     for s in &analysis.segments {
         let share = match (s.contribution, total) {
-            (Some(c), Some(t)) => format!("{:.1}%", c / t * 100.0),
+            (Some(c), Some(t)) => percent(Some(c / t)),
             _ => "–".into(),
         };
         let mut row = vec![
             s.segment.clone().unwrap_or_else(|| "(none)".into()),
-            number(s.value),
-            number(s.previous),
-            number(s.change()),
-            number(s.contribution),
+            optional(s.value),
+            optional(s.previous),
+            optional(s.change()),
+            optional(s.contribution),
             share,
         ];
         if ratio {
-            row.extend([number(s.rate_effect), number(s.mix_effect)]);
+            row.extend([optional(s.rate_effect), optional(s.mix_effect)]);
         }
         table.add_row(row);
     }
@@ -423,7 +424,7 @@ pub fn segments(analysis: &SegmentAnalysis) {
     match analysis.residual() {
         Some(r) if r.abs() > 1e-9 * analysis.value.unwrap_or(1.0).abs().max(1.0) => println!(
             "the segments' parts leave {} of the change unexplained: segments overlap (an entity in several of them) or the metric does not add up over them",
-            number(Some(r))
+            optional(Some(r))
         ),
         _ => {}
     }
@@ -441,46 +442,4 @@ fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
 
 fn sign(x: f64) -> &'static str {
     if x < 0.0 { "-" } else { "+" }
-}
-
-/// Whole numbers without decimals and with thousands separators; others to four significant
-/// decimals at most.
-fn number(value: Option<f64>) -> String {
-    let Some(v) = value else {
-        return "–".into();
-    };
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        let digits = format!("{}", v.abs() as u64);
-        let mut grouped = String::new();
-        for (i, c) in digits.chars().enumerate() {
-            if i > 0 && (digits.len() - i) % 3 == 0 {
-                grouped.push(',');
-            }
-            grouped.push(c);
-        }
-        format!("{}{grouped}", if v < 0.0 { "-" } else { "" })
-    } else {
-        let decimals = if v.abs() >= 100.0 {
-            1
-        } else if v.abs() >= 1.0 {
-            2
-        } else {
-            4
-        };
-        format!("{v:.decimals$}")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::number;
-
-    #[test]
-    fn numbers_read_well() {
-        assert_eq!(number(Some(1234567.0)), "1,234,567");
-        assert_eq!(number(Some(-1200.0)), "-1,200");
-        assert_eq!(number(Some(3.456789)), "3.46");
-        assert_eq!(number(Some(0.123456)), "0.1235");
-        assert_eq!(number(None), "–");
-    }
 }

@@ -1,29 +1,18 @@
-//! `lodestar report`: one self-contained HTML file (inline CSS and SVG, no script, nothing
-//! fetched) with the North Star over time and against its target, the metric tree with
-//! contributions, a retention heat map and the discovery ranking.
-//!
-//! Every number comes from the core (`compute`, `tree`, `targets`, `retention`, `discover`);
-//! this module only lays them out. Numbers a reader may want to check are also written
-//! exactly in `data-*` attributes (`data-metric`, `data-period`, `data-value`…), so a test or
-//! a script can compare the page with `lodestar compute`.
+//! `lodestar report`: its options, and the page `lodestar_report::render` lays out written to
+//! a file. The rules, the charts and the HTML are the report crate's, shared with the server.
 
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::PathBuf;
 
-use chrono::NaiveDate;
 use clap::Args;
-use lodestar_core::discovery::{Discovery, DiscoveryRequest, Onboarding, Span};
-use lodestar_core::model::{Grain, MetricKind, TableRef};
-use lodestar_core::periods::{self, period_start};
-use lodestar_core::request::EventColumn;
-use lodestar_core::retention::{DayMode, EventSpec, Mode, Retention, RetentionRequest};
-use lodestar_core::targets::TargetStatus;
-use lodestar_core::tree::{Link, MetricTree, TreeNode};
-use lodestar_core::{Engine, MetricRequest, TreeRequest};
+use lodestar_core::Engine;
+use lodestar_core::discovery::Span;
+use lodestar_core::model::Grain;
+use lodestar_core::request::{EventColumn, Spelling};
+use lodestar_report::{Options, Voice};
 
 use crate::output;
-use crate::svg::{self, HeatCell, Line, escape};
+use crate::spelling::Flags;
 
 pub const AFTER_HELP: &str = "\
 Examples:
@@ -71,7 +60,7 @@ pub struct ReportArgs {
     )]
     pub activity: Option<EventColumn>,
     /// The entity column, for retention and discovery
-    #[arg(long, default_value = "user_id", help_heading = "Retention")]
+    #[arg(long, default_value = lodestar_report::DEFAULT_ENTITY, help_heading = "Retention")]
     pub entity: String,
     /// Cohort length: day, week or month [default: the report's grain if one of these, else week]
     #[arg(long, value_parser = crate::parse_grain, help_heading = "Retention")]
@@ -79,7 +68,7 @@ pub struct ReportArgs {
     /// Periods 0..=N shown in the heat map
     #[arg(
         long,
-        default_value_t = 12,
+        default_value_t = lodestar_report::DEFAULT_RETENTION_PERIODS,
         value_name = "N",
         help_heading = "Retention"
     )]
@@ -104,7 +93,7 @@ pub struct ReportArgs {
     /// Candidates shown in the ranking
     #[arg(
         long,
-        default_value_t = 10,
+        default_value_t = lodestar_report::DEFAULT_TOP,
         value_name = "N",
         help_heading = "Discovery"
     )]
@@ -115,585 +104,73 @@ fn parse_span(s: &str) -> Result<Span, String> {
     s.parse()
 }
 
-/// A section that could not be drawn, and how to get it.
+/// The CLI's words in the page: options and commands.
 #[derive(Debug)]
-struct Note(String);
+struct Cli;
 
-/// What the retention section shows.
-#[derive(Debug)]
-struct RetentionSection {
-    request: RetentionRequest,
-    result: Retention,
+impl Voice for Cli {
+    fn spelling(&self) -> &dyn Spelling {
+        &Flags
+    }
+
+    fn no_retention(&self) -> String {
+        "No retention here: the project has no retention metric. Add one, or run lodestar \
+         report --cohort SOURCE.TABLE.COLUMN --activity SOURCE.TABLE.COLUMN --entity COLUMN \
+         (e.g. --cohort app.users.signed_up_at --activity app.events.event_time --entity \
+         user_id)."
+            .into()
+    }
+
+    fn no_onboarding(&self) -> String {
+        "No discovery here: it needs to know when users are onboarded. Run lodestar report \
+         --onboarded SOURCE.TABLE.COLUMN (e.g. app.users.signed_up_at), or an event type of \
+         the activity table."
+            .into()
+    }
+
+    fn discovery_failed(&self, error: &str) -> String {
+        format!(
+            "No discovery here: with the retention cohort as onboarding, it failed: {error}. \
+             Pass --onboarded (and check `lodestar discover --help`) to include it."
+        )
+    }
+
+    fn made_with(&self) -> &str {
+        "lodestar report"
+    }
+}
+
+impl ReportArgs {
+    /// The report these arguments ask for.
+    fn options(&self) -> Result<Options, lodestar_core::Error> {
+        let (period_grain, period, compare) =
+            crate::period_and_compare(self.period.as_deref(), &self.compare)?;
+        Ok(Options {
+            metric: self.metric.clone(),
+            grain: self.grain,
+            period: period.map(|date| (period_grain, date)),
+            compare,
+            retention: self.cohort.clone().zip(self.activity.clone()),
+            entity: self.entity.clone(),
+            retention_grain: self.retention_grain,
+            retention_periods: self.retention_periods,
+            onboarded: self.onboarded.clone(),
+            within: self.within,
+            retained: self.retained,
+            window: self.window,
+            top: self.top,
+            ..Options::default()
+        })
+    }
 }
 
 /// Computes every section, then writes the file; nothing is written if a computation fails.
 pub async fn run(engine: &Engine, args: &ReportArgs) -> anyhow::Result<()> {
-    let project = engine.project();
-    let (period_grain, period, compare) =
-        crate::period_and_compare(args.period.as_deref(), &args.compare)?;
-    let tree = engine
-        .tree(&TreeRequest {
-            root: args.metric.clone(),
-            grain: args.grain.or(period_grain),
-            period,
-            compare,
-        })
-        .await?;
-    let grain = tree.grain;
-
-    let mut html = String::new();
-    let names: Vec<&str> = tree.roots.iter().map(|r| r.metric.as_str()).collect();
-    let title = format!("Lodestar report: {}", names.join(", "));
-    let _ = write!(
-        html,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{}</title><style>{STYLE}</style></head><body>\n<h1>{}</h1>\n<p class=\"meta\">Project <code>{}</code>, by {grain}. Generated {} UTC by lodestar {}.</p>\n",
-        escape(&title),
-        escape(&title),
-        escape(&project.path.display().to_string()),
-        chrono::Utc::now().format("%Y-%m-%d %H:%M"),
-        env!("CARGO_PKG_VERSION"),
-    );
-
-    for root in &tree.roots {
-        let name = &root.metric;
-        let metric = project.metric(name)?;
-        let _ = write!(
-            html,
-            "<section class=\"nsm\" data-metric=\"{}\">",
-            escape(name)
-        );
-        let _ = write!(html, "<h2>{}</h2>", escape(name));
-        if let Some(description) = &metric.description {
-            let _ = write!(html, "<p>{}</p>", escape(description));
-        }
-        let table = engine
-            .compute(&MetricRequest::new([name.as_str()], grain))
-            .await?;
-        let series: Vec<(NaiveDate, Option<f64>)> = table
-            .periods()
-            .into_iter()
-            .zip(table.values(name).unwrap_or_default())
-            .collect();
-        let points: Vec<(NaiveDate, f64)> = series
-            .iter()
-            .filter_map(|(d, v)| Some((*d, (*v)?)))
-            .collect();
-        html.push_str(&format!("<h3>{} by {grain}</h3>", escape(name)));
-        // Periods after the tree's (the last complete one, by default) are drawn apart: a
-        // period the data covers only in part would read as a fall.
-        let complete = points
-            .iter()
-            .take_while(|(d, _)| args.period.is_some() || tree.period.is_none_or(|p| *d <= p))
-            .count();
-        let mut lines = vec![Line {
-            label: name.clone(),
-            class: "actual",
-            points: points[..complete].to_vec(),
-        }];
-        if complete < points.len() {
-            lines.push(Line {
-                label: "incomplete period".into(),
-                class: "partial",
-                points: points[complete.saturating_sub(1)..].to_vec(),
-            });
-        }
-        html.push_str(&svg::line_chart(&format!("{name} by {grain}"), &lines));
-        html.push_str("<details><summary>The numbers</summary><table class=\"series\"><thead><tr><th>period</th><th>value</th></tr></thead><tbody>");
-        for (date, value) in &series {
-            let _ = write!(
-                html,
-                "<tr data-metric=\"{}\" data-period=\"{date}\" data-value=\"{}\"><td>{}</td><td class=\"num\">{}</td></tr>",
-                escape(name),
-                exact(*value),
-                escape(&periods::label(*date, grain)),
-                value.map_or_else(|| "–".to_string(), number)
-            );
-        }
-        html.push_str("</tbody></table></details>");
-        if metric.target.is_some() {
-            for status in engine.targets(Some(name)).await? {
-                target_section(engine, &status, &mut html).await?;
-            }
-        }
-        html.push_str("</section>\n");
-    }
-
-    tree_section(&tree, &mut html);
-
-    let retention = match retention_request(engine, args)? {
-        Ok(request) => {
-            let result = engine.retention(&request).await?;
-            Ok(RetentionSection { request, result })
-        }
-        Err(note) => Err(note),
-    };
-    retention_html(&retention, &mut html);
-
-    let discovery = discovery(engine, args, retention.as_ref().ok()).await?;
-    discovery_html(&discovery, args.top, &mut html);
-
-    html.push_str("<footer>Made with <code>lodestar report</code>. Every number on this page comes from the same engine as <code>lodestar compute</code>; the tables under “The numbers” hold them exactly.</footer>\n</body></html>\n");
+    let html = lodestar_report::render(engine, &args.options()?, &Cli)
+        .await
+        .map_err(lodestar_report::Error::into_core)?;
     output::write_atomically(&args.output, |file| {
         file.write_all(html.as_bytes())?;
         Ok(())
     })
-}
-
-/// The metric against its target, at the target's period: actuals, the pace asked for, the
-/// trend's projection and the target itself.
-async fn target_section(
-    engine: &Engine,
-    status: &TargetStatus,
-    html: &mut String,
-) -> anyhow::Result<()> {
-    let target = &status.target;
-    let grain = target.period;
-    let by_period = period_start(target.by, grain, engine.project().week_start);
-    let mut request = MetricRequest::new([status.metric.as_str()], grain);
-    request.from = target.start;
-    request.to = status.period;
-    let points: Vec<(NaiveDate, f64)> = if status.period.is_some() {
-        let table = engine.compute(&request).await?;
-        table
-            .periods()
-            .into_iter()
-            .zip(table.values(&status.metric).unwrap_or_default())
-            .filter_map(|(d, v)| Some((d, v?)))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let _ = write!(
-        html,
-        "<h3>Against its target</h3><p class=\"target\" data-metric=\"{}\" data-target=\"{}\" data-status=\"{}\">Target: {} per {grain} by {}. Last complete {grain}: <b>{}</b>, {} expected by now on pace; the trend projects <b>{}</b>. Status: <span class=\"status {}\">{}</span>.</p>",
-        escape(&status.metric),
-        target.value,
-        status.status.as_str(),
-        number(target.value),
-        target.by,
-        status.actual.map_or_else(|| "–".into(), number),
-        status.expected.map_or_else(|| "–".into(), number),
-        status.projected.map_or_else(|| "–".into(), number),
-        status.status.as_str().replace(' ', "-"),
-        status.status.as_str(),
-    );
-    let mut lines = vec![Line {
-        label: format!("{} by {grain}", status.metric),
-        class: "actual",
-        points: points.clone(),
-    }];
-    if let (Some(first), Some(last)) = (points.first(), points.last()) {
-        lines.push(Line {
-            label: format!("target {}", number(target.value)),
-            class: "target",
-            points: vec![(first.0, target.value), (by_period, target.value)],
-        });
-        lines.push(Line {
-            label: "pace to the target".into(),
-            class: "pace",
-            points: vec![*first, (by_period, target.value)],
-        });
-        if let Some(projected) = status.projected {
-            lines.push(Line {
-                label: "trend".into(),
-                class: "trend",
-                points: vec![*last, (by_period, projected)],
-            });
-        }
-    }
-    html.push_str(&svg::line_chart(
-        &format!("{} against its target", status.metric),
-        &lines,
-    ));
-    Ok(())
-}
-
-fn tree_section(tree: &MetricTree, html: &mut String) {
-    html.push_str("<section class=\"tree\"><h2>The metric tree</h2>");
-    match (tree.period, tree.previous_period) {
-        (Some(period), Some(previous)) => {
-            let _ = write!(
-                html,
-                "<p>{} {} compared with {}. A contribution is the part of the root's change that comes through that metric, where a formula links it.</p>",
-                tree.grain,
-                escape(&periods::label(period, tree.grain)),
-                escape(&periods::label(previous, tree.grain)),
-            );
-        }
-        _ => html.push_str("<p>No complete period with data.</p>"),
-    }
-    html.push_str("<table class=\"tree\"><thead><tr><th>metric</th><th>value</th><th>previous</th><th>change</th><th>change %</th><th>contribution to the root</th><th>how</th></tr></thead><tbody>");
-    fn row(node: &TreeNode, parent: Option<&str>, depth: usize, html: &mut String) {
-        let how = match &node.link {
-            Link::Leaf => String::new(),
-            Link::NotQuantified => "inputs not quantified (no formula)".into(),
-            Link::Undecomposable => "formula not evaluable".into(),
-            Link::Decomposed { method, residual } if *residual != 0.0 => {
-                format!("{}, residual {}", method.as_str(), number(*residual))
-            }
-            Link::Decomposed { method, .. } => method.as_str().to_string(),
-        };
-        let _ = write!(
-            html,
-            "<tr data-metric=\"{}\" data-parent=\"{}\" data-depth=\"{depth}\" data-value=\"{}\" data-previous=\"{}\" data-change=\"{}\" data-contribution=\"{}\"><td style=\"padding-left:{}em\">{}{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
-            escape(&node.metric),
-            escape(parent.unwrap_or("")),
-            exact(node.value),
-            exact(node.previous),
-            exact(node.change()),
-            exact(node.contribution),
-            0.4 + 1.5 * depth as f64,
-            if depth > 0 { "└ " } else { "" },
-            escape(&node.metric),
-            node.value.map_or_else(|| "–".into(), number),
-            node.previous.map_or_else(|| "–".into(), number),
-            node.change().map_or_else(|| "–".into(), signed),
-            node.relative_change()
-                .map_or_else(|| "–".into(), |r| format!("{:+.1}%", r * 100.0)),
-            node.contribution.map_or_else(|| "–".into(), signed),
-            escape(&how),
-        );
-        for guardrail in &node.guardrails {
-            let _ = write!(
-                html,
-                "<tr class=\"guardrail{}\"><td style=\"padding-left:{}em\">guardrail {}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td colspan=\"4\">{}</td></tr>",
-                if guardrail.breached { " breached" } else { "" },
-                1.9 + 1.5 * depth as f64,
-                escape(&guardrail.rule.metric),
-                guardrail.value.map_or_else(|| "–".into(), number),
-                guardrail.previous.map_or_else(|| "–".into(), number),
-                if guardrail.breached {
-                    "⚠ worsened beyond its threshold while the metric rose"
-                } else {
-                    "holding"
-                },
-            );
-        }
-        for input in &node.inputs {
-            row(input, Some(&node.metric), depth + 1, html);
-        }
-    }
-    for root in &tree.roots {
-        row(root, None, 0, html);
-    }
-    html.push_str("</tbody></table></section>\n");
-}
-
-/// The retention request from the arguments, else from the project's first retention metric;
-/// a note saying how to ask for one when there is neither.
-fn retention_request(
-    engine: &Engine,
-    args: &ReportArgs,
-) -> anyhow::Result<Result<RetentionRequest, Note>> {
-    let (cohort, activity) = match (&args.cohort, &args.activity) {
-        (Some(cohort), Some(activity)) => (
-            cohort.clone().events(args.entity.clone(), None),
-            activity.clone().events(args.entity.clone(), None),
-        ),
-        _ => {
-            let found = engine
-                .project()
-                .metrics
-                .values()
-                .find_map(|m| match &m.kind {
-                    MetricKind::Retention(r) => Some(r),
-                    _ => None,
-                });
-            let Some(r) = found else {
-                return Ok(Err(Note(
-                    "No retention here: the project has no retention metric. Add one, or run \
-                     lodestar report --cohort SOURCE.TABLE.COLUMN --activity SOURCE.TABLE.COLUMN \
-                     --entity COLUMN (e.g. --cohort app.users.signed_up_at --activity \
-                     app.events.event_time --entity user_id)."
-                        .into(),
-                )));
-            };
-            let spec = |table: &TableRef, time: &str, filter: &Option<String>| EventSpec {
-                table: table.clone(),
-                time: time.to_string(),
-                entity: r.entity.clone(),
-                filter: filter.clone(),
-            };
-            (
-                spec(&r.cohort, &r.cohort_time, &r.cohort_filter),
-                spec(&r.activity, &r.activity_time, &r.activity_filter),
-            )
-        }
-    };
-    let report_grain = args.grain.unwrap_or(Grain::Week);
-    let grain = args.retention_grain.unwrap_or(
-        if matches!(report_grain, Grain::Day | Grain::Week | Grain::Month) {
-            report_grain
-        } else {
-            Grain::Week
-        },
-    );
-    Ok(Ok(RetentionRequest {
-        cohort,
-        activity,
-        grain,
-        mode: Mode::On,
-        days: DayMode::Rolling,
-        periods: Some(args.retention_periods),
-        value: None,
-        from: None,
-        to: None,
-    }))
-}
-
-fn spec_text(spec: &EventSpec) -> String {
-    format!("{}.{}.{}", spec.table.source, spec.table.table, spec.time)
-}
-
-fn retention_html(section: &Result<RetentionSection, Note>, html: &mut String) {
-    html.push_str("<section class=\"retention\"><h2>Retention</h2>");
-    match section {
-        Err(Note(note)) => {
-            let _ = write!(html, "<p class=\"note\">{}</p>", escape(note));
-        }
-        Ok(RetentionSection { request, result }) => {
-            let _ = write!(
-                html,
-                "<p>Of the entities (<code>{}</code>) whose first <code>{}</code> falls in each {}, the share active (<code>{}</code>) in {} N after it, counted in rolling windows from each one's own start. Blank: the cohort is too young for that {} to have ended.</p>",
-                escape(&request.cohort.entity),
-                escape(&spec_text(&request.cohort)),
-                result.grain,
-                escape(&spec_text(&request.activity)),
-                result.grain,
-                result.grain,
-            );
-            let mut cohorts: Vec<(NaiveDate, i64)> = result
-                .cells
-                .iter()
-                .map(|c| (c.cohort, c.cohort_size))
-                .collect();
-            cohorts.dedup();
-            let rows: Vec<String> = cohorts.iter().map(|(d, n)| format!("{d} ({n})")).collect();
-            let cells: Vec<HeatCell> = result
-                .cells
-                .iter()
-                .filter_map(|c| {
-                    let row = cohorts.iter().position(|(d, _)| *d == c.cohort)?;
-                    let column = result.columns.iter().position(|p| *p == c.period)?;
-                    Some(HeatCell {
-                        row,
-                        column,
-                        value: c.rate.filter(|_| c.eligible),
-                        text: c
-                            .rate
-                            .filter(|_| c.eligible)
-                            .map_or_else(String::new, |r| format!("{:.0}%", r * 100.0)),
-                        attributes: format!(
-                            "data-cohort=\"{}\" data-period=\"{}\" data-rate=\"{}\"",
-                            c.cohort,
-                            escape(&c.period),
-                            exact(c.rate.filter(|_| c.eligible)),
-                        ),
-                    })
-                })
-                .collect();
-            html.push_str("<div class=\"scroll\">");
-            html.push_str(&svg::heat_map(
-                &format!("retention by {} cohort", result.grain),
-                &rows,
-                &result.columns,
-                &cells,
-            ));
-            html.push_str("</div>");
-        }
-    }
-    html.push_str("</section>\n");
-}
-
-/// Discovery, onboarding users at `--onboarded` or else at the retention cohort's event. With
-/// the default, a failure becomes a note (the project may have no activity table to search);
-/// with `--onboarded` given, it is an error.
-async fn discovery(
-    engine: &Engine,
-    args: &ReportArgs,
-    retention: Option<&RetentionSection>,
-) -> anyhow::Result<Result<Discovery, Note>> {
-    let (onboarded, activity) = match (&args.onboarded, retention) {
-        (Some(text), _) => (Onboarding::of(engine.project(), text), None),
-        (None, Some(section)) => (
-            Onboarding::Column {
-                table: section.request.cohort.table.clone(),
-                time: Some(section.request.cohort.time.clone()),
-            },
-            Some(&section.request.activity),
-        ),
-        (None, None) => {
-            return Ok(Err(Note(
-                "No discovery here: it needs to know when users are onboarded. Run lodestar \
-                 report --onboarded SOURCE.TABLE.COLUMN (e.g. app.users.signed_up_at), or an \
-                 event type of the activity table."
-                    .into(),
-            )));
-        }
-    };
-    let mut request = DiscoveryRequest::new(onboarded);
-    if let Some(spec) = activity {
-        request.activity = Some(spec.table.clone());
-        request.activity_time = Some(spec.time.clone());
-    }
-    request.entity = Some(args.entity.clone());
-    request.within = args.within;
-    request.retained = args.retained;
-    request.window = args.window;
-    match engine.discover(&request).await {
-        Ok(discovery) => Ok(Ok(discovery)),
-        Err(e) if args.onboarded.is_none() => {
-            let e = crate::spelling::describe(&e);
-            tracing::warn!("discovery left out of the report: {e}");
-            Ok(Err(Note(format!(
-                "No discovery here: with the retention cohort as onboarding, it failed: {e}. \
-                 Pass --onboarded (and check `lodestar discover --help`) to include it."
-            ))))
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-fn discovery_html(discovery: &Result<Discovery, Note>, top: usize, html: &mut String) {
-    html.push_str("<section class=\"discovery\"><h2>Value moments</h2>");
-    match discovery {
-        Err(Note(note)) => {
-            let _ = write!(html, "<p class=\"note\">{}</p>", escape(note));
-        }
-        Ok(d) => {
-            let _ = write!(
-                html,
-                "<p>Users {}; retained means {}. Early activities ranked by their correlation (phi) with being retained, among {} users old enough to judge. <b>Correlation, not causation</b>: test a candidate before making it a goal.</p>",
-                escape(&d.setup.onboarding_text()),
-                escape(&d.setup.retention_text()),
-                d.training.users,
-            );
-            if d.candidates.is_empty() {
-                html.push_str("<p class=\"note\">No candidate had enough users among doers and among the others.</p>");
-            } else {
-                html.push_str("<table class=\"ranking\"><thead><tr><th>#</th><th>activity</th><th>at least</th><th>did it</th><th>retained if did</th><th>if not</th><th>lift</th><th>phi</th></tr></thead><tbody>");
-                let max_phi = d
-                    .candidates
-                    .iter()
-                    .filter_map(|c| c.table.phi())
-                    .fold(0.0_f64, |a, p| a.max(p.abs()))
-                    .max(1e-9);
-                for (i, c) in d.candidates.iter().take(top).enumerate() {
-                    let t = &c.table;
-                    let phi = t.phi();
-                    let bar = phi.map_or(0.0, |p| p.abs() / max_phi * 80.0);
-                    let _ = write!(
-                        html,
-                        "<tr data-activity=\"{}\" data-at-least=\"{}\" data-phi=\"{}\"><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\"><svg width=\"84\" height=\"10\" xmlns=\"http://www.w3.org/2000/svg\"><rect class=\"{}\" width=\"{bar:.1}\" height=\"10\"/></svg> {}</td></tr>",
-                        escape(&c.activity),
-                        c.at_least,
-                        exact(phi),
-                        i + 1,
-                        escape(&c.activity),
-                        c.at_least,
-                        t.doers(),
-                        percent(t.retention_did()),
-                        percent(t.retention_not()),
-                        t.lift().map_or_else(|| "–".into(), |l| format!("{l:.2}")),
-                        if phi.unwrap_or(0.0) < 0.0 {
-                            "neg"
-                        } else {
-                            "pos"
-                        },
-                        phi.map_or_else(|| "–".into(), |p| format!("{p:.3}")),
-                    );
-                }
-                html.push_str("</tbody></table>");
-            }
-            let _ = write!(
-                html,
-                "<pre class=\"summary\">{}</pre>",
-                escape(&d.summary(3))
-            );
-        }
-    }
-    html.push_str("</section>\n");
-}
-
-/// The exact value for a `data-*` attribute (Rust's shortest round-trip form), empty for none.
-fn exact(value: Option<f64>) -> String {
-    value.map(|v| v.to_string()).unwrap_or_default()
-}
-
-fn percent(x: Option<f64>) -> String {
-    x.map_or_else(|| "–".into(), |x| format!("{:.1}%", x * 100.0))
-}
-
-/// A number for people: thousands separated, a few decimals for small values.
-pub fn number(value: f64) -> String {
-    if !value.is_finite() {
-        return "–".into();
-    }
-    let abs = value.abs();
-    // Floating-point noise (a contribution of -50.99999999999978) reads as the whole number.
-    let whole = (value - value.round()).abs() <= 1e-9 * abs.max(1.0);
-    if abs >= 1000.0 || whole {
-        let digits = (abs.round() as u64).to_string();
-        let mut out = String::new();
-        if value < 0.0 && abs.round() != 0.0 {
-            out.push('-');
-        }
-        for (i, ch) in digits.chars().enumerate() {
-            if i > 0 && (digits.len() - i).is_multiple_of(3) {
-                out.push(',');
-            }
-            out.push(ch);
-        }
-        out
-    } else if abs >= 10.0 {
-        format!("{value:.1}")
-    } else {
-        format!("{value:.3}")
-    }
-}
-
-fn signed(value: f64) -> String {
-    let text = number(value);
-    if value > 0.0 {
-        format!("+{text}")
-    } else {
-        text
-    }
-}
-
-const STYLE: &str = "
-body{font:15px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;color:#1b1f24;max-width:980px;margin:2em auto;padding:0 1em}
-h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #d0d7de;padding-bottom:.2em;margin-top:2em}
-.meta,footer{color:#57606a;font-size:.9em}footer{margin-top:3em}
-table{border-collapse:collapse;margin:.6em 0}th,td{padding:.25em .7em;border-bottom:1px solid #eaeef2;text-align:left}
-td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
-details{margin:.5em 0}summary{cursor:pointer;color:#0969da}
-.note{background:#fff8c5;border:1px solid #d4a72c;padding:.6em .8em;border-radius:4px}
-.status.on-track{color:#1a7f37;font-weight:600}.status.at-risk{color:#9a6700;font-weight:600}.status.off-track{color:#cf222e;font-weight:600}
-tr.guardrail td{color:#57606a;font-size:.9em}tr.guardrail.breached td{color:#cf222e}
-.scroll{overflow-x:auto}pre.summary{white-space:pre-wrap;background:#f6f8fa;padding:.8em;border-radius:4px}
-svg text{font:11px system-ui,sans-serif;fill:#1b1f24}svg .tick{fill:#57606a}
-svg .grid{stroke:#eaeef2}svg .axis{stroke:#8c959f}
-svg polyline{fill:none;stroke-width:2}svg line.actual,svg polyline.actual{stroke:#0969da;stroke-width:2}svg circle.actual{fill:#0969da}
-svg .target{stroke:#cf222e;stroke-width:1.5;stroke-dasharray:6 4}svg .pace{stroke:#8c959f;stroke-width:1.5;stroke-dasharray:2 3}
-svg polyline.partial,svg line.partial{stroke:#0969da;stroke-width:1.5;stroke-dasharray:3 3}svg circle.partial{fill:#fff;stroke:#0969da}
-svg .trend{stroke:#bf8700;stroke-width:1.5;stroke-dasharray:8 3}
-svg rect.pos{fill:#2da44e}svg rect.neg{fill:#cf222e}
-";
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numbers_read_well() {
-        assert_eq!(number(3_480.0), "3,480");
-        assert_eq!(number(-12_345.6), "-12,346");
-        assert_eq!(number(42.0), "42");
-        assert_eq!(number(2.456), "2.456");
-        assert_eq!(number(-50.99999999999978), "-51");
-        assert_eq!(signed(12.5), "+12.5");
-        assert_eq!(exact(Some(0.1 + 0.2)), "0.30000000000000004");
-        assert_eq!(exact(None), "");
-    }
 }

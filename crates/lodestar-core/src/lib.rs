@@ -11,6 +11,8 @@
 pub mod analysis;
 pub mod cache;
 pub mod connect;
+// Numbers as text for people; imports nothing, so every layer and front-end shares it.
+pub mod format;
 // For crates/lodestar-fuzz only: a few internal parsers as plain functions (see the module).
 #[doc(hidden)]
 pub mod fuzzing;

@@ -30,7 +30,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/metrics", get(list_metrics))
         .route("/api/v1/metrics/{name}", get(get_metric))
         .route("/api/v1/metrics/{name}/series", get(series))
+        .route("/api/v1/metrics/{name}/chart", get(chart))
         .route("/api/v1/tree", get(tree))
+        .route("/api/v1/overview", get(overview))
+        .route("/api/v1/report", get(report))
         .route("/api/v1/targets", get(targets))
         .route("/api/v1/retention", get(retention))
         .route("/api/v1/discover", get(discover))
@@ -366,6 +369,176 @@ async fn series(
             })
         }
     }
+}
+
+/// `GET /api/v1/overview`: what the dashboard shows first, by the report's rules.
+async fn overview(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Answer {
+    Params::parse(query.as_deref(), &[]).finish()?;
+    json_only(&headers)?;
+    let engine = state.engine();
+    let overview = lodestar_report::overview::overview(&engine)
+        .await
+        .map_err(report_error)?;
+    encode::json(&wire::Overview::from(&overview))
+}
+
+/// `GET /api/v1/metrics/{name}/chart`: a metric's series as the dashboard draws it, with its
+/// complete periods, axis ticks and numbers as text.
+async fn chart(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Answer {
+    let engine = state.engine();
+    let metric = engine
+        .project()
+        .metric(&name)
+        .map_err(ApiError::unknown_metric)?;
+    let mut params = Params::parse(query.as_deref(), &["grain", "by"]);
+    let grain = params
+        .grain("grain")?
+        .or(metric.grain)
+        .unwrap_or(Grain::Day);
+    let by = params.one("by")?;
+    params.finish()?;
+    json_only(&headers)?;
+    let last_complete = lodestar_report::overview::last_complete(&engine, &metric.name, grain)
+        .await
+        .map_err(report_error)?;
+    let chart = lodestar_report::overview::chart(
+        &engine,
+        &metric.name,
+        grain,
+        by.as_deref(),
+        last_complete,
+    )
+    .await
+    .map_err(report_error)?;
+    encode::json(&wire::Chart::from(&chart))
+}
+
+const REPORT_PARAMS: &[&str] = &[
+    "metric",
+    "grain",
+    "period",
+    "compare",
+    "retention_grain",
+    "retention_periods",
+    "onboarded",
+    "within",
+    "retained",
+    "window",
+    "top",
+];
+
+/// The most candidates a report's ranking may show.
+const MAX_REPORT_TOP: u32 = 100;
+
+/// `GET /api/v1/report`: the page `lodestar report` writes, from what the project declares
+/// (its retention metric, its onboarding events): no parameter names a table.
+async fn report(
+    State(state): State<AppState>,
+    Extension(role): Extension<Role>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Answer {
+    let engine = state.engine();
+    let project = engine.project();
+    let mut params = Params::parse(query.as_deref(), REPORT_PARAMS);
+    let mut options = lodestar_report::Options {
+        metric: params.one("metric")?,
+        grain: params.grain("grain")?,
+        retention_grain: params.grain("retention_grain")?,
+        // Whether error hints may list values of the data: admins only, as for discovery.
+        reveal_values: role == Role::Admin,
+        support_floor: state.settings().min_support_floor,
+        ..lodestar_report::Options::default()
+    };
+    if let Some(metric) = &options.metric {
+        project.metric(metric).map_err(ApiError::unknown_metric)?;
+    }
+    if let Some(text) = params.one("period")? {
+        let (grain, date) = periods::parse_period(&text)
+            .map_err(|message| ApiError::bad_request(format!("parameter `period`: {message}")))?;
+        options.period = Some((grain, date));
+    }
+    if let Some(text) = params.one("compare")? {
+        options.compare = text
+            .parse()
+            .map_err(|message| ApiError::bad_request(format!("parameter `compare`: {message}")))?;
+    }
+    if let Some(periods) = params.number("retention_periods")? {
+        options.retention_periods = periods;
+    }
+    if let Some(text) = params.one("onboarded")? {
+        // As for `GET /api/v1/discover`: a read token asks for a declared onboarding event,
+        // in the declared activity table.
+        if role != Role::Admin
+            && (!declares_onboarding(project, &Onboarding::of(project, &text))
+                || project.discovery.activity.is_none())
+        {
+            return Err(undeclared("onboarded", &text, project));
+        }
+        options.onboarded = Some(text);
+    }
+    if let Some(span) = params.parsed::<Span>("within")? {
+        options.within = span;
+    }
+    if let Some(span) = params.parsed::<Span>("retained")? {
+        options.retained = span;
+    }
+    options.window = params.parsed::<Span>("window")?;
+    if let Some(top) = params.number("top")? {
+        if top == 0 || top > MAX_REPORT_TOP {
+            return Err(ApiError::bad_request(format!(
+                "parameter `top`: the ranking shows 1 to {MAX_REPORT_TOP} candidates, not {top}"
+            )));
+        }
+        options.top = top as usize;
+    }
+    params.finish()?;
+    if Format::of(&headers) == Format::Arrow {
+        return Err(ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "not_acceptable",
+            "this endpoint answers in HTML only",
+        ));
+    }
+    let html = lodestar_report::render(&engine, &options, &crate::error::ServerVoice)
+        .await
+        .map_err(report_error)?;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            ),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(REPORT_CSP),
+            ),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+        ],
+        html,
+    )
+        .into_response())
+}
+
+/// The report holds no script and fetches nothing: only its inline stylesheet and style
+/// attributes are allowed.
+pub const REPORT_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; \
+                              form-action 'none'; frame-ancestors 'none'";
+
+fn report_error(e: lodestar_report::Error) -> ApiError {
+    ApiError::from(e.into_core())
 }
 
 const TREE_PARAMS: &[&str] = &["root", "grain", "period", "compare"];

@@ -111,6 +111,8 @@ impl Entries {
 struct Entry {
     etag: HeaderValue,
     content_type: Option<HeaderValue>,
+    /// An answer's own Content-Security-Policy (the HTML report's), kept with it.
+    policy: Option<HeaderValue>,
     body: Bytes,
     generation: u64,
 }
@@ -225,6 +227,14 @@ impl Cache {
                     .headers_mut()
                     .insert(header::CONTENT_TYPE, content_type);
             }
+            if let Some(policy) = entry.policy {
+                let headers = response.headers_mut();
+                headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+                headers.insert(
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                );
+            }
             response
         };
         let headers = response.headers_mut();
@@ -309,6 +319,7 @@ pub async fn cached(State(cache): State<Arc<Cache>>, request: Request, next: Nex
     let entry = Entry {
         etag,
         content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),
+        policy: parts.headers.get(header::CONTENT_SECURITY_POLICY).cloned(),
         body,
         generation,
     };

@@ -1,7 +1,10 @@
 //! The web dashboard at `/`: one HTML page, a stylesheet and a script, embedded in the binary.
 //!
 //! The page holds no data: its script asks the JSON API (with the bearer token the user pastes,
-//! when the server has tokens), so the page and its assets are served without a token. Every
+//! when the server has tokens), so the page and its assets are served without a token. It
+//! holds no rules either: what to show (the grain, the last complete period, where retention
+//! comes from) and every number's text come from `/api/v1/overview` and
+//! `/api/v1/metrics/{name}/chart`, which apply lodestar-report's rules. Every
 //! answer carries a Content-Security-Policy that allows only this origin: no inline script, no
 //! CDN, no external font.
 

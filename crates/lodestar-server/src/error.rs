@@ -166,6 +166,41 @@ impl Spelling for Parameters {
     }
 }
 
+/// The server's words in the HTML report (`GET /api/v1/report`): parameters, and the
+/// project file for what only it can declare.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerVoice;
+
+impl lodestar_report::Voice for ServerVoice {
+    fn spelling(&self) -> &dyn Spelling {
+        &Parameters
+    }
+
+    fn no_retention(&self) -> String {
+        "No retention here: the project has no retention metric. Add one to the project file \
+         (a metric with `retention:`), or run `lodestar report --cohort … --activity …` where \
+         the data is."
+            .into()
+    }
+
+    fn no_onboarding(&self) -> String {
+        "No discovery here: it needs to know when users are onboarded. Ask with \
+         `onboarded=NAME`, an onboarding event the project declares under `discovery:`."
+            .into()
+    }
+
+    fn discovery_failed(&self, error: &str) -> String {
+        format!(
+            "No discovery here: with the retention cohort as onboarding, it failed: {error}. \
+             Ask with `onboarded=NAME` (an onboarding event the project declares) to include it."
+        )
+    }
+
+    fn made_with(&self) -> &str {
+        "lodestar serve"
+    }
+}
+
 impl From<lodestar_core::bounds::OverCap> for ApiError {
     fn from(over: lodestar_core::bounds::OverCap) -> ApiError {
         ApiError::from(lodestar_core::Error::from(over))

@@ -1,10 +1,12 @@
 //! The JSON wire shapes of the API, and their explicit conversions from the core's types: the
 //! core can change its types without changing what clients receive.
 
+use lodestar_core::format;
 use lodestar_core::model::{CumulativeOver, Measure, Metric, MetricKind, Project};
 use lodestar_core::retention::Retention;
 use lodestar_core::targets::TargetStatus;
 use lodestar_core::{GuardrailStatus, Link, MetricTree, TreeNode};
+use lodestar_report::overview;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -409,6 +411,9 @@ pub struct RetentionCell {
     pub eligible: bool,
     pub retained: i64,
     pub rate: Option<f64>,
+    /// `rate` as a whole percentage (`46%`), as the report's heat map shows it; empty when
+    /// there is no rate.
+    pub rate_text: String,
     pub value: Option<f64>,
     pub value_rate: Option<f64>,
 }
@@ -434,6 +439,7 @@ impl From<&Retention> for RetentionTable {
                     eligible: c.eligible,
                     retained: c.retained,
                     rate: finite(c.rate),
+                    rate_text: finite(c.rate).map_or_else(String::new, format::whole_percent),
                     value: finite(c.value),
                     value_rate: finite(c.value_rate),
                 })
@@ -533,4 +539,195 @@ pub struct Health {
     pub project: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<usize>,
+}
+
+/// `GET /api/v1/overview`: what the dashboard shows first, decided by the report's rules
+/// (`lodestar_report::overview`), each number also as text.
+#[derive(Debug, Serialize)]
+pub struct Overview {
+    pub grain: &'static str,
+    /// The last complete period, which the tree looks at.
+    pub period: Option<Date>,
+    pub previous_period: Option<Date>,
+    pub period_text: String,
+    pub roots: Vec<OverviewNode>,
+    pub north_star: Option<Headline>,
+    pub retention: RetentionSettings,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OverviewNode {
+    pub metric: String,
+    pub north_star: bool,
+    pub value: Option<f64>,
+    pub change: Option<f64>,
+    pub relative_change: Option<f64>,
+    pub contribution: Option<f64>,
+    pub text: String,
+    pub guardrails: Vec<GuardrailLine>,
+    pub inputs: Vec<OverviewNode>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GuardrailLine {
+    pub metric: String,
+    pub value: Option<f64>,
+    pub breached: bool,
+    pub text: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Headline {
+    pub metric: String,
+    pub description: Option<String>,
+    pub value: Option<f64>,
+    pub value_text: String,
+    pub period_text: String,
+    pub change: Option<f64>,
+    pub change_text: String,
+    pub target: Option<TargetLine>,
+    pub chart: Chart,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TargetLine {
+    /// As in `GET /api/v1/targets`: `on_track`, `at_risk`, `off_track`…
+    pub status: String,
+    pub text: String,
+}
+
+/// `GET /api/v1/metrics/{name}/chart`, and the North Star's chart in the overview.
+#[derive(Debug, Serialize)]
+pub struct Chart {
+    pub metric: String,
+    pub grain: &'static str,
+    /// Periods after this one are incomplete (`complete: false`).
+    pub last_complete: Option<Date>,
+    pub series: Vec<ChartSeries>,
+    pub ticks: Vec<Tick>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChartSeries {
+    pub name: String,
+    pub points: Vec<Point>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Point {
+    pub period: Date,
+    pub value: Option<f64>,
+    pub text: String,
+    pub complete: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Tick {
+    pub value: f64,
+    pub text: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RetentionSettings {
+    pub cohort: Option<String>,
+    pub activity: Option<String>,
+    pub entity: Option<String>,
+    pub grain: &'static str,
+    pub periods: u32,
+    pub note: Option<String>,
+}
+
+impl From<&overview::Overview> for Overview {
+    fn from(o: &overview::Overview) -> Overview {
+        let r = &o.retention;
+        Overview {
+            grain: o.grain.as_str(),
+            period: o.period.map(date),
+            previous_period: o.previous_period.map(date),
+            period_text: o.period_text.clone(),
+            roots: o.roots.iter().map(OverviewNode::from).collect(),
+            north_star: o.north_star.as_ref().map(|h| Headline {
+                metric: h.metric.clone(),
+                description: h.description.clone(),
+                value: finite(h.value),
+                value_text: h.value_text.clone(),
+                period_text: h.period_text.clone(),
+                change: finite(h.change),
+                change_text: h.change_text.clone(),
+                target: h.target.as_ref().map(|t| TargetLine {
+                    status: t.status.as_str().replace(' ', "_"),
+                    text: t.text.clone(),
+                }),
+                chart: Chart::from(&h.chart),
+            }),
+            retention: RetentionSettings {
+                cohort: r.cohort.clone(),
+                activity: r.activity.clone(),
+                entity: r.entity.clone(),
+                grain: r.grain.as_str(),
+                periods: r.periods,
+                note: r.note.clone(),
+            },
+        }
+    }
+}
+
+impl From<&overview::Node> for OverviewNode {
+    fn from(n: &overview::Node) -> OverviewNode {
+        OverviewNode {
+            metric: n.metric.clone(),
+            north_star: n.north_star,
+            value: finite(n.value),
+            change: finite(n.change),
+            relative_change: finite(n.relative_change),
+            contribution: finite(n.contribution),
+            text: n.text.clone(),
+            guardrails: n
+                .guardrails
+                .iter()
+                .map(|g| GuardrailLine {
+                    metric: g.metric.clone(),
+                    value: finite(g.value),
+                    breached: g.breached,
+                    text: g.text.clone(),
+                })
+                .collect(),
+            inputs: n.inputs.iter().map(OverviewNode::from).collect(),
+        }
+    }
+}
+
+impl From<&overview::Chart> for Chart {
+    fn from(c: &overview::Chart) -> Chart {
+        Chart {
+            metric: c.metric.clone(),
+            grain: c.grain.as_str(),
+            last_complete: c.last_complete.map(date),
+            series: c
+                .series
+                .iter()
+                .map(|s| ChartSeries {
+                    name: s.name.clone(),
+                    points: s
+                        .points
+                        .iter()
+                        .map(|p| Point {
+                            period: date(p.period),
+                            value: finite(p.value),
+                            text: p.text.clone(),
+                            complete: p.complete,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            ticks: c
+                .ticks
+                .iter()
+                .map(|t| Tick {
+                    value: t.value,
+                    text: t.text.clone(),
+                })
+                .collect(),
+        }
+    }
 }

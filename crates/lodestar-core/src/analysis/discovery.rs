@@ -26,6 +26,7 @@ use datafusion::arrow::datatypes::{
 };
 use datafusion::error::DataFusionError;
 
+use crate::format::{percent, thousands};
 use crate::project::error::{Error, Result, did_you_mean};
 use crate::project::model::{TableRef, quote_ident};
 use crate::query::engine::{Engine, is_parse_failure};
@@ -1579,22 +1580,6 @@ impl Discovery {
 /// A named column of the ranking and how each candidate fills it.
 type IntColumn<'a> = (&'a str, &'a dyn Fn(&Candidate) -> Option<u64>);
 type FloatColumn<'a> = (&'a str, &'a dyn Fn(&Candidate) -> Option<f64>);
-
-fn percent(x: Option<f64>) -> String {
-    x.map_or_else(|| "–".into(), |x| format!("{:.1}%", x * 100.0))
-}
-
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
 
 /// "users onboarded from 2026-03-01 up to 2026-08-10 23:59": the judged span of a cohort.
 fn onboarded_span(cohort: &Cohort, latest: NaiveDateTime) -> String {

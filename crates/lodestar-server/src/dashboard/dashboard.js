@@ -1,5 +1,8 @@
 // The Lodestar dashboard: asks the JSON API of the server that served this page and draws
 // the answers (SVG charts, the metric tree, the retention heat map). No framework, no build.
+// It decides nothing and formats no number: the grain, the last complete period, where
+// retention comes from and every number's text come from the API (/api/v1/overview and
+// /api/v1/metrics/{name}/chart, by the rules of `lodestar report`).
 "use strict";
 
 // Errors of this page, for people (the status line) and for the browser test.
@@ -13,10 +16,6 @@ const PALETTE = ["#2f6fde", "#e4572e", "#17a398", "#f3a712", "#8e44ad", "#5f6b7a
   "#c0392b", "#1f8a4c", "#d35400", "#34495e"];
 
 const $ = (id) => document.getElementById(id);
-const number = new Intl.NumberFormat("en-US", { maximumFractionDigits: 2 });
-const fmt = (x) => (x === null || x === undefined ? "–" : number.format(x));
-const pct = (x) => (x === null || x === undefined ? "–" : `${(x * 100).toFixed(1)}%`);
-const signed = (x) => (x === null || x === undefined ? "–" : (x > 0 ? "+" : "") + fmt(x));
 
 /** The API said 401: the user has to give a token first. */
 class NeedsToken extends Error {}
@@ -71,62 +70,62 @@ function failed(error) {
 // Charts.
 
 /**
- * A line chart of one or more series, each `{name, points: [{period, value}]}` (value may
- * be null: a gap), into `container`. Every point is a circle with its period and value.
+ * A chart as the API gives it (`{series: [{name, points: [{period, value, text, complete}]}],
+ * ticks: [{value, text}]}`) into `container`. Complete periods are a solid line; the ones after
+ * the last complete period a dashed one. Every point is a circle with its period and text.
  */
-function lineChart(container, series, label) {
+function lineChart(container, chart, label) {
   container.replaceChildren();
   const W = 720, H = 260, left = 64, right = 16, top = 12, bottom = 28;
+  const series = chart.series;
   const periods = [...new Set(series.flatMap((s) => s.points.map((p) => p.period)))].sort();
-  const values = series.flatMap((s) => s.points.map((p) => p.value)).filter((v) => v !== null);
-  const chart = svg("svg", {
+  const svgChart = svg("svg", {
     viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": label,
     "data-series-count": series.length,
   });
-  container.append(chart);
-  if (!periods.length || !values.length) {
-    chart.append(svg("text", { x: left, y: H / 2 }, "no data"));
+  container.append(svgChart);
+  if (!periods.length || !chart.ticks.length) {
+    svgChart.append(svg("text", { x: left, y: H / 2 }, "no data"));
     return;
   }
-  let lo = Math.min(0, ...values), hi = Math.max(...values);
-  if (hi === lo) hi = lo + 1;
+  const lo = chart.ticks[0].value, hi = chart.ticks[chart.ticks.length - 1].value;
   const x = (period) => left + (periods.length === 1 ? 0.5 : periods.indexOf(period) / (periods.length - 1))
     * (W - left - right);
-  const y = (v) => top + (1 - (v - lo) / (hi - lo)) * (H - top - bottom);
-  chart.append(svg("line", { class: "axis", x1: left, x2: W - right, y1: y(lo), y2: y(lo) }));
-  chart.append(svg("line", { class: "axis", x1: left, x2: left, y1: top, y2: H - bottom }));
-  for (const v of [lo, (lo + hi) / 2, hi]) {
-    chart.append(svg("text", { x: left - 6, y: y(v) + 4, "text-anchor": "end" }, fmt(v)));
+  const y = (v) => top + (1 - (v - lo) / (hi - lo || 1)) * (H - top - bottom);
+  svgChart.append(svg("line", { class: "axis", x1: left, x2: W - right, y1: y(lo), y2: y(lo) }));
+  svgChart.append(svg("line", { class: "axis", x1: left, x2: left, y1: top, y2: H - bottom }));
+  for (const tick of chart.ticks) {
+    svgChart.append(svg("text", { x: left - 6, y: y(tick.value) + 4, "text-anchor": "end" }, tick.text));
   }
-  chart.append(svg("text", { x: left, y: H - 8 }, periods[0]));
-  chart.append(svg("text", { x: W - right, y: H - 8, "text-anchor": "end" }, periods[periods.length - 1]));
+  svgChart.append(svg("text", { x: left, y: H - 8 }, periods[0]));
+  svgChart.append(svg("text", { x: W - right, y: H - 8, "text-anchor": "end" }, periods[periods.length - 1]));
+  const path = (points) => points
+    .map((p, j) => `${j ? "L" : "M"}${x(p.period).toFixed(1)},${y(p.value).toFixed(1)}`).join("");
   series.forEach((s, i) => {
     const colour = PALETTE[i % PALETTE.length];
     const points = s.points.filter((p) => p.value !== null);
-    const d = points.map((p, j) => `${j ? "L" : "M"}${x(p.period).toFixed(1)},${y(p.value).toFixed(1)}`).join("");
-    chart.append(svg("path", {
-      class: "line", d, fill: "none", stroke: colour, "stroke-width": 2, "data-series": s.name,
+    const complete = points.filter((p) => p.complete);
+    svgChart.append(svg("path", {
+      class: "line", d: path(complete), fill: "none", stroke: colour, "stroke-width": 2, "data-series": s.name,
     }));
+    if (complete.length < points.length) {
+      // From the last complete point on, dashed: a period the data covers in part.
+      const rest = points.slice(Math.max(complete.length - 1, 0));
+      svgChart.append(svg("path", {
+        class: "partial", d: path(rest), fill: "none", stroke: colour, "stroke-width": 1.5,
+        "stroke-dasharray": "3 3", "data-series": s.name,
+      }));
+    }
     for (const p of points) {
       const dot = svg("circle", {
-        class: "point", cx: x(p.period).toFixed(1), cy: y(p.value).toFixed(1), r: 2.5,
-        fill: colour, "data-series": s.name, "data-period": p.period, "data-value": p.value,
+        class: p.complete ? "point" : "point partial", cx: x(p.period).toFixed(1), cy: y(p.value).toFixed(1), r: 2.5,
+        fill: p.complete ? colour : "#fff", stroke: colour, "data-series": s.name, "data-period": p.period,
+        "data-value": p.value, "data-complete": p.complete,
       });
-      dot.append(svg("title", {}, `${s.name} ${p.period}: ${fmt(p.value)}`));
-      chart.append(dot);
+      dot.append(svg("title", {}, `${s.name} ${p.period}: ${p.text}${p.complete ? "" : " (incomplete)"}`));
+      svgChart.append(dot);
     }
   });
-}
-
-/** Series rows (`period`, dimension columns, the metric) as one series per dimension value. */
-function toSeries(body, dimension) {
-  const groups = new Map();
-  for (const row of body.rows) {
-    const name = dimension ? String(row[dimension] ?? "(null)") : body.metric;
-    if (!groups.has(name)) groups.set(name, []);
-    groups.get(name).push({ period: row.period, value: row[body.metric] });
-  }
-  return [...groups].map(([name, points]) => ({ name, points }));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -140,11 +139,13 @@ async function load() {
   try {
     const list = await api("/api/v1/metrics");
     state.metrics = new Map(list.metrics.map((m) => [m.name, m]));
-    const tree = await api("/api/v1/tree");
-    state.grain = tree.grain;
+    const overview = await api("/api/v1/overview");
+    state.grain = overview.grain;
     $("token-form").hidden = true;
     $("forget-token").hidden = !sessionStorage.getItem(TOKEN_KEY);
-    await Promise.all([northStar(tree), drawTree(tree), retentionFromSettings(list)]);
+    northStar(overview);
+    drawTree(overview);
+    await retentionFromSettings(overview.retention);
     status("");
     document.body.dataset.state = "ready";
   } catch (error) {
@@ -153,42 +154,33 @@ async function load() {
   }
 }
 
-async function northStar(tree) {
-  const root = tree.roots[0];
-  if (!root) {
+function northStar(overview) {
+  const head = overview.north_star;
+  if (!head) {
     $("ns-name").textContent = "No metrics";
     return;
   }
-  const info = state.metrics.get(root.metric) || {};
-  $("ns-name").textContent = root.metric;
-  $("ns-name").dataset.metric = root.metric;
-  $("ns-description").textContent = info.description || "";
-  $("ns-value").textContent = fmt(root.value);
-  $("ns-value").dataset.value = root.value ?? "";
-  $("ns-period").textContent = `${tree.grain} of ${tree.period}`;
-  $("ns-change").textContent = `${signed(root.change)} (${pct(root.relative_change)}) vs ${tree.previous_period}`;
-  $("ns-change").className = `change ${root.change > 0 ? "up" : root.change < 0 ? "down" : ""}`;
-  const [series, targets] = await Promise.all([
-    api(`/api/v1/metrics/${encodeURIComponent(root.metric)}/series?grain=${tree.grain}`),
-    info.target ? api(`/api/v1/targets?metric=${encodeURIComponent(root.metric)}`) : null,
-  ]);
-  lineChart($("ns-chart"), toSeries(series), `${root.metric} by ${tree.grain}`);
-  const target = targets && targets.targets[0];
-  if (target) {
-    const t = target.target;
-    $("ns-target").textContent = `Target ${fmt(t.value)} per ${t.period} by ${t.by}: `
-      + `${fmt(target.actual)} in the ${t.period} of ${target.period}, `
-      + `${fmt(target.projected)} projected — ${target.status.replace(/_/g, " ")}`;
-    $("ns-target").dataset.status = target.status;
+  $("ns-name").textContent = head.metric;
+  $("ns-name").dataset.metric = head.metric;
+  $("ns-description").textContent = head.description || "";
+  $("ns-value").textContent = head.value_text;
+  $("ns-value").dataset.value = head.value ?? "";
+  $("ns-period").textContent = head.period_text;
+  $("ns-change").textContent = head.change_text;
+  $("ns-change").className = `change ${head.change > 0 ? "up" : head.change < 0 ? "down" : ""}`;
+  lineChart($("ns-chart"), head.chart, `${head.metric} by ${overview.grain}`);
+  if (head.target) {
+    $("ns-target").textContent = head.target.text;
+    $("ns-target").dataset.status = head.target.status;
   } else {
     $("ns-target").textContent = "No target set.";
   }
 }
 
-function drawTree(tree) {
-  $("tree-period").textContent = `${tree.grain} of ${tree.period} against ${tree.previous_period}`;
+function drawTree(overview) {
+  $("tree-period").textContent = overview.period_text;
   const list = $("tree");
-  list.replaceChildren(...tree.roots.map(treeItem));
+  list.replaceChildren(...overview.roots.map(treeItem));
 }
 
 function treeItem(node) {
@@ -203,14 +195,10 @@ function treeItem(node) {
     "data-value": node.value ?? "",
     "data-change": node.change ?? "",
     "data-contribution": node.contribution ?? "",
-  });
-  let text = `${fmt(node.value)} · ${signed(node.change)} (${pct(node.relative_change)})`;
-  if (!node.north_star && node.contribution !== null) text += ` · contributes ${signed(node.contribution)}`;
-  numbers.textContent = text;
+  }, node.text);
   li.append(button, numbers);
   for (const g of node.guardrails || []) {
-    li.append(el("span", { class: "numbers", "data-guardrail": g.metric },
-      ` · guardrail ${g.metric} ${fmt(g.value)}${g.breached ? " (breached)" : ""}`));
+    li.append(el("span", { class: "numbers", "data-guardrail": g.metric }, g.text));
   }
   if (node.inputs.length) {
     const inputs = el("ul");
@@ -237,13 +225,12 @@ async function drill(metric, dimension = "") {
     ...info.dimensions.map((d) => el("option", { value: d }, d)));
   select.value = dimension;
   select.disabled = !info.dimensions.length;
-  let path = `/api/v1/metrics/${encodeURIComponent(metric)}/series?grain=${state.grain}`;
+  let path = `/api/v1/metrics/${encodeURIComponent(metric)}/chart?grain=${state.grain}`;
   if (dimension) path += `&by=${encodeURIComponent(dimension)}`;
-  const body = await api(path);
+  const chart = await api(path);
   if (section.dataset.metric !== metric) return; // another click came first
-  const series = toSeries(body, dimension);
-  lineChart($("drill-chart"), series, `${metric} by ${state.grain}`);
-  $("drill-legend").replaceChildren(...(dimension ? series : []).map((s, i) => {
+  lineChart($("drill-chart"), chart, `${metric} by ${state.grain}`);
+  $("drill-legend").replaceChildren(...(dimension ? chart.series : []).map((s, i) => {
     const swatch = svg("svg", { class: "swatch", viewBox: "0 0 10 10" });
     swatch.append(svg("rect", { width: 10, height: 10, fill: PALETTE[i % PALETTE.length] }));
     const item = el("li", { "data-series": s.name });
@@ -258,22 +245,23 @@ async function drill(metric, dimension = "") {
 // ---------------------------------------------------------------------------------------
 // Retention.
 
-/** The heat map's settings: the page's query string, else the project's retention metric. */
-async function retentionFromSettings(list) {
+/** The heat map's settings: the page's query string, else what the API says (the project's
+ * retention metric). */
+async function retentionFromSettings(defaults) {
   const query = new URLSearchParams(location.search);
   const fields = ["cohort", "activity", "entity", "grain", "periods"];
-  const defined = list.metrics.find((m) => m.definition.kind === "retention");
   const settings = {};
   for (const f of fields) settings[f] = query.get(f) || "";
-  if (!settings.cohort && defined) {
-    settings.cohort = defined.definition.cohort;
-    settings.activity = defined.definition.activity;
-    settings.entity = defined.definition.entity;
+  if (!settings.cohort && defaults.cohort) {
+    settings.cohort = defaults.cohort;
+    settings.activity = defaults.activity;
+    settings.entity = defaults.entity;
   }
+  if (!settings.grain) settings.grain = defaults.grain;
+  if (!settings.periods) settings.periods = String(defaults.periods);
   for (const f of fields) if (settings[f]) $(`retention-${f}`).value = settings[f];
   if (!settings.cohort || !settings.activity || !settings.entity) {
-    $("retention-note").textContent = "Name the cohort and activity time columns "
-      + "(source.table.column) and the entity column to see retention.";
+    $("retention-note").textContent = defaults.note || "";
     return;
   }
   await retention();
@@ -304,7 +292,7 @@ function heatMap(box, body) {
     svg("text", { x: left + j * cellW + cellW / 2, y: 14, "text-anchor": "middle" }, p)));
   const size = new Map(body.cells.map((c) => [c.cohort, c.cohort_size]));
   cohorts.forEach((cohort, i) => chart.append(svg("text", { x: left - 6, y: top + i * cellH + 14, "text-anchor": "end" },
-    `${cohort} (${fmt(size.get(cohort))})`)));
+    `${cohort} (${size.get(cohort)})`)));
   for (const c of body.cells) {
     const i = cohorts.indexOf(c.cohort), j = body.periods.indexOf(c.period);
     const g = svg("g", {
@@ -316,7 +304,7 @@ function heatMap(box, body) {
     if (c.rate !== null) {
       g.append(svg("text", {
         class: c.rate > 0.55 ? "rate dark" : "rate", x: left + j * cellW + cellW / 2 - 1, y: top + i * cellH + 13, "text-anchor": "middle",
-      }, pct(c.rate)));
+      }, c.rate_text));
     }
     g.append(svg("title", {}, `cohort ${c.cohort}, ${body.grain} ${c.period}: ${c.retained} of ${c.cohort_size}`));
     chart.append(g);

@@ -1,4 +1,5 @@
-//! Small SVG charts for the HTML report: a line chart over dates and a heat map, as text.
+//! Small SVG charts for the HTML report: a line chart over dates and a heat map, as text; and
+//! the round ticks of a value axis, which the dashboard's charts take from the API too.
 //!
 //! Hand-written rather than a charting crate: the report needs two chart shapes, and inline
 //! SVG with CSS classes keeps the file self-contained and its look in one stylesheet.
@@ -6,6 +7,7 @@
 use std::fmt::Write;
 
 use chrono::NaiveDate;
+use lodestar_core::format;
 
 /// One line of a line chart.
 #[derive(Debug, Clone)]
@@ -119,7 +121,7 @@ pub fn line_chart(title: &str, lines: &[Line]) -> String {
                     line.class,
                     px(*d),
                     py(*v),
-                    crate::report::number(*v)
+                    format::number(*v)
                 );
             }
         }
@@ -217,7 +219,7 @@ pub fn heat_map(title: &str, rows: &[String], columns: &[String], cells: &[HeatC
 }
 
 /// About five round ticks covering `low..=high`, and their step.
-fn nice_ticks(low: f64, high: f64) -> (Vec<f64>, f64) {
+pub fn nice_ticks(low: f64, high: f64) -> (Vec<f64>, f64) {
     let raw = (high - low) / 5.0;
     let magnitude = 10f64.powf(raw.log10().floor());
     let step = [1.0, 2.0, 2.5, 5.0, 10.0]
@@ -231,9 +233,10 @@ fn nice_ticks(low: f64, high: f64) -> (Vec<f64>, f64) {
     (ticks, step)
 }
 
-fn tick_label(value: f64, step: f64) -> String {
+/// A tick's text: whole numbers as [`format::number`], finer steps with the decimals they need.
+pub fn tick_label(value: f64, step: f64) -> String {
     if step >= 1.0 {
-        crate::report::number(value.round())
+        format::number(value.round())
     } else {
         let decimals = (-step.log10().floor()) as usize + 1;
         format!("{value:.decimals$}")
