@@ -1,5 +1,5 @@
 //! The `amplitude` connector plugin, loaded from its shared library by the `lodestar` binary:
-//! the Export API against a real HTTP server on a loopback port (`amplitude/export_server.rs`,
+//! the Export API against a real HTTP server on a loopback port (`lodestar_testkit::amplitude`,
 //! serving zip archives of gzipped JSON lines, checking basic auth, answering 404/400/429/504
 //! when asked), export files on disk (zip archives and hourly files), and Amplitude's S3
 //! export in the in-process S3 server of the `s3` tests.
@@ -9,8 +9,6 @@
 //! an hour, with retried duplicates and late uploads). Expected numbers are computed here from
 //! the events written, never by Lodestar.
 
-mod export_server;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::Path;
@@ -18,11 +16,11 @@ use std::path::Path;
 use chrono::{Duration, NaiveDate, NaiveDateTime, Timelike};
 use flate2::Compression;
 use flate2::write::GzEncoder;
+use lodestar_testkit::amplitude::{self as export_server, API_KEY, ExportServer, SECRET_KEY};
+use lodestar_testkit::s3::{ACCESS_KEY, S3Server, SECRET_KEY as S3_SECRET};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use self::export_server::{API_KEY, ExportServer, SECRET_KEY};
-use crate::s3::server::{ACCESS_KEY, S3Server, SECRET_KEY as S3_SECRET};
 use crate::support::{Run, Table, lodestar_project, plugin_dir};
 
 const PROJECT: &str = "187520";

@@ -1,11 +1,9 @@
 //! The `s3` connector plugin against a real S3-protocol server (`s3s-fs` on a loopback port,
-//! started here; see `s3/server.rs`), loaded from its shared library by the `lodestar`
+//! started here; see `lodestar_testkit::s3`), loaded from its shared library by the `lodestar`
 //! binary: discovery and schemas, filtered queries, partition and row-group pruning measured
 //! in requests and bytes served, a metric end to end, retries, timeouts and the errors.
 //!
 //! Expected numbers are computed here from the rows the tests write, never by Lodestar.
-
-pub(crate) mod server;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -18,9 +16,9 @@ use lodestar_core::datafusion::arrow::array::{
 use lodestar_core::datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use lodestar_core::datafusion::parquet::arrow::ArrowWriter;
 use lodestar_core::datafusion::parquet::file::properties::WriterProperties;
+use lodestar_testkit::s3::{ACCESS_KEY, Fault, S3Server, SECRET_KEY};
 use tempfile::TempDir;
 
-use self::server::{ACCESS_KEY, Fault, S3Server, SECRET_KEY};
 use crate::support::{Run, Table, cell_matches, lodestar, lodestar_project, plugin_dir};
 
 const BUCKET: &str = "lake";

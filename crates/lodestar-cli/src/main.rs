@@ -15,6 +15,7 @@ use anyhow::Context;
 use chrono::NaiveDate;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use lodestar_connector_api::kit::error::causes;
 use lodestar_core::model::Grain;
 use lodestar_core::periods;
 use lodestar_core::request::{self, Brackets, EventColumn, Field, RequestError};
@@ -483,17 +484,11 @@ fn init_logging(verbose: u8, quiet: bool) {
 /// Prints the error and its causes, skipping causes the message already shows; the core's
 /// errors name the request's fields as options ([`spelling::Flags`]).
 fn print_error(e: &(dyn std::error::Error + 'static)) {
-    let message = spelling::describe(e);
+    let parts = causes(e, spelling::describe);
+    let (message, causes) = parts.split_first().expect("an error has a message");
     eprintln!("error: {message}");
-    let mut shown = message;
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = spelling::describe(c);
-        if !shown.contains(&text) {
-            eprintln!("  caused by: {text}");
-            shown.push_str(&text);
-        }
-        cause = c.source();
+    for cause in causes {
+        eprintln!("  caused by: {cause}");
     }
 }
 

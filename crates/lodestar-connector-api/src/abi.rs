@@ -17,6 +17,7 @@ use datafusion_ffi::proto::logical_extension_codec::FFI_LogicalExtensionCodec;
 use datafusion_ffi::schema_provider::FFI_SchemaProvider;
 
 use crate::guard::{Guard, GuardedSchemaProvider, panic_message, plugin_runtime};
+use crate::kit::error::chain;
 use crate::{ConnectContext, Connector, Options};
 
 /// The version of [`ConnectorDescriptor`] and of the constructor's contract. A host refuses a
@@ -104,7 +105,7 @@ unsafe extern "C" fn connect<C: Connector>(
             let cx = ConnectContext {
                 runtime: runtime.clone(),
             };
-            let provider = C::connect(options, &cx).map_err(|e| error_chain(e.as_ref()))?;
+            let provider = C::connect(options, &cx).map_err(|e| chain(e.as_ref()))?;
             let guarded = Arc::new(GuardedSchemaProvider::new(
                 provider,
                 Guard::new(runtime.clone(), C::NAME),
@@ -125,19 +126,4 @@ unsafe extern "C" fn connect<C: Connector>(
                 .into(),
         ),
     }
-}
-
-/// An error and its causes on one line: the host shows it after the source's name.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        cause = c.source();
-    }
-    message
 }

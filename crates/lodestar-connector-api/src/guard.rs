@@ -22,14 +22,15 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::common::Statistics;
-use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
-use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use datafusion::physical_plan::statistics::StatisticsArgs;
+use datafusion::physical_plan::{DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::{Stream, StreamExt};
 use tokio::runtime::{Handle, Runtime};
+
+use crate::kit::plan::{Wrap, WrapExec};
 
 /// Worker threads of a plugin's runtime: its async work is I/O (HTTP, database protocols);
 /// DataFusion's CPU work runs on the host's threads.
@@ -315,12 +316,14 @@ impl TableProvider for GuardedTable {
         let properties = self.guard.call("describing its scan's properties", || {
             Ok(Arc::clone(plan.properties()))
         })?;
-        Ok(Arc::new(GuardedExec {
-            inner: plan,
-            name,
-            properties,
-            guard: self.guard.clone(),
-        }))
+        Ok(Arc::new(WrapExec::new(
+            plan,
+            GuardedExec {
+                name,
+                properties,
+                guard: self.guard.clone(),
+            },
+        )))
     }
 
     fn supports_filters_pushdown(
@@ -338,12 +341,11 @@ impl TableProvider for GuardedTable {
     }
 }
 
-/// A connector's execution plan, executed in the plugin's runtime behind a panic guard.
-/// It is a leaf for the host: the connector's plan is opaque across the boundary anyway.
-/// Its name and properties were read when it was planned.
+/// What wraps a connector's execution plan: it runs in the plugin's runtime behind a panic
+/// guard, and is a leaf for the host ([`WrapExec`]). Its name and properties were read when it
+/// was planned.
 #[derive(Debug)]
 struct GuardedExec {
-    inner: Arc<dyn ExecutionPlan>,
     name: String,
     properties: Arc<PlanProperties>,
     guard: Guard,
@@ -358,61 +360,40 @@ impl fmt::Display for Shown<'_> {
     }
 }
 
-impl DisplayAs for GuardedExec {
-    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Wrap for GuardedExec {
+    fn name<'a>(&'a self, _inner: &'a dyn ExecutionPlan) -> &'a str {
+        &self.name
+    }
+
+    fn properties<'a>(&'a self, _inner: &'a dyn ExecutionPlan) -> &'a Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn fmt_as(
+        &self,
+        inner: &dyn ExecutionPlan,
+        t: DisplayFormatType,
+        f: &mut fmt::Formatter<'_>,
+    ) -> fmt::Result {
         let text = self.guard.call_or(
             "displaying its scan",
             |message| Ok(format!("{} ({message})", self.name)),
             || {
                 let mut text = String::new();
-                fmt::Write::write_fmt(&mut text, format_args!("{}", Shown(self.inner.as_ref(), t)))
-                    .map(|()| text)
+                fmt::Write::write_fmt(&mut text, format_args!("{}", Shown(inner, t))).map(|()| text)
             },
         );
         f.write_str(&text?)
     }
-}
-
-impl ExecutionPlan for GuardedExec {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        Vec::new()
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.is_empty() {
-            Ok(self)
-        } else {
-            Err(DataFusionError::Internal(
-                "a connector's scan has no children to replace".into(),
-            ))
-        }
-    }
 
     fn execute(
         &self,
+        inner: &dyn ExecutionPlan,
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let (stream, schema) = self.guard.call("starting a scan", || {
-            let stream = self.inner.execute(partition, context)?;
+            let stream = inner.execute(partition, context)?;
             let schema = stream.schema();
             Ok((stream, schema))
         })?;
@@ -421,6 +402,17 @@ impl ExecutionPlan for GuardedExec {
             inner: Some(stream),
             guard: self.guard.clone(),
         }))
+    }
+
+    /// Unknown, without calling into the connector (where a panic could not become an error).
+    fn statistics(
+        &self,
+        _inner: &dyn ExecutionPlan,
+        _args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        Ok(Arc::new(Statistics::new_unknown(
+            self.properties.eq_properties.schema(),
+        )))
     }
 }
 
@@ -470,42 +462,20 @@ mod tests {
     /// A connector's plan whose display panics. The host never displays a plugin's plan
     /// through `datafusion-ffi` 55 (it shows the plan's name), so this call is tested here.
     #[derive(Debug)]
-    struct DisplayPanics(EmptyExec);
+    struct DisplayPanics;
 
-    impl DisplayAs for DisplayPanics {
-        fn fmt_as(&self, _t: DisplayFormatType, _f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            panic!("asked to panic while displaying its scan")
-        }
-    }
-
-    impl ExecutionPlan for DisplayPanics {
-        fn name(&self) -> &str {
+    impl Wrap for DisplayPanics {
+        fn name<'a>(&'a self, _inner: &'a dyn ExecutionPlan) -> &'a str {
             "DisplayPanics"
         }
-        fn properties(&self) -> &Arc<PlanProperties> {
-            self.0.properties()
-        }
-        fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-            Vec::new()
-        }
-        fn apply_expressions(
+
+        fn fmt_as(
             &self,
-            _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-        ) -> Result<TreeNodeRecursion> {
-            Ok(TreeNodeRecursion::Continue)
-        }
-        fn with_new_children(
-            self: Arc<Self>,
-            _children: Vec<Arc<dyn ExecutionPlan>>,
-        ) -> Result<Arc<dyn ExecutionPlan>> {
-            Ok(self)
-        }
-        fn execute(
-            &self,
-            partition: usize,
-            context: Arc<TaskContext>,
-        ) -> Result<SendableRecordBatchStream> {
-            self.0.execute(partition, context)
+            _inner: &dyn ExecutionPlan,
+            _t: DisplayFormatType,
+            _f: &mut fmt::Formatter<'_>,
+        ) -> fmt::Result {
+            panic!("asked to panic while displaying its scan")
         }
     }
 
@@ -514,14 +484,18 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let inner: Arc<dyn ExecutionPlan> =
-            Arc::new(DisplayPanics(EmptyExec::new(Arc::new(Schema::empty()))));
-        let exec = GuardedExec {
-            properties: Arc::clone(inner.properties()),
-            name: inner.name().to_string(),
-            inner,
-            guard: Guard::new(runtime.handle().clone(), "test"),
-        };
+        let inner: Arc<dyn ExecutionPlan> = Arc::new(WrapExec::new(
+            Arc::new(EmptyExec::new(Arc::new(Schema::empty()))),
+            DisplayPanics,
+        ));
+        let exec = WrapExec::new(
+            Arc::clone(&inner),
+            GuardedExec {
+                properties: Arc::clone(inner.properties()),
+                name: inner.name().to_string(),
+                guard: Guard::new(runtime.handle().clone(), "test"),
+            },
+        );
         let shown = Shown(&exec, DisplayFormatType::Default).to_string();
         assert_eq!(
             shown,

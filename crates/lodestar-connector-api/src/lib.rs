@@ -55,6 +55,7 @@ mod foreign;
 mod guard;
 #[cfg(feature = "host")]
 pub mod host;
+pub mod kit;
 
 use std::sync::Arc;
 

@@ -30,21 +30,20 @@ use lodestar_connector_api::datafusion::arrow::record_batch::RecordBatch;
 use lodestar_connector_api::datafusion::catalog::{
     MemTable, SchemaProvider, Session, TableProvider,
 };
-use lodestar_connector_api::datafusion::common::tree_node::TreeNodeRecursion;
 use lodestar_connector_api::datafusion::common::{ScalarValue, Statistics};
 use lodestar_connector_api::datafusion::error::{DataFusionError, Result};
 use lodestar_connector_api::datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use lodestar_connector_api::datafusion::logical_expr::{
     BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType,
 };
-use lodestar_connector_api::datafusion::physical_expr::PhysicalExpr;
 use lodestar_connector_api::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use lodestar_connector_api::datafusion::physical_plan::streaming::{
     PartitionStream, StreamingTableExec,
 };
 use lodestar_connector_api::datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
+    DisplayFormatType, ExecutionPlan, PlanProperties,
 };
+use lodestar_connector_api::kit::plan::{Wrap, WrapExec};
 use lodestar_connector_api::serde_json::{Value, json};
 use lodestar_connector_api::{BoxError, ConnectContext, Connector, Options};
 
@@ -462,62 +461,48 @@ impl TableProvider for Events {
         Ok(match self.settings.panic {
             Some(
                 at @ (PanicAt::Name | PanicAt::Properties | PanicAt::FmtAs | PanicAt::Execute),
-            ) => Arc::new(PanickingExec { inner: exec, at }),
+            ) => Arc::new(WrapExec::new(exec, Panicking { at })),
             _ => exec,
         })
     }
 }
 
-/// A scan that panics in one of the calls a host makes on a plan (the `panic` option).
+/// What makes a scan panic in one of the calls a host makes on a plan (the `panic` option),
+/// around the real scan ([`WrapExec`]).
 #[derive(Debug)]
-struct PanickingExec {
-    inner: Arc<dyn ExecutionPlan>,
+struct Panicking {
     at: PanicAt,
 }
 
-impl DisplayAs for PanickingExec {
-    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        PanicAt::check(Some(self.at), PanicAt::FmtAs, "displaying its scan");
-        self.inner.fmt_as(t, f)
-    }
-}
-
-impl ExecutionPlan for PanickingExec {
-    fn name(&self) -> &str {
+impl Wrap for Panicking {
+    fn name<'a>(&'a self, _inner: &'a dyn ExecutionPlan) -> &'a str {
         PanicAt::check(Some(self.at), PanicAt::Name, "naming its scan");
         "GenerateExec"
     }
 
-    fn properties(&self) -> &Arc<PlanProperties> {
+    fn properties<'a>(&'a self, inner: &'a dyn ExecutionPlan) -> &'a Arc<PlanProperties> {
         PanicAt::check(Some(self.at), PanicAt::Properties, "describing its scan");
-        self.inner.properties()
+        inner.properties()
     }
 
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        Vec::new()
-    }
-
-    fn apply_expressions(
+    fn fmt_as(
         &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        _children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(self)
+        inner: &dyn ExecutionPlan,
+        t: DisplayFormatType,
+        f: &mut fmt::Formatter<'_>,
+    ) -> fmt::Result {
+        PanicAt::check(Some(self.at), PanicAt::FmtAs, "displaying its scan");
+        inner.fmt_as(t, f)
     }
 
     fn execute(
         &self,
+        inner: &dyn ExecutionPlan,
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         PanicAt::check(Some(self.at), PanicAt::Execute, "starting a scan");
-        self.inner.execute(partition, context)
+        inner.execute(partition, context)
     }
 }
 

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::Utc;
+use lodestar_connector_api::kit::error::chain;
 use reqwest::StatusCode;
 
 use crate::layout::{self, Hour};
@@ -145,7 +146,10 @@ impl ExportApi {
                     ("start", layout::api_param(start)),
                     ("end", layout::api_param(end)),
                 ])
-                .basic_auth(&self.settings.api_key, Some(&self.settings.secret_key.0))
+                .basic_auth(
+                    &self.settings.api_key,
+                    Some(self.settings.secret_key.expose()),
+                )
                 .send()
                 .await;
             let (failure, retry_after) = match sent {
@@ -311,20 +315,6 @@ fn unpack(zip_bytes: &[u8], cache: &Path) -> Result<(), String> {
             .map_err(|e| format!("cannot write `{}`: {e}", path.display()))?;
     }
     Ok(())
-}
-
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let part = c.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        cause = c.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ pub mod fuzzing {
 use std::sync::Arc;
 
 use lodestar_connector_api::datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
+use lodestar_connector_api::kit::secret::Redactor;
 use lodestar_connector_api::serde_json::Value;
 use lodestar_connector_api::{BoxError, ConnectContext, Connector, Options, export_connector};
 use object_store::aws::{AmazonS3Builder, AwsCredential};
@@ -37,7 +38,7 @@ use object_store::{ObjectStore, StaticCredentialProvider};
 
 use crate::options::{Origin, Settings};
 use crate::source::Source;
-use crate::table::{EventsTable, Message, Redactor};
+use crate::table::EventsTable;
 
 /// The connector.
 #[derive(Debug)]
@@ -55,10 +56,8 @@ impl Connector for Amplitude {
         _cx: &ConnectContext,
     ) -> Result<Arc<dyn SchemaProvider>, BoxError> {
         let settings = Settings::from_options(&options)?;
-        let redactor = Redactor {
-            secrets: settings.secrets(),
-        };
-        let masked = |e: String| -> BoxError { Box::new(Message(redactor.text(&e))) };
+        let redactor = Redactor::new(settings.secrets());
+        let masked = |e: String| -> BoxError { redactor.error(&e) };
         let source = match settings.origin.clone() {
             Origin::Files(dir) => {
                 if !dir.is_dir() {
@@ -84,7 +83,7 @@ impl Connector for Amplitude {
                     builder = builder.with_credentials(Arc::new(StaticCredentialProvider::new(
                         AwsCredential {
                             key_id: id.clone(),
-                            secret_key: secret.0.clone(),
+                            secret_key: secret.expose().to_string(),
                             token: None,
                         },
                     )));

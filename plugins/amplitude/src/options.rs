@@ -5,11 +5,11 @@
 //! [`schema`] first; reading here applies defaults and checks what a schema cannot say.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::NaiveDate;
+use lodestar_connector_api::kit::secret::Secret;
 use lodestar_connector_api::serde_json::{Value, json};
 use lodestar_connector_api::{BoxError, Options};
 
@@ -66,16 +66,6 @@ pub fn schema() -> Value {
         },
         "additionalProperties": false
     })
-}
-
-/// A secret option: never shown by `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(****)")
-    }
 }
 
 /// Where the exports come from.
@@ -216,8 +206,10 @@ impl Settings {
     pub fn secrets(&self) -> Vec<String> {
         let mut secrets = Vec::new();
         match &self.origin {
-            Origin::Api(api) => secrets.push(api.secret_key.0.clone()),
-            Origin::S3(s3) => secrets.extend(s3.secret_access_key.iter().map(|s| s.0.clone())),
+            Origin::Api(api) => secrets.push(api.secret_key.expose().to_string()),
+            Origin::S3(s3) => {
+                secrets.extend(s3.secret_access_key.iter().map(|s| s.expose().to_string()))
+            }
             Origin::Files(_) => {}
         }
         secrets.retain(|s| !s.is_empty());
@@ -232,7 +224,7 @@ fn text(options: &Options, key: &str) -> Option<String> {
 fn api(value: &Value) -> Result<Api, BoxError> {
     let options = value.as_object().cloned().unwrap_or_default();
     let api_key = text(&options, "api_key").unwrap_or_default();
-    let secret_key = Secret(text(&options, "secret_key").unwrap_or_default());
+    let secret_key = Secret::new(text(&options, "secret_key").unwrap_or_default());
     let base_url = match (
         text(&options, "base_url"),
         text(&options, "residency").as_deref(),
@@ -287,7 +279,7 @@ fn s3(value: &Value) -> S3 {
             .and_then(Value::as_bool)
             .unwrap_or(false),
         access_key_id: text(&options, "access_key_id"),
-        secret_access_key: text(&options, "secret_access_key").map(Secret),
+        secret_access_key: text(&options, "secret_access_key").map(Secret::new),
     }
 }
 

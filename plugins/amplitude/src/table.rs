@@ -7,7 +7,6 @@
 //! `event_time` reads the files of `from`'s hour to `to`'s hour plus `late_hours`; a range of
 //! `server_upload_time` reads exactly its hours.
 
-use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -21,43 +20,12 @@ use lodestar_connector_api::datafusion::logical_expr::{
     BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType,
 };
 use lodestar_connector_api::datafusion::physical_plan::ExecutionPlan;
+use lodestar_connector_api::kit::secret::Redactor;
 
 use crate::layout::{self, Hour};
 use crate::options::{BadLines, Flattened};
 use crate::rows::{self, Collector};
 use crate::source::{HourRange, Source};
-
-/// Masks secret values in messages.
-#[derive(Clone)]
-pub struct Redactor {
-    pub secrets: Vec<String>,
-}
-
-impl fmt::Debug for Redactor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Redactor(****)")
-    }
-}
-
-impl Redactor {
-    pub fn text(&self, text: &str) -> String {
-        self.secrets
-            .iter()
-            .fold(text.to_string(), |t, s| t.replace(s.as_str(), "****"))
-    }
-}
-
-/// An error message of the plugin's, already masked.
-#[derive(Debug)]
-pub struct Message(pub String);
-
-impl fmt::Display for Message {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Message {}
 
 /// `events`.
 #[derive(Debug)]
@@ -89,7 +57,7 @@ impl EventsTable {
     }
 
     fn error(&self, message: &str) -> DataFusionError {
-        DataFusionError::External(Box::new(Message(self.redactor.text(message))))
+        self.redactor.datafusion_error(message)
     }
 
     /// The hours of files a scan with `filters` reads.
@@ -271,9 +239,7 @@ mod tests {
             Vec::new(),
             BadLines::Fail,
             5,
-            Redactor {
-                secrets: Vec::new(),
-            },
+            Redactor::default(),
         );
         let t = |h: i64| ts(h * HOUR);
         let filters = [

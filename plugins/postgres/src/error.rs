@@ -8,6 +8,7 @@
 use std::io;
 
 use lodestar_connector_api::datafusion::error::DataFusionError;
+use lodestar_connector_api::kit::error::chain;
 use tokio_postgres::error::SqlState;
 
 use crate::settings::Target;
@@ -101,17 +102,7 @@ fn reason(e: &tokio_postgres::Error) -> String {
     }
     // The driver's message, then its causes ("error performing TLS handshake: server does
     // not support TLS").
-    let mut text = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        let part = c.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        cause = c.source();
-    }
-    text
+    chain(e)
 }
 
 fn io_error(e: &tokio_postgres::Error) -> Option<&io::Error> {

@@ -21,10 +21,6 @@ use std::sync::Arc;
 
 use lodestar_connector_api::datafusion::arrow::datatypes::DataType;
 use lodestar_connector_api::datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
-use lodestar_connector_api::datafusion::datasource::file_format::FileFormat;
-use lodestar_connector_api::datafusion::datasource::file_format::csv::CsvFormat;
-use lodestar_connector_api::datafusion::datasource::file_format::json::JsonFormat;
-use lodestar_connector_api::datafusion::datasource::file_format::parquet::ParquetFormat;
 use lodestar_connector_api::datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
@@ -38,8 +34,8 @@ use lodestar_connector_api::{BoxError, ConnectContext, Connector, Options, expor
 use object_store::ObjectStore;
 
 use crate::list::Found;
-use crate::options::{Format, Settings};
-use crate::store::Redactor;
+use crate::options::Settings;
+use crate::store::S3Errors;
 use crate::table::S3Table;
 
 /// The connector.
@@ -55,17 +51,17 @@ impl Connector for S3 {
 
     fn connect(options: Options, cx: &ConnectContext) -> Result<Arc<dyn SchemaProvider>, BoxError> {
         let settings = Settings::from_options(&options)?;
-        let redactor = Arc::new(Redactor::new(&settings));
+        let errors = Arc::new(S3Errors::new(&settings));
         let store: Arc<dyn ObjectStore> = Arc::new(store::build(&settings)?);
         let runtime_env = runtime_env(&settings, Arc::clone(&store))?;
         let tables = cx.runtime().block_on(async {
-            let found = list::tables(store.as_ref(), &settings, &redactor).await?;
+            let found = list::tables(store.as_ref(), &settings, &errors).await?;
             let mut tables = Vec::new();
             for table in found {
                 let listing = listing_table(&settings, &table, &store, &runtime_env)
                     .await
                     .map_err(|e| {
-                        redactor.explain(
+                        errors.explain(
                             &format!(
                                 "reading the schema of table `{}` at s3://{}/{}",
                                 table.name, settings.bucket, table.key
@@ -78,7 +74,7 @@ impl Connector for S3 {
             }
             Ok::<_, String>(tables)
         });
-        let tables = tables.map_err(|message| redactor.boxed(&message))?;
+        let tables = tables.map_err(|message| errors.boxed(&message))?;
         let schema = MemorySchemaProvider::new();
         for (found, listing) in tables {
             let table = S3Table::new(
@@ -86,7 +82,7 @@ impl Connector for S3 {
                 Arc::clone(&runtime_env),
                 found.partitions.clone(),
                 found.time_partition.clone(),
-                Arc::clone(&redactor),
+                Arc::clone(&errors),
             );
             schema.register_table(found.name.clone(), Arc::new(table))?;
         }
@@ -123,22 +119,7 @@ async fn listing_table(
     store: &Arc<dyn ObjectStore>,
     runtime_env: &Arc<RuntimeEnv>,
 ) -> Result<ListingTable, BoxError> {
-    let format: Arc<dyn FileFormat> = match table.format {
-        Format::Parquet => Arc::new(ParquetFormat::default()),
-        Format::Csv => {
-            let tab = table.extension == ".tsv";
-            let delimiter = settings
-                .csv
-                .delimiter
-                .unwrap_or(if tab { b'\t' } else { b',' });
-            Arc::new(
-                CsvFormat::default()
-                    .with_has_header(settings.csv.has_header)
-                    .with_delimiter(delimiter),
-            )
-        }
-        Format::Json => Arc::new(JsonFormat::default()),
-    };
+    let format = table.format.file_format(settings.csv, &table.extension);
     // Partition values are text, dictionary-encoded as DataFusion's own inference does.
     let partition_type = DataType::Dictionary(Box::new(DataType::UInt16), Box::new(DataType::Utf8));
     let options = ListingOptions::new(Arc::clone(&format))
@@ -162,15 +143,25 @@ async fn listing_table(
     Ok(ListingTable::try_new(config)?)
 }
 
-/// The `time` column of a table's time partition must exist: a typo would silently prune
-/// nothing.
+/// A `time` column of a table's time partition must exist (the first the table has is
+/// used): a typo would silently prune nothing.
 fn check_time_column(table: &Found, listing: &ListingTable) -> Result<(), String> {
     use lodestar_connector_api::datafusion::catalog::TableProvider;
     let Some(tp) = &table.time_partition else {
         return Ok(());
     };
     let schema = listing.schema();
-    match schema.field_with_name(&tp.time) {
+    let Some(time) = tp.time_column(&schema) else {
+        return Err(format!(
+            "table `{}`: `time_partition.time` names {}, which it does not have",
+            table.name,
+            match tp.time.as_slice() {
+                [one] => format!("column `{one}`"),
+                _ => format!("columns {}", tp.time_names()),
+            }
+        ));
+    };
+    match schema.field_with_name(time) {
         Ok(field)
             if matches!(
                 field.data_type(),
@@ -180,14 +171,10 @@ fn check_time_column(table: &Found, listing: &ListingTable) -> Result<(), String
             Ok(())
         }
         Ok(field) => Err(format!(
-            "table `{}`: `time_partition.time` column `{}` is {}, not a timestamp or a date",
+            "table `{}`: `time_partition.time` column `{time}` is {}, not a timestamp or a date",
             table.name,
-            tp.time,
             field.data_type()
         )),
-        Err(_) => Err(format!(
-            "table `{}`: `time_partition.time` names column `{}`, which it does not have",
-            table.name, tp.time
-        )),
+        Err(e) => Err(e.to_string()),
     }
 }

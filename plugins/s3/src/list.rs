@@ -14,8 +14,11 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore};
 
-use crate::options::{Format, Settings, TimePartition};
-use crate::store::Redactor;
+use lodestar_connector_api::kit::format::Format;
+use lodestar_connector_api::kit::partition::TimePartition;
+
+use crate::options::Settings;
+use crate::store::S3Errors;
 
 /// A table found, ready to be opened.
 #[derive(Debug, Clone)]
@@ -46,7 +49,7 @@ enum Skip {
 pub async fn tables(
     store: &dyn ObjectStore,
     settings: &Settings,
-    redactor: &Redactor,
+    errors: &S3Errors,
 ) -> Result<Vec<Found>, String> {
     match &settings.tables {
         Some(tables) => {
@@ -59,7 +62,7 @@ pub async fn tables(
                     (None, Some(t)) => Wanted::Source(t.clone()),
                     (None, None) => Wanted::None,
                 };
-                match folder_table(store, redactor, &table.name, &key, format, wanted).await {
+                match folder_table(store, errors, &table.name, &key, format, wanted).await {
                     Ok(t) => found.push(t),
                     Err(Skip::Empty) => {
                         return Err(format!(
@@ -74,7 +77,7 @@ pub async fn tables(
             }
             Ok(found)
         }
-        None => list_tables(store, settings, redactor).await,
+        None => list_tables(store, settings, errors).await,
     }
 }
 
@@ -82,14 +85,14 @@ pub async fn tables(
 async fn list_tables(
     store: &dyn ObjectStore,
     settings: &Settings,
-    redactor: &Redactor,
+    errors: &S3Errors,
 ) -> Result<Vec<Found>, String> {
     let location = settings.location();
     let root = (!settings.prefix.is_empty()).then(|| Path::from(settings.prefix.as_str()));
     let listing = store
         .list_with_delimiter(root.as_ref())
         .await
-        .map_err(|e| redactor.explain(&format!("listing {location}"), &e))?;
+        .map_err(|e| errors.explain(&format!("listing {location}"), &e))?;
     if listing.common_prefixes.is_empty() && listing.objects.is_empty() {
         return Err(format!(
             "found no files under {location}; check `bucket` and `prefix`"
@@ -118,7 +121,7 @@ async fn list_tables(
             .time_partition
             .clone()
             .map_or(Wanted::None, Wanted::Source);
-        match folder_table(store, redactor, &name, &key, settings.format, wanted).await {
+        match folder_table(store, errors, &name, &key, settings.format, wanted).await {
             Ok(table) => found.push(table),
             Err(Skip::Empty) => {}
             Err(Skip::Error(message)) => return Err(message),
@@ -165,7 +168,7 @@ async fn list_tables(
 /// The table whose files are under `key` (a folder, ending with `/`).
 async fn folder_table(
     store: &dyn ObjectStore,
-    redactor: &Redactor,
+    errors: &S3Errors,
     name: &str,
     key: &str,
     format: Option<Format>,
@@ -173,7 +176,7 @@ async fn folder_table(
 ) -> Result<Found, Skip> {
     let path = Path::from(key);
     let mut files: Vec<ObjectMeta> = store.list(Some(&path)).try_collect().await.map_err(|e| {
-        Skip::Error(redactor.explain(&format!("listing table `{name}` at {key}"), &e))
+        Skip::Error(errors.explain(&format!("listing table `{name}` at {key}"), &e))
     })?;
     files.sort_by(|a, b| a.location.cmp(&b.location));
     // The path below the table's folder of each file DataFusion would consider.

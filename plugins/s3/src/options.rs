@@ -5,28 +5,18 @@
 //! bucket that is a name and not a URL).
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
 
+use lodestar_connector_api::kit::format::{CsvOptions, FORMAT_NAMES, Format, csv_delimiter};
+use lodestar_connector_api::kit::partition::TimePartition;
+use lodestar_connector_api::kit::secret::Secret;
 use lodestar_connector_api::serde_json::{Value, json};
 use lodestar_connector_api::{BoxError, Options};
 
 /// The JSON Schema of the options, as `lodestar connectors` and the host's validation see it.
 pub fn schema() -> Value {
-    let format = json!({
-        "enum": ["parquet", "csv", "json", "ndjson"],
-        "description": "File format: parquet, csv or json (newline-delimited; `ndjson` is the same). Default: from the files' extensions (.parquet, .csv/.tsv, .json/.ndjson/.jsonl)"
-    });
-    let time_partition = json!({
-        "type": "object",
-        "description": "Prune date partitions by a time column: a filter on `time` (the engine's time range) also skips the partitions `column=YYYY-MM-DD` outside it. Only for data laid out so that each row sits in the partition of its time's UTC date",
-        "properties": {
-            "column": { "type": "string", "minLength": 1, "description": "The hive partition column holding dates as YYYY-MM-DD, such as `dt`" },
-            "time": { "type": "string", "minLength": 1, "description": "The timestamp (naive UTC) or date column whose UTC date the partition holds, such as `ts`" }
-        },
-        "required": ["column", "time"],
-        "additionalProperties": false
-    });
+    let format = Format::schema();
+    let time_partition = TimePartition::schema();
     json!({
         "type": "object",
         "properties": {
@@ -68,67 +58,6 @@ pub fn schema() -> Value {
     })
 }
 
-/// A file format the connector reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Format {
-    Parquet,
-    Csv,
-    Json,
-}
-
-impl Format {
-    pub fn from_name(name: &str) -> Option<Format> {
-        match name {
-            "parquet" => Some(Format::Parquet),
-            "csv" => Some(Format::Csv),
-            "json" | "ndjson" => Some(Format::Json),
-            _ => None,
-        }
-    }
-
-    /// The format of a file, from its name's extension, and the extension as written
-    /// (`.snappy.parquet` counts as `.parquet`).
-    pub fn of_file(name: &str) -> Option<(Format, &'static str)> {
-        let lower = name.to_ascii_lowercase();
-        [
-            (".parquet", Format::Parquet),
-            (".csv", Format::Csv),
-            (".tsv", Format::Csv),
-            (".ndjson", Format::Json),
-            (".jsonl", Format::Json),
-            (".json", Format::Json),
-        ]
-        .into_iter()
-        .find(|(ext, _)| lower.ends_with(ext))
-        .map(|(ext, format)| (format, ext))
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Parquet => "parquet",
-            Format::Csv => "csv",
-            Format::Json => "json",
-        }
-    }
-}
-
-/// A value never shown: its `Debug` is a mask.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(****)")
-    }
-}
-
-/// Partitions `column=YYYY-MM-DD` that hold the rows whose `time` falls on that UTC date.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TimePartition {
-    pub column: String,
-    pub time: String,
-}
-
 /// A table named in `tables`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableOption {
@@ -137,13 +66,6 @@ pub struct TableOption {
     pub prefix: String,
     pub format: Option<Format>,
     pub time_partition: Option<TimePartition>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CsvSettings {
-    /// `None`: a tab for `.tsv` files, a comma otherwise.
-    pub delimiter: Option<u8>,
-    pub has_header: bool,
 }
 
 /// The options, read.
@@ -161,7 +83,7 @@ pub struct Settings {
     pub secret_access_key: Option<Secret>,
     pub session_token: Option<Secret>,
     pub format: Option<Format>,
-    pub csv: CsvSettings,
+    pub csv: CsvOptions,
     /// `None`: list the tables under the prefix.
     pub tables: Option<Vec<TableOption>>,
     pub time_partition: Option<TimePartition>,
@@ -199,8 +121,8 @@ impl Settings {
             .into());
         }
         let access_key_id = string("access_key_id");
-        let secret_access_key = string("secret_access_key").map(Secret);
-        let session_token = string("session_token").map(Secret);
+        let secret_access_key = string("secret_access_key").map(Secret::new);
+        let session_token = string("session_token").map(Secret::new);
         if access_key_id.is_some() != secret_access_key.is_some() {
             return Err("`access_key_id` and `secret_access_key` go together: set both, or neither to use the AWS credential chain".into());
         }
@@ -209,14 +131,7 @@ impl Settings {
         }
 
         let format = string("format").map(|f| parse_format(&f)).transpose()?;
-        let delimiter = match string("delimiter").as_deref() {
-            None => None,
-            Some("\\t") => Some(b'\t'),
-            Some(d) if d.len() == 1 => Some(d.as_bytes()[0]),
-            Some(d) => {
-                return Err(format!("`delimiter` must be one character or \\t, not `{d}`").into());
-            }
-        };
+        let delimiter = string("delimiter").map(|d| csv_delimiter(&d)).transpose()?;
         let time_partition = options
             .get("time_partition")
             .map(parse_time_partition)
@@ -249,7 +164,7 @@ impl Settings {
             secret_access_key,
             session_token,
             format,
-            csv: CsvSettings {
+            csv: CsvOptions {
                 delimiter,
                 has_header: boolean("has_header").unwrap_or(true),
             },
@@ -279,7 +194,7 @@ impl Settings {
         [&self.secret_access_key, &self.session_token]
             .into_iter()
             .flatten()
-            .map(|s| s.0.clone())
+            .map(|s| s.expose().to_string())
             .filter(|s| !s.is_empty())
             .collect()
     }
@@ -287,22 +202,16 @@ impl Settings {
 
 fn parse_format(name: &str) -> Result<Format, BoxError> {
     Format::from_name(name).ok_or_else(|| {
-        format!("unknown format `{name}`: expected parquet, csv, json or ndjson").into()
+        format!(
+            "unknown format `{name}`: expected {}",
+            FORMAT_NAMES.join(", ")
+        )
+        .into()
     })
 }
 
 fn parse_time_partition(value: &Value) -> Result<TimePartition, BoxError> {
-    let field = |key: &str| {
-        value
-            .get(key)
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| format!("`time_partition` needs `{key}`"))
-    };
-    Ok(TimePartition {
-        column: field("column")?,
-        time: field("time")?,
-    })
+    Ok(TimePartition::from_json(value)?)
 }
 
 fn parse_table(name: &str, table: &Value) -> Result<TableOption, BoxError> {
@@ -395,6 +304,49 @@ mod tests {
         assert!(err.to_string().contains("prefix"), "{err}");
     }
 
+    /// The forms docs/connectors.md promises: `time` one column or a list, and every format
+    /// name of the `files` connector.
+    #[test]
+    fn time_partition_lists_time_columns_and_formats_match_the_files_connector() {
+        let s = Settings::from_options(&options(json!({
+            "bucket": "acme",
+            "format": "jsonl",
+            "time_partition": { "column": "dt", "time": ["ts", "created_at"] },
+            "tables": { "events": { "time_partition": { "column": "day", "time": "ts" } } }
+        })))
+        .unwrap();
+        assert_eq!(s.format, Some(Format::Json));
+        assert_eq!(
+            s.time_partition,
+            Some(TimePartition {
+                column: "dt".into(),
+                time: vec!["ts".into(), "created_at".into()]
+            })
+        );
+        let tables = s.tables.unwrap();
+        assert_eq!(
+            tables[0].time_partition,
+            Some(TimePartition {
+                column: "day".into(),
+                time: vec!["ts".into()]
+            })
+        );
+        let err = Settings::from_options(&options(json!({
+            "bucket": "acme", "time_partition": { "column": "dt", "time": [] }
+        })))
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`time_partition.time` must name a time column or list several, such as `event_time` or [event_time, created_at], not []"
+        );
+        let err = Settings::from_options(&options(json!({ "bucket": "acme", "format": "avro" })))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown format `avro`: expected parquet, csv, json, ndjson, jsonl"
+        );
+    }
+
     #[test]
     fn formats_come_from_extensions() {
         assert_eq!(
@@ -403,6 +355,7 @@ mod tests {
         );
         assert_eq!(Format::of_file("a.TSV"), Some((Format::Csv, ".tsv")));
         assert_eq!(Format::of_file("x.jsonl"), Some((Format::Json, ".jsonl")));
+        assert_eq!(Format::of_file("day.pq"), Some((Format::Parquet, ".pq")));
         assert_eq!(Format::of_file("_SUCCESS"), None);
     }
 }

@@ -17,6 +17,9 @@ use lodestar_connector_api::datafusion::error::DataFusionError;
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsCredential};
 use object_store::{ClientConfigKey, RetryConfig, StaticCredentialProvider};
 
+use lodestar_connector_api::kit::error::chain;
+use lodestar_connector_api::kit::secret::{Message, Redactor};
+
 use crate::options::Settings;
 
 /// Builds the client. Nothing is sent yet.
@@ -43,8 +46,11 @@ pub fn build(settings: &Settings) -> Result<AmazonS3, BoxError> {
         builder =
             builder.with_credentials(Arc::new(StaticCredentialProvider::new(AwsCredential {
                 key_id: id.clone(),
-                secret_key: secret.0.clone(),
-                token: settings.session_token.as_ref().map(|t| t.0.clone()),
+                secret_key: secret.expose().to_string(),
+                token: settings
+                    .session_token
+                    .as_ref()
+                    .map(|t| t.expose().to_string()),
             })));
     }
     let mut retry = RetryConfig::default();
@@ -71,7 +77,7 @@ pub fn build(settings: &Settings) -> Result<AmazonS3, BoxError> {
     }
     builder
         .build()
-        .map_err(|e| Redactor::new(settings).boxed(&format!("cannot set up the S3 client: {e}")))
+        .map_err(|e| S3Errors::new(settings).boxed(&format!("cannot set up the S3 client: {e}")))
 }
 
 fn millis(d: Duration) -> String {
@@ -136,55 +142,29 @@ fn s3_code(text: &str) -> Option<String> {
         .then(|| code.to_string())
 }
 
-/// An error with its causes, on one line.
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let part = c.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        cause = c.source();
-    }
-    text
-}
-
-/// Turns errors into messages that name the place and never hold a secret.
+/// Turns errors into messages that name the place and never hold a secret: S3's answers
+/// classified, the rest masked by the kit's [`Redactor`].
 #[derive(Clone)]
-pub struct Redactor {
-    secrets: Vec<String>,
+pub struct S3Errors {
+    mask: Redactor,
     bucket: String,
     endpoint: Option<String>,
     region: Option<String>,
     credentials: &'static str,
 }
 
-impl fmt::Debug for Redactor {
+impl fmt::Debug for S3Errors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Redactor")
+        f.debug_struct("S3Errors")
             .field("bucket", &self.bucket)
             .finish_non_exhaustive()
     }
 }
 
-/// An error whose text has been through a [`Redactor`].
-#[derive(Debug)]
-pub struct Message(pub String);
-
-impl fmt::Display for Message {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Message {}
-
-impl Redactor {
-    pub fn new(settings: &Settings) -> Redactor {
-        Redactor {
-            secrets: settings.secrets(),
+impl S3Errors {
+    pub fn new(settings: &Settings) -> S3Errors {
+        S3Errors {
+            mask: Redactor::new(settings.secrets()),
             bucket: settings.bucket.clone(),
             endpoint: settings.endpoint.clone(),
             region: settings.region.clone(),
@@ -194,15 +174,11 @@ impl Redactor {
 
     /// `text` with every secret value masked.
     pub fn text(&self, text: &str) -> String {
-        let mut text = text.to_string();
-        for secret in &self.secrets {
-            text = text.replace(secret.as_str(), "****");
-        }
-        text
+        self.mask.text(text)
     }
 
     pub fn boxed(&self, text: &str) -> BoxError {
-        Box::new(Message(self.text(text)))
+        self.mask.error(text)
     }
 
     /// The message for a failure while `doing` (such as "listing s3://b/p/"), classified.
@@ -241,17 +217,14 @@ impl Redactor {
                 self.explain("reading from S3", &error),
             )));
         }
-        if self.secrets.iter().any(|s| text.contains(s.as_str())) {
-            return DataFusionError::External(Box::new(Message(self.text(&text))));
-        }
-        error
+        self.mask.datafusion(error)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::options::Secret;
+    use lodestar_connector_api::kit::secret::Secret;
     use lodestar_connector_api::serde_json::{self, json};
 
     fn settings() -> Settings {
@@ -282,9 +255,9 @@ mod tests {
         let settings = settings();
         assert_eq!(
             settings.secret_access_key,
-            Some(Secret("s3cr3t-value".into()))
+            Some(Secret::new("s3cr3t-value"))
         );
-        let r = Redactor::new(&settings);
+        let r = S3Errors::new(&settings);
         let e = Message("boom: s3cr3t-value and tok-en".into());
         let text = r.explain("listing", &e);
         assert!(

@@ -18,14 +18,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
-use lodestar_connector_api::datafusion::arrow::datatypes::{DataType, SchemaRef};
+use lodestar_connector_api::datafusion::arrow::datatypes::SchemaRef;
 use lodestar_connector_api::datafusion::catalog::{Session, TableProvider};
-use lodestar_connector_api::datafusion::common::tree_node::TreeNodeRecursion;
-use lodestar_connector_api::datafusion::common::{DFSchema, ScalarValue, Statistics};
+use lodestar_connector_api::datafusion::common::{DFSchema, Statistics};
 use lodestar_connector_api::datafusion::datasource::listing::ListingTable;
 use lodestar_connector_api::datafusion::datasource::physical_plan::FileScanConfig;
 use lodestar_connector_api::datafusion::datasource::source::DataSourceExec;
-use lodestar_connector_api::datafusion::error::{DataFusionError, Result};
+use lodestar_connector_api::datafusion::error::Result;
 use lodestar_connector_api::datafusion::execution::runtime_env::RuntimeEnv;
 use lodestar_connector_api::datafusion::execution::session_state::{
     SessionState, SessionStateBuilder,
@@ -33,19 +32,17 @@ use lodestar_connector_api::datafusion::execution::session_state::{
 use lodestar_connector_api::datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use lodestar_connector_api::datafusion::logical_expr::utils::split_conjunction;
 use lodestar_connector_api::datafusion::logical_expr::{
-    BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType, col, lit,
+    Expr, TableProviderFilterPushDown, TableType,
 };
 use lodestar_connector_api::datafusion::physical_expr::PhysicalExpr;
 use lodestar_connector_api::datafusion::physical_expr::utils::reassign_expr_columns;
-use lodestar_connector_api::datafusion::physical_plan::statistics::StatisticsArgs;
+use lodestar_connector_api::datafusion::physical_plan::ExecutionPlan;
 use lodestar_connector_api::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use lodestar_connector_api::datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
-};
 use lodestar_connector_api::datafusion::prelude::SessionConfig;
+use lodestar_connector_api::kit::partition::{DatePruning, TimePartition};
+use lodestar_connector_api::kit::plan::{Wrap, WrapExec};
 
-use crate::options::TimePartition;
-use crate::store::Redactor;
+use crate::store::S3Errors;
 
 /// A table of the source.
 #[derive(Debug)]
@@ -53,9 +50,9 @@ pub struct S3Table {
     listing: Arc<ListingTable>,
     runtime_env: Arc<RuntimeEnv>,
     partitions: Vec<String>,
-    /// The time partition and the type of its column.
-    time_partition: Option<(TimePartition, DataType)>,
-    redactor: Arc<Redactor>,
+    /// The pruning of its date partition by its time column.
+    time_partition: Option<DatePruning>,
+    errors: Arc<S3Errors>,
 }
 
 impl S3Table {
@@ -64,19 +61,16 @@ impl S3Table {
         runtime_env: Arc<RuntimeEnv>,
         partitions: Vec<String>,
         time_partition: Option<TimePartition>,
-        redactor: Arc<Redactor>,
+        errors: Arc<S3Errors>,
     ) -> S3Table {
         let schema = listing.schema();
-        let time_partition = time_partition.and_then(|tp| {
-            let data_type = schema.field_with_name(&tp.column).ok()?.data_type().clone();
-            Some((tp, data_type))
-        });
+        let time_partition = time_partition.and_then(|tp| DatePruning::new(&tp, &schema));
         S3Table {
             listing: Arc::new(listing),
             runtime_env,
             partitions,
             time_partition,
-            redactor,
+            errors,
         }
     }
 
@@ -98,26 +92,6 @@ impl S3Table {
     fn is_partition_filter(&self, filter: &Expr) -> bool {
         let columns = filter.column_refs();
         !columns.is_empty() && columns.iter().all(|c| self.partitions.contains(&c.name))
-    }
-
-    /// Filters on the date partition implied by filters on the time column.
-    fn partition_bounds(&self, filters: &[Expr]) -> Vec<Expr> {
-        let Some((tp, data_type)) = &self.time_partition else {
-            return Vec::new();
-        };
-        filters
-            .iter()
-            .flat_map(|f| split_conjunction(f))
-            .filter_map(|f| date_bound(f, &tp.time))
-            .map(|(op, date)| {
-                let value = partition_literal(&date, data_type);
-                Expr::BinaryExpr(BinaryExpr::new(
-                    Box::new(col(tp.column.as_str())),
-                    op,
-                    Box::new(lit(value)),
-                ))
-            })
-            .collect()
     }
 
     /// Hands the filters that are not on partition columns to the Parquet source of `plan`.
@@ -190,18 +164,24 @@ impl TableProvider for S3Table {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let session = self.session(state);
         let mut all = filters.to_vec();
-        all.extend(self.partition_bounds(filters));
+        all.extend(
+            self.time_partition
+                .iter()
+                .flat_map(|pruning| pruning.bounds(filters)),
+        );
         let plan = self
             .listing
             .scan(&session, projection, &all, limit)
             .await
-            .map_err(|e| self.redactor.datafusion(e))?;
+            .map_err(|e| self.errors.datafusion(e))?;
         let plan = self.push_into_files(plan, filters, &session)?;
-        Ok(Arc::new(S3ScanExec {
-            inner: plan,
-            runtime_env: Arc::clone(&self.runtime_env),
-            redactor: Arc::clone(&self.redactor),
-        }))
+        Ok(Arc::new(WrapExec::new(
+            plan,
+            S3Scan {
+                runtime_env: Arc::clone(&self.runtime_env),
+                errors: Arc::clone(&self.errors),
+            },
+        )))
     }
 
     fn statistics(&self) -> Option<Statistics> {
@@ -209,146 +189,23 @@ impl TableProvider for S3Table {
     }
 }
 
-/// `(operator, YYYY-MM-DD)` bounding the date partition of `time`, if `filter` bounds `time`
-/// by a literal: `ts >= X` gives `dt >= date(X)`, `ts < X` gives `dt <= date(X)` (or
-/// `dt < date(X)` when X is a midnight), and so on.
-fn date_bound(filter: &Expr, time: &str) -> Option<(Operator, String)> {
-    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = filter else {
-        return None;
-    };
-    let (op, value) = match (
-        column_of(left),
-        column_of(right),
-        left.as_ref(),
-        right.as_ref(),
-    ) {
-        (Some(c), None, _, Expr::Literal(v, _)) if c == time => (*op, v),
-        (None, Some(c), Expr::Literal(v, _), _) if c == time => (op.swap()?, v),
-        _ => return None,
-    };
-    let (days, midnight) = utc_day(value)?;
-    let date = iso_date(days);
-    match op {
-        Operator::GtEq | Operator::Gt => Some((Operator::GtEq, date)),
-        Operator::Lt if midnight => Some((Operator::Lt, date)),
-        Operator::Lt | Operator::LtEq => Some((Operator::LtEq, date)),
-        Operator::Eq => Some((Operator::Eq, date)),
-        _ => None,
-    }
-}
-
-/// The column an expression reads, through casts (the planner may cast the column to the
-/// literal's unit).
-fn column_of(expr: &Expr) -> Option<&str> {
-    match expr {
-        Expr::Column(c) => Some(c.name.as_str()),
-        Expr::Cast(cast) => column_of(&cast.expr),
-        Expr::TryCast(cast) => column_of(&cast.expr),
-        _ => None,
-    }
-}
-
-/// Days since 1970-01-01 of a UTC timestamp or date literal, and whether it is a midnight.
-fn utc_day(value: &ScalarValue) -> Option<(i64, bool)> {
-    let is_utc = |tz: &Option<Arc<str>>| {
-        tz.as_deref()
-            .is_none_or(|tz| matches!(tz, "UTC" | "+00:00" | "Z" | "utc"))
-    };
-    let per_day: i64 = 86_400;
-    let (ticks, per_second) = match value {
-        ScalarValue::TimestampSecond(Some(v), tz) if is_utc(tz) => (*v, 1),
-        ScalarValue::TimestampMillisecond(Some(v), tz) if is_utc(tz) => (*v, 1_000),
-        ScalarValue::TimestampMicrosecond(Some(v), tz) if is_utc(tz) => (*v, 1_000_000),
-        ScalarValue::TimestampNanosecond(Some(v), tz) if is_utc(tz) => (*v, 1_000_000_000),
-        ScalarValue::Date32(Some(days)) => return Some((i64::from(*days), true)),
-        _ => return None,
-    };
-    let per = per_day * per_second;
-    Some((ticks.div_euclid(per), ticks.rem_euclid(per) == 0))
-}
-
-/// `YYYY-MM-DD` of a day number (Howard Hinnant's civil-from-days).
-fn iso_date(days: i64) -> String {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
-}
-
-/// A text literal of the partition column's type (partition values are dictionary-encoded
-/// text).
-fn partition_literal(date: &str, data_type: &DataType) -> ScalarValue {
-    let text = ScalarValue::Utf8(Some(date.to_string()));
-    match data_type {
-        DataType::Dictionary(key, _) => ScalarValue::Dictionary(key.clone(), Box::new(text)),
-        _ => text,
-    }
-}
-
-/// The plan a scan returns: the listing table's, executed with the plugin's runtime
-/// environment (where the S3 store is), its errors explained and masked.
-struct S3ScanExec {
-    inner: Arc<dyn ExecutionPlan>,
+/// What wraps the plan a scan returns ([`WrapExec`]): the listing table's plan, executed with
+/// the plugin's runtime environment (where the S3 store is), its errors explained and masked.
+struct S3Scan {
     runtime_env: Arc<RuntimeEnv>,
-    redactor: Arc<Redactor>,
+    errors: Arc<S3Errors>,
 }
 
-impl fmt::Debug for S3ScanExec {
+impl fmt::Debug for S3Scan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("S3ScanExec")
-            .field("inner", &self.inner)
-            .finish_non_exhaustive()
+        f.debug_struct("S3Scan").finish_non_exhaustive()
     }
 }
 
-impl DisplayAs for S3ScanExec {
-    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.inner.fmt_as(t, f)
-    }
-}
-
-impl ExecutionPlan for S3ScanExec {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        self.inner.properties()
-    }
-
-    /// A leaf: the host sees the plugin's plan as one opaque node anyway.
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        Vec::new()
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.is_empty() {
-            Ok(self)
-        } else {
-            Err(DataFusionError::Internal(
-                "an S3 scan has no children to replace".into(),
-            ))
-        }
-    }
-
+impl Wrap for S3Scan {
     fn execute(
         &self,
+        inner: &dyn ExecutionPlan,
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
@@ -362,97 +219,13 @@ impl ExecutionPlan for S3ScanExec {
             context.window_functions().clone(),
             Arc::clone(&self.runtime_env),
         ));
-        let stream = self
-            .inner
+        let stream = inner
             .execute(partition, context)
-            .map_err(|e| self.redactor.datafusion(e))?;
-        let redactor = Arc::clone(&self.redactor);
+            .map_err(|e| self.errors.datafusion(e))?;
+        let errors = Arc::clone(&self.errors);
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             stream.schema(),
-            stream.map_err(move |e| redactor.datafusion(e)),
+            stream.map_err(move |e| errors.datafusion(e)),
         )))
-    }
-
-    fn statistics_from_inputs(
-        &self,
-        _input_stats: &[Arc<Statistics>],
-        args: &StatisticsArgs,
-    ) -> Result<Arc<Statistics>> {
-        // The inner plan is a leaf too: it has no inputs' statistics to take.
-        self.inner.statistics_from_inputs(&[], args)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ts(micros: i64) -> Expr {
-        lit(ScalarValue::TimestampMicrosecond(Some(micros), None))
-    }
-
-    fn cmp(l: Expr, op: Operator, r: Expr) -> Expr {
-        Expr::BinaryExpr(BinaryExpr::new(Box::new(l), op, Box::new(r)))
-    }
-
-    /// 2026-05-01T00:00:00 UTC in microseconds.
-    const MAY_1: i64 = 1_777_593_600 * 1_000_000;
-
-    #[test]
-    fn days_are_iso_dates() {
-        assert_eq!(iso_date(0), "1970-01-01");
-        assert_eq!(iso_date(20_574), "2026-05-01");
-        assert_eq!(iso_date(-1), "1969-12-31");
-        assert_eq!(iso_date(11_016), "2000-02-29");
-    }
-
-    #[test]
-    fn time_bounds_become_date_bounds() {
-        let c = || col("ts");
-        assert_eq!(
-            date_bound(&cmp(c(), Operator::GtEq, ts(MAY_1)), "ts"),
-            Some((Operator::GtEq, "2026-05-01".into()))
-        );
-        // Before midnight of May 1st: nothing of May 1st.
-        assert_eq!(
-            date_bound(&cmp(c(), Operator::Lt, ts(MAY_1)), "ts"),
-            Some((Operator::Lt, "2026-05-01".into()))
-        );
-        // Before noon of May 1st: May 1st included.
-        let noon = MAY_1 + 12 * 3_600 * 1_000_000;
-        assert_eq!(
-            date_bound(&cmp(c(), Operator::Lt, ts(noon)), "ts"),
-            Some((Operator::LtEq, "2026-05-01".into()))
-        );
-        // Literal first, and a cast column.
-        assert_eq!(
-            date_bound(&cmp(ts(noon), Operator::Gt, c()), "ts"),
-            Some((Operator::LtEq, "2026-05-01".into()))
-        );
-        let cast = Expr::Cast(lodestar_connector_api::datafusion::logical_expr::Cast::new(
-            Box::new(c()),
-            DataType::Timestamp(
-                lodestar_connector_api::datafusion::arrow::datatypes::TimeUnit::Nanosecond,
-                None,
-            ),
-        ));
-        assert_eq!(
-            date_bound(&cmp(cast, Operator::GtEq, ts(noon)), "ts"),
-            Some((Operator::GtEq, "2026-05-01".into()))
-        );
-        // Other columns, zoned literals and other operators give nothing.
-        assert_eq!(
-            date_bound(&cmp(col("other"), Operator::GtEq, ts(MAY_1)), "ts"),
-            None
-        );
-        let zoned = lit(ScalarValue::TimestampMicrosecond(
-            Some(MAY_1),
-            Some("Europe/Paris".into()),
-        ));
-        assert_eq!(date_bound(&cmp(c(), Operator::GtEq, zoned), "ts"), None);
-        assert_eq!(
-            date_bound(&cmp(c(), Operator::NotEq, ts(MAY_1)), "ts"),
-            None
-        );
     }
 }

@@ -14,16 +14,14 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::Schema;
 use datafusion::catalog::{SchemaProvider, TableProvider};
-use datafusion::datasource::file_format::FileFormat;
-use datafusion::datasource::file_format::csv::CsvFormat;
-use datafusion::datasource::file_format::json::JsonFormat;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::prelude::SessionContext;
+use lodestar_connector_api::kit::format::{CsvOptions, Format, csv_delimiter};
+use lodestar_connector_api::kit::partition::TimePartition;
 
-use super::partition::{TimePartition, TimePartitioned};
+use super::partition::TimePartitioned;
 use super::{check_known_options, option_error, string_option};
 use crate::project::error::{Error, Result};
 use crate::project::model::SourceDef;
@@ -41,49 +39,14 @@ fn time_partition_option(source: &SourceDef) -> Result<Option<TimePartition>> {
     let Some(value) = source.options.get("time_partition") else {
         return Ok(None);
     };
-    TimePartition::parse(value).map(Some).ok_or_else(|| {
-        option_error(
-            source,
-            format!(
-                "`time_partition` must be {{ column: dt, time: event_time }} (`time` may list several columns, one per table), not {value}"
-            ),
-        )
-    })
+    TimePartition::from_json(value)
+        .map(Some)
+        .map_err(|e| option_error(source, e.to_string()))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
-    Parquet,
-    Csv,
-    Json,
-}
-
-impl Format {
-    fn from_extension(path: &Path) -> Option<Self> {
-        let name = path.file_name()?.to_str()?.to_ascii_lowercase();
-        let ext = name.rsplit('.').next()?;
-        match ext {
-            "parquet" | "pq" => Some(Format::Parquet),
-            "csv" | "tsv" => Some(Format::Csv),
-            "json" | "ndjson" | "jsonl" => Some(Format::Json),
-            _ => None,
-        }
-    }
-
-    fn from_name(name: &str) -> Option<Self> {
-        match name.to_ascii_lowercase().as_str() {
-            "parquet" => Some(Format::Parquet),
-            "csv" => Some(Format::Csv),
-            "json" | "ndjson" | "jsonl" => Some(Format::Json),
-            _ => None,
-        }
-    }
-}
-
-struct Settings {
-    /// `None`: a tab for `.tsv` files, a comma otherwise.
-    delimiter: Option<u8>,
-    has_header: bool,
+/// The format of a file, from its extension.
+fn format_of(path: &Path) -> Option<Format> {
+    Format::of_file(path.file_name()?.to_str()?).map(|(format, _)| format)
 }
 
 /// A table to register: its name, where its files are, and their format.
@@ -117,18 +80,10 @@ pub(super) async fn register(
             })
         })
         .transpose()?;
-    let settings = Settings {
-        delimiter: match string_option(source, "delimiter")? {
-            None => None,
-            Some(d) if d.len() == 1 => Some(d.as_bytes()[0]),
-            Some("\\t") => Some(b'\t'),
-            Some(d) => {
-                return Err(option_error(
-                    source,
-                    format!("`delimiter` must be one character, not `{d}`"),
-                ));
-            }
-        },
+    let settings = CsvOptions {
+        delimiter: string_option(source, "delimiter")?
+            .map(|d| csv_delimiter(d).map_err(|message| option_error(source, message)))
+            .transpose()?,
         has_header: match source.options.get("has_header") {
             None => true,
             Some(serde_json::Value::Bool(b)) => *b,
@@ -174,11 +129,8 @@ pub(super) async fn register(
             })?;
         let provider: Arc<dyn TableProvider> = match &time_partition {
             Some(tp) => {
-                let schema = table.schema();
-                let time = tp.time.iter().find(|t| schema.field_with_name(t).is_ok());
                 let folder = (Path::new(&spec.location), spec.extension.as_str());
-                match time.and_then(|t| TimePartitioned::new(table.clone(), folder, &tp.column, t))
-                {
+                match TimePartitioned::new(table.clone(), folder, tp) {
                     Some(pruned) => {
                         partitioned += 1;
                         Arc::new(pruned)
@@ -201,11 +153,7 @@ pub(super) async fn register(
                 "`time_partition`: no table of the source has both the partition column `{}` (a `{}=YYYY-MM-DD` folder) and a time column named {}",
                 tp.column,
                 tp.column,
-                tp.time
-                    .iter()
-                    .map(|t| format!("`{t}`"))
-                    .collect::<Vec<_>>()
-                    .join(" or ")
+                tp.time_names()
             ),
             source: None,
         });
@@ -268,10 +216,12 @@ fn table_specs(
                 ));
             }
         };
-        let format = forced.or_else(|| Format::from_extension(resolved)).ok_or_else(|| {
+        let format = forced.or_else(|| format_of(resolved)).ok_or_else(|| {
             option_error(
                 source,
-                format!("cannot tell the format of {written}: add `format: parquet`, `csv` or `json`"),
+                format!(
+                    "cannot tell the format of {written}: add `format: parquet`, `csv` or `json`"
+                ),
             )
         })?;
         let extension = if is_glob {
@@ -324,7 +274,7 @@ fn table_specs(
                     format,
                 });
             }
-        } else if let Some(format) = Format::from_extension(&entry) {
+        } else if let Some(format) = format_of(&entry) {
             if forced.is_some_and(|f| f != format) {
                 continue;
             }
@@ -360,7 +310,7 @@ fn directory_format(dir: &Path, forced: Option<Format>) -> Option<(Format, Strin
         let found = if entry.is_dir() {
             directory_format(&entry, forced)
         } else {
-            Format::from_extension(&entry)
+            format_of(&entry)
                 .filter(|f| forced.is_none_or(|forced| forced == *f))
                 .map(|f| (f, extension_of(&entry)))
         };
@@ -408,25 +358,10 @@ fn dir_url(dir: &Path) -> String {
 async fn listing_table(
     ctx: &SessionContext,
     spec: &TableSpec,
-    settings: &Settings,
+    settings: &CsvOptions,
     samples: Option<Vec<PathBuf>>,
 ) -> datafusion::error::Result<ListingTable> {
-    let format: Arc<dyn FileFormat> =
-        match spec.format {
-            Format::Parquet => Arc::new(ParquetFormat::default()),
-            Format::Csv => Arc::new(
-                CsvFormat::default()
-                    .with_has_header(settings.has_header)
-                    .with_delimiter(settings.delimiter.unwrap_or(
-                        if spec.extension.ends_with("tsv") {
-                            b'\t'
-                        } else {
-                            b','
-                        },
-                    )),
-            ),
-            Format::Json => Arc::new(JsonFormat::default()),
-        };
+    let format = spec.format.file_format(*settings, &spec.extension);
     let url = ListingTableUrl::parse(&spec.location)?;
     let options = ListingOptions::new(format).with_file_extension(&spec.extension);
     let state = ctx.state();

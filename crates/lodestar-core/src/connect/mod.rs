@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
 use datafusion::prelude::SessionContext;
+use lodestar_connector_api::kit::partition::TimePartition;
 
 use crate::project::error::{Error, Result};
 use crate::project::model::{Project, SourceDef, TableRef};
@@ -21,7 +22,6 @@ pub const BUILT_IN: &[&str] = &["files"];
 
 /// Options of the built-in `files` connector.
 pub use files::OPTIONS as FILES_OPTIONS;
-pub(crate) use partition::TimePartition;
 
 /// Registers the source's tables as schema `source.name` of the context's default catalog.
 /// `project_root` is where the project file is: relative paths and the `plugins/` directory
@@ -103,6 +103,6 @@ pub(crate) fn partitioned_by(project: &Project, table: &TableRef, time: &str) ->
     [source.options.get("time_partition"), table_option]
         .into_iter()
         .flatten()
-        .filter_map(TimePartition::parse)
+        .filter_map(|value| TimePartition::from_json(value).ok())
         .any(|tp| tp.time.iter().any(|t| t == time))
 }
