@@ -41,34 +41,44 @@ pub fn test_dir(name: &str) -> PathBuf {
 /// `lodestar-cli` cannot be a dependency (artifact dependencies are unstable), so
 /// `cargo test -p lodestar-e2e` on its own would not build it, and a path guessed from the
 /// test executable's directory could point at a stale binary. Instead, the first test that
-/// needs the binary runs `cargo build -p lodestar-cli --bin lodestar` with the cargo that
-/// runs the tests (`$CARGO`), in the same profile, with the inherited `CARGO_TARGET_DIR`,
-/// and takes the binary's path from cargo's JSON messages. When the binary is up to date
-/// (as after `cargo test --workspace`) this is a no-op that takes a moment.
+/// needs the binary or the plugins runs [`WORKSPACE_BUILD`] with the cargo that runs the
+/// tests (`$CARGO`), in the same profile, with the inherited `CARGO_TARGET_DIR`, and takes the
+/// binary's path from cargo's JSON messages.
 ///
 /// `LODESTAR_BIN=/path/to/lodestar` skips the build and tests that binary instead.
 pub fn lodestar_bin() -> &'static Path {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     match BIN.get_or_init(|| match std::env::var_os("LODESTAR_BIN") {
         Some(path) => Ok(PathBuf::from(path)),
-        None => build_lodestar(),
+        None => build_workspace(),
     }) {
         Ok(path) => path,
         Err(message) => panic!("{message}"),
     }
 }
 
-fn build_lodestar() -> Result<PathBuf, String> {
+/// What the tests build: the whole workspace with every target, the packages and features
+/// `cargo test --workspace --all-targets` (and `cargo xtask test`) builds. Cargo unifies
+/// features over the packages of one invocation, so a build of `-p lodestar-cli` alone, or of
+/// the plugins alone, would be another feature set of DataFusion and its dependencies: all of
+/// it compiled again (about ten minutes here), inside the first test that asked. The same
+/// selection is a no-op after `cargo test --workspace` and builds the binary and every plugin
+/// (workspace members, among them the test plugins) in one go after
+/// `cargo test -p lodestar-e2e`.
+pub const WORKSPACE_BUILD: &[&str] = &["build", "--workspace", "--all-targets"];
+
+fn build_workspace() -> Result<PathBuf, String> {
     let output = lodestar_testkit::cargo::command()
         .current_dir(workspace_root())
-        .args(["build", "--package", "lodestar-cli", "--bin", "lodestar"])
+        .args(WORKSPACE_BUILD)
         .args(["--profile", &current_profile()])
         .arg("--message-format=json-render-diagnostics")
         .output()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
+    let shown = WORKSPACE_BUILD.join(" ");
     if !output.status.success() {
         return Err(format!(
-            "`cargo build -p lodestar-cli` failed ({}):\n{}",
+            "`cargo {shown}` failed ({}):\n{}",
             output.status,
             String::from_utf8_lossy(&output.stderr)
         ));
@@ -78,56 +88,16 @@ fn build_lodestar() -> Result<PathBuf, String> {
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|msg| msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "lodestar")
         .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
-        .ok_or_else(|| "`cargo build -p lodestar-cli` reported no `lodestar` executable".into())
+        .ok_or_else(|| format!("`cargo {shown}` reported no `lodestar` executable"))
 }
 
-/// The directory holding the connector plugins under test: the workspace's plugins are
-/// built (once per test run, like the binary) into the binary's directory, which is on the
-/// CLI's plugin search path.
+/// The directory holding the connector plugins under test: cargo puts the workspace's plugin
+/// libraries, built with the binary, beside it, on the CLI's plugin search path. With
+/// `LODESTAR_BIN`, the plugins are expected beside that binary.
 pub fn plugin_dir() -> &'static Path {
-    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match DIR.get_or_init(build_plugins) {
-        Ok(path) => path,
-        Err(message) => panic!("{message}"),
-    }
-}
-
-/// Packages of the plugins the tests load.
-pub const TEST_PLUGINS: &[&str] = &[
-    "lodestar-connector-generate",
-    "lodestar-connector-abi-mismatch",
-    "lodestar-connector-no-entry",
-    "lodestar-connector-datafusion-mismatch",
-    "lodestar-connector-s3",
-    "lodestar-connector-postgres",
-    "lodestar-connector-amplitude",
-];
-
-fn build_plugins() -> Result<PathBuf, String> {
-    let dir = lodestar_bin()
+    lodestar_bin()
         .parent()
-        .map(Path::to_path_buf)
-        .ok_or("the binary has no directory")?;
-    if std::env::var_os("LODESTAR_BIN").is_some() {
-        // Testing a binary built elsewhere: its plugins are expected beside it.
-        return Ok(dir);
-    }
-    let mut cmd = lodestar_testkit::cargo::command();
-    cmd.current_dir(workspace_root())
-        .arg("build")
-        .args(["--profile", &current_profile()]);
-    for package in TEST_PLUGINS {
-        cmd.args(["--package", *package]);
-    }
-    let output = cmd.output().map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "building the test plugins failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    Ok(dir)
+        .expect("the `lodestar` executable is a file in a directory")
 }
 
 /// The file name of connector `name`'s library on this platform.

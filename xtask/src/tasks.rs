@@ -1,8 +1,8 @@
 //! The README's workflows (`example`, `test`), as sequences of cargo invocations.
 
 use std::ffi::OsStr;
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
@@ -22,30 +22,17 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Where cargo builds: `CARGO_TARGET_DIR` (relative to the workspace root), else `target/`.
-fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => workspace_root().join(dir),
-        None => workspace_root().join("target"),
-    }
-}
-
 /// The example project's file, relative to the workspace root.
 const EXAMPLE_PROJECT: &str = "examples/lodestar.yaml";
 
 /// `cargo xtask example`: the CLI's main commands on the example project.
 pub fn example() -> Result<()> {
     ensure_sample_data()?;
-    plugins(false)?;
-    let lodestar = [
-        "run",
-        "--quiet",
-        "-p",
-        "lodestar-cli",
-        "--bin",
-        "lodestar",
-        "--",
-    ];
+    // One build of the workspace's libraries and binaries, plugins included, then the built
+    // `lodestar`: a `cargo run -p lodestar-cli` would resolve features for that package alone
+    // and compile DataFusion a second time.
+    let built = cargo_build(["build", "--workspace"]).context("building the workspace failed")?;
+    let lodestar = executable(&built, "lodestar")?;
     let project = ["--project", EXAMPLE_PROJECT];
     let steps: [&[&str]; 3] = [
         &["validate"],
@@ -60,8 +47,9 @@ pub fn example() -> Result<()> {
         ],
     ];
     for step in steps {
-        let args = lodestar.iter().chain(&project).chain(step);
-        cargo(args).with_context(|| format!("`lodestar {}` failed", step.join(" ")))?;
+        let args: Vec<&str> = project.iter().chain(step).copied().collect();
+        run_program(&lodestar, &args)
+            .with_context(|| format!("`lodestar {}` failed", step.join(" ")))?;
     }
     Ok(())
 }
@@ -73,7 +61,11 @@ pub fn example() -> Result<()> {
 /// in there, and should clean up after themselves even when the tests fail.
 pub fn test() -> Result<()> {
     ensure_sample_data()?;
-    plugins(false)?;
+    // Everything the tests build, in one invocation and one feature set: the workspace with
+    // every target, plugins and the `lodestar` binary included. The e2e tests ask cargo for the
+    // same selection (`tests/it/support.rs`), a no-op after this; any other selection (the
+    // plugins alone, `-p lodestar-cli`) would compile DataFusion again for its feature set.
+    cargo(["build", "--workspace", "--all-targets"]).context("building the workspace failed")?;
     run_tests()
 }
 
@@ -85,13 +77,10 @@ fn run_tests() -> Result<()> {
 
 /// `cargo xtask plugins`: builds every package under `plugins/`. Cargo puts each library in
 /// `target/<profile>/`, the directory of the `lodestar` binary, which is on the CLI's plugin
-/// search path; returns the packages built.
+/// search path; returns the packages built. (`example` and `test` build the plugins with the
+/// rest of the workspace instead, in one feature set.)
 pub fn plugins(release: bool) -> Result<Vec<String>> {
-    build_plugins(release, plugin_packages()?)
-}
-
-/// Builds the named plugin packages.
-fn build_plugins(release: bool, packages: Vec<String>) -> Result<Vec<String>> {
+    let packages = plugin_packages()?;
     let mut args: Vec<String> = vec!["build".into()];
     if release {
         args.push("--release".into());
@@ -119,31 +108,21 @@ pub fn bench(rest: &[String]) -> Result<()> {
         _ => (None, rest),
     };
     check_bench_flags(only, flags)?;
-    // Only the plugins a chosen benchmark loads: a release plugin links all of DataFusion
-    // with LTO, which takes minutes each.
-    let needed: Vec<String> = [("ffi", "generate"), ("postgres", "postgres")]
-        .iter()
-        .filter(|(bench, _)| only.is_none_or(|b| b == *bench))
-        .map(|(_, plugin)| format!("lodestar-connector-{plugin}"))
-        .collect();
-    if !needed.is_empty() {
-        build_plugins(true, needed)?;
+    // One release build of the bench, the server it starts and only the plugins a chosen
+    // benchmark loads (a release plugin links all of DataFusion with LTO, which takes minutes
+    // each), in one invocation: two would be two feature sets, DataFusion compiled twice.
+    let mut build: Vec<String> = ["build", "--release", "--package", "lodestar-cli"]
+        .map(String::from)
+        .into();
+    build.extend(["--package".into(), "lodestar-bench".into()]);
+    for (bench, plugin) in [("ffi", "generate"), ("postgres", "postgres")] {
+        if only.is_none_or(|b| b == bench) {
+            build.extend(["--package".into(), format!("lodestar-connector-{plugin}")]);
+        }
     }
-    // One release build of the bench and the server it starts, then the built binary: a
-    // `cargo run -p lodestar-bench` after it would build DataFusion again, for the bench's
-    // feature set alone.
-    cargo([
-        "build",
-        "--release",
-        "--package",
-        "lodestar-cli",
-        "--package",
-        "lodestar-bench",
-    ])
-    .context("building the release `lodestar` and `lodestar-bench` failed")?;
-    let bench_bin = target_dir()
-        .join("release")
-        .join(format!("lodestar-bench{}", std::env::consts::EXE_SUFFIX));
+    let built = cargo_build(&build)
+        .context("building the release `lodestar`, `lodestar-bench` and plugins failed")?;
+    let bench_bin = executable(&built, "lodestar-bench")?;
     let run = |bench: &str, args: &[String]| {
         let shown = format!("{} {bench} {}", bench_bin.display(), args.join(" "));
         eprintln!("xtask: running `{shown}`");
@@ -313,16 +292,7 @@ where
     // The cargo that started xtask, so nested builds use the same toolchain.
     let mut command = crate::cargo_env::command();
     command.args(args).current_dir(workspace_root());
-    let program = command.get_program().to_owned();
-    let shown = format!(
-        "{} {}",
-        program.to_string_lossy(),
-        command
-            .get_args()
-            .map(OsStr::to_string_lossy)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    let shown = shown(&command);
     eprintln!("xtask: running `{shown}`");
     let status = command
         .status()
@@ -331,4 +301,130 @@ where
         bail!("`{shown}` exited with {status}");
     }
     Ok(())
+}
+
+/// Runs a cargo build (`args` start with `build`) with cargo's JSON messages on stdout and its
+/// rendered diagnostics and progress on stderr; returns the executables it built or found up
+/// to date. Their paths come from cargo, so a target directory set anywhere cargo reads one
+/// (`CARGO_TARGET_DIR`, `build.target-dir` in a config file) is followed.
+fn cargo_build<I>(args: I) -> Result<Vec<PathBuf>>
+where
+    I: IntoIterator,
+    I::Item: AsRef<OsStr>,
+{
+    let mut command = crate::cargo_env::command();
+    command
+        .args(args)
+        .arg("--message-format=json-render-diagnostics")
+        .current_dir(workspace_root())
+        .stdout(Stdio::piped());
+    let shown = shown(&command);
+    eprintln!("xtask: running `{shown}`");
+    let output = command
+        .output()
+        .with_context(|| format!("could not start `{shown}`"))?;
+    if !output.status.success() {
+        bail!("`{shown}` exited with {}", output.status);
+    }
+    Ok(executables(&String::from_utf8_lossy(&output.stdout)))
+}
+
+/// The `"executable"` paths of cargo's JSON messages (one object per line). xtask has no JSON
+/// parser: the field's string is read with JSON's escapes, which is all a path needs.
+fn executables(messages: &str) -> Vec<PathBuf> {
+    const FIELD: &str = "\"executable\":\"";
+    messages
+        .lines()
+        .filter(|line| line.contains("\"reason\":\"compiler-artifact\""))
+        .filter_map(|line| {
+            let rest = &line[line.find(FIELD)? + FIELD.len()..];
+            let mut path = String::new();
+            let mut chars = rest.chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '"' => return Some(PathBuf::from(path)),
+                    '\\' => match chars.next()? {
+                        'n' => path.push('\n'),
+                        't' => path.push('\t'),
+                        'u' => {
+                            let code: String = chars.by_ref().take(4).collect();
+                            path.push(char::from_u32(u32::from_str_radix(&code, 16).ok()?)?);
+                        }
+                        other => path.push(other),
+                    },
+                    c => path.push(c),
+                }
+            }
+            None
+        })
+        .collect()
+}
+
+/// The executable named `name` among those a build reported.
+fn executable(built: &[PathBuf], name: &str) -> Result<PathBuf> {
+    let file = format!("{name}{}", std::env::consts::EXE_SUFFIX);
+    built
+        .iter()
+        .find(|path| path.file_name().is_some_and(|f| f == file.as_str()))
+        .cloned()
+        .with_context(|| format!("the build reported no `{file}` executable"))
+}
+
+/// Runs a program built here, in the workspace root, with inherited stdio.
+fn run_program(program: &Path, args: &[&str]) -> Result<()> {
+    let mut command = Command::new(program);
+    command.args(args).current_dir(workspace_root());
+    let shown = shown(&command);
+    eprintln!("xtask: running `{shown}`");
+    let status = command
+        .status()
+        .with_context(|| format!("could not start `{shown}`"))?;
+    if !status.success() {
+        bail!("`{shown}` exited with {status}");
+    }
+    Ok(())
+}
+
+/// A command as a line to show.
+fn shown(command: &Command) -> String {
+    format!(
+        "{} {}",
+        command.get_program().to_string_lossy(),
+        command
+            .get_args()
+            .map(OsStr::to_string_lossy)
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn executables_are_read_from_cargos_messages() {
+        let messages = concat!(
+            r#"{"reason":"compiler-artifact","package_id":"x","target":{"name":"lodestar"},"executable":"/t/debug/lodestar","fresh":true}"#,
+            "\n",
+            r#"{"reason":"compiler-artifact","target":{"name":"lodestar_core"},"executable":null}"#,
+            "\n",
+            r#"{"reason":"compiler-artifact","target":{"name":"b"},"executable":"/a \"q\"\\b\u00e9/lodestar-bench"}"#,
+            "\n",
+            r#"{"reason":"build-finished","success":true}"#,
+        );
+        let built = executables(messages);
+        assert_eq!(
+            built,
+            [
+                PathBuf::from("/t/debug/lodestar"),
+                PathBuf::from("/a \"q\"\\b\u{e9}/lodestar-bench")
+            ]
+        );
+        assert_eq!(
+            executable(&built, "lodestar-bench").unwrap(),
+            PathBuf::from("/a \"q\"\\b\u{e9}/lodestar-bench")
+        );
+        assert!(executable(&built, "lodestar-cli").is_err());
+    }
 }
