@@ -86,7 +86,13 @@ fn build_workspace() -> Result<PathBuf, String> {
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|msg| msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "lodestar")
+        // `--all-targets` also builds the binary's unit-test harness (`deps/lodestar-<hash>`),
+        // reported under the same target name with a test profile.
+        .filter(|msg| {
+            msg["reason"] == "compiler-artifact"
+                && msg["target"]["name"] == "lodestar"
+                && msg["profile"]["test"] == false
+        })
         .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
         .ok_or_else(|| format!("`cargo {shown}` reported no `lodestar` executable"))
 }

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-use crate::tasks::workspace_root;
+use crate::tasks::{run_status, shown, workspace_root};
 
 /// Seconds per target when `--seconds` is not given.
 const DEFAULT_SECONDS: u64 = 60;
@@ -164,26 +164,6 @@ fn check_tools() -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn run_status(command: &mut Command) -> Result<()> {
-    let shown = shown(command);
-    eprintln!("xtask: running `{shown}`");
-    let status = command
-        .status()
-        .with_context(|| format!("could not start `{shown}`"))?;
-    if !status.success() {
-        bail!("`{shown}` exited with {status}");
-    }
-    Ok(())
-}
-
-fn shown(command: &Command) -> String {
-    std::iter::once(command.get_program())
-        .chain(command.get_args())
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// One target's run, for the table.

@@ -291,8 +291,13 @@ where
 {
     // The cargo that started xtask, so nested builds use the same toolchain.
     let mut command = crate::cargo_env::command();
-    command.args(args).current_dir(workspace_root());
-    let shown = shown(&command);
+    run_status(command.args(args).current_dir(workspace_root()))
+}
+
+/// Runs `command` with inherited stdio, saying so first; an exit other than success is an
+/// error showing the command.
+pub(crate) fn run_status(command: &mut Command) -> Result<()> {
+    let shown = shown(command);
     eprintln!("xtask: running `{shown}`");
     let status = command
         .status()
@@ -372,30 +377,20 @@ fn executable(built: &[PathBuf], name: &str) -> Result<PathBuf> {
 
 /// Runs a program built here, in the workspace root, with inherited stdio.
 fn run_program(program: &Path, args: &[&str]) -> Result<()> {
-    let mut command = Command::new(program);
-    command.args(args).current_dir(workspace_root());
-    let shown = shown(&command);
-    eprintln!("xtask: running `{shown}`");
-    let status = command
-        .status()
-        .with_context(|| format!("could not start `{shown}`"))?;
-    if !status.success() {
-        bail!("`{shown}` exited with {status}");
-    }
-    Ok(())
+    run_status(
+        Command::new(program)
+            .args(args)
+            .current_dir(workspace_root()),
+    )
 }
 
 /// A command as a line to show.
-fn shown(command: &Command) -> String {
-    format!(
-        "{} {}",
-        command.get_program().to_string_lossy(),
-        command
-            .get_args()
-            .map(OsStr::to_string_lossy)
-            .collect::<Vec<_>>()
-            .join(" ")
-    )
+pub(crate) fn shown(command: &Command) -> String {
+    std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
