@@ -35,7 +35,7 @@ fn day_events(d: u64) -> Vec<(i64, i64, &'static str)> {
         .collect()
 }
 
-fn write_day(dir: &Path, d: u64) {
+pub(crate) fn write_day(dir: &Path, d: u64) {
     let date = jan_1() + Days::new(d);
     let rows = day_events(d);
     let schema = Arc::new(Schema::new(vec![

@@ -6,6 +6,7 @@
 mod amplitude;
 mod cases;
 mod cli;
+mod cluster;
 mod dashboard;
 mod discover;
 mod errors;

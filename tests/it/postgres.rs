@@ -226,7 +226,7 @@ fn an_unsupported_column_is_left_out_with_a_warning() {
 
 /// Orders of the end-to-end tests, generated here so expected numbers come from these rows.
 #[derive(Debug, Clone)]
-struct Order {
+pub(crate) struct Order {
     id: i64,
     user_id: i64,
     paid: bool,
@@ -237,7 +237,7 @@ struct Order {
     minute: i64,
 }
 
-fn orders(n: i64) -> Vec<Order> {
+pub(crate) fn orders(n: i64) -> Vec<Order> {
     (0..n)
         .map(|i| Order {
             id: i,
@@ -256,7 +256,7 @@ fn day_of(minute: i64) -> String {
     date.to_string()
 }
 
-fn create_orders(db: &Database, rows: &[Order]) {
+pub(crate) fn create_orders(db: &Database, rows: &[Order]) {
     let values: Vec<String> = rows
         .iter()
         .map(|o| {
@@ -287,7 +287,7 @@ fn is_pro(user_id: i64) -> bool {
     [1, 4, 5].contains(&user_id)
 }
 
-fn metrics_project(db: &Database) -> TempDir {
+pub(crate) fn metrics_project(db: &Database) -> TempDir {
     let yaml = format!(
         "{}  app: {{ connector: files, path: data }}
 metrics:

@@ -36,7 +36,7 @@ fn epoch_seconds(date: NaiveDate) -> i64 {
 
 /// One row of table `events`.
 #[derive(Debug, Clone)]
-struct Event {
+pub(crate) struct Event {
     date: NaiveDate,
     ts_micros: i64,
     user_id: i64,
@@ -104,7 +104,7 @@ fn events_key(date: NaiveDate) -> String {
 /// Bucket `lake`, prefix `prod/`: `events` (Parquet, a `dt=` partition a day of 2025, with a
 /// Spark-style empty `_SUCCESS`), `users` (CSV), `sessions` (NDJSON), and a hidden folder that
 /// is not a table. Returns the events written.
-fn write_lake(server: &S3Server) -> Vec<Event> {
+pub(crate) fn write_lake(server: &S3Server) -> Vec<Event> {
     let events = year_of_events();
     let mut by_day: BTreeMap<NaiveDate, Vec<&Event>> = BTreeMap::new();
     for event in &events {
@@ -131,7 +131,7 @@ fn write_lake(server: &S3Server) -> Vec<Event> {
     events
 }
 
-const METRICS: &str = "\
+pub(crate) const METRICS: &str = "\
 metrics:
   events: { table: lake.events, time: ts, measure: count(*) }
   revenue:
@@ -148,7 +148,7 @@ metrics:
 
 /// A project whose source `lake` reads `server` with the test keys (through `${ENV}`), with
 /// `extra` option lines (YAML, indented four spaces) and `metrics`.
-fn project(server: &S3Server, extra: &str, metrics: &str) -> TempDir {
+pub(crate) fn project(server: &S3Server, extra: &str, metrics: &str) -> TempDir {
     let dir = tempfile::Builder::new()
         .prefix("lodestar-s3-project-")
         .tempdir()

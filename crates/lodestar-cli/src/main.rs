@@ -16,7 +16,7 @@ use chrono::NaiveDate;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use lodestar_connector_api::kit::error::causes;
-use lodestar_core::model::Grain;
+use lodestar_core::model::{ClusterUrl, Grain};
 use lodestar_core::periods;
 use lodestar_core::request::{self, Brackets, EventColumn, Field, RequestError};
 use lodestar_core::retention::{DayMode, Mode, RetentionRequest};
@@ -59,6 +59,16 @@ struct Cli {
     /// (`cache:` in lodestar.yaml; docs/caching.md)
     #[arg(long, global = true)]
     no_cache: bool,
+
+    /// Run the queries on this Ballista cluster's scheduler, e.g. df://scheduler:50050
+    /// (overrides `engine.cluster` in lodestar.yaml; docs/cluster.md)
+    #[arg(
+        long,
+        global = true,
+        env = "LODESTAR_CLUSTER",
+        value_name = "df://HOST:PORT"
+    )]
+    cluster: Option<ClusterUrl>,
 
     #[command(flatten)]
     bounds: BoundsArgs,
@@ -287,8 +297,73 @@ Stops on Ctrl-C or SIGTERM after answering the requests in flight (at most
     /// Manage the result cache of incremental refresh (`cache:` in lodestar.yaml)
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Run a node of a Ballista cluster that computes Lodestar projects (docs/cluster.md)
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Print a shell completion script (e.g. `lodestar completions bash > ~/.local/share/bash-completion/completions/lodestar`)
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Run the scheduler: clients send it their queries, it plans them and hands the tasks
+    /// to the executors
+    #[command(after_help = "\
+Examples:
+  lodestar cluster scheduler --bind 0.0.0.0:50050 --external-host scheduler
+
+Prints `lodestar cluster scheduler: listening on ADDR` on stderr once clients can connect.")]
+    Scheduler {
+        /// The address and port to listen on (port 0: any free port)
+        #[arg(long, default_value = "0.0.0.0:50050", value_name = "ADDR:PORT")]
+        bind: std::net::SocketAddr,
+        /// The host name executors reach the scheduler by [default: the bound address]
+        #[arg(long, value_name = "HOST")]
+        external_host: Option<String>,
+        /// Seconds without a heartbeat after which an executor is taken for dead and its
+        /// tasks run elsewhere [default: Ballista's, 180]
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+        executor_timeout: Option<u64>,
+    },
+    /// Run an executor: it registers with the scheduler and runs the tasks it is given,
+    /// reopening the projects' sources with its own connectors and plugins
+    #[command(after_help = "\
+Examples:
+  lodestar cluster executor --scheduler df://scheduler:50050 --external-host executor-1
+
+Plugins are found as `lodestar` finds them: LODESTAR_PLUGIN_PATH, the project's plugins/
+directory, then the directory of the lodestar binary.")]
+    Executor {
+        /// The scheduler to register with
+        #[arg(long, value_name = "df://HOST:PORT")]
+        scheduler: ClusterUrl,
+        /// The address to listen on
+        #[arg(long, default_value = "0.0.0.0", value_name = "ADDR")]
+        bind_host: String,
+        /// The host name the scheduler, other executors and clients reach this one by
+        /// [default: the bind address]
+        #[arg(long, value_name = "HOST")]
+        external_host: Option<String>,
+        /// Arrow Flight port: results and shuffle data are fetched from it
+        #[arg(long, default_value_t = 50051)]
+        port: u16,
+        /// gRPC port: the scheduler sends tasks to it
+        #[arg(long, default_value_t = 50052)]
+        grpc_port: u16,
+        /// Tasks run at once [default: one per core]
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        concurrency: usize,
+        /// Where shuffle data is written [default: a temporary directory]
+        #[arg(long, value_name = "DIR")]
+        work_dir: Option<PathBuf>,
+        /// Memory for the tasks' operators, e.g. 8GiB; beyond it they spill [default:
+        /// Ballista's share of the machine]
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        memory_limit: Option<usize>,
+        /// Seconds between heartbeats to the scheduler [default: Ballista's, 60]
+        #[arg(long, value_name = "SECONDS")]
+        heartbeat: Option<u64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -539,6 +614,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         let root = path.as_deref().and_then(Path::parent);
         return render::connectors(root, format == ListFormat::Json);
     }
+    if let Command::Cluster(command) = cli.command {
+        return cluster(command).await;
+    }
     let path = match &cli.project {
         Some(path) => path.clone(),
         None => config::find_project_file(&std::env::current_dir()?)?,
@@ -581,10 +659,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             max_connections: max_connections.max(1),
             header_timeout: Duration::from_secs(header_timeout),
             shutdown_timeout: Duration::from_secs(shutdown_timeout),
+            cluster: cli.cluster,
         };
         return serve(path, listen, settings).await;
     }
     let mut project = config::load(&path)?;
+    if let Some(url) = cli.cluster {
+        project.engine.cluster = Some(url);
+    }
     if let Command::Cache(command) = &cli.command {
         return cache_command(&project, command);
     }
@@ -724,6 +806,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Completions { .. }
         | Command::Connectors { .. }
         | Command::Serve { .. }
+        | Command::Cluster(_)
         | Command::Cache(_) => {
             unreachable!("handled above")
         }
@@ -791,6 +874,58 @@ async fn serve(
     );
     server.run(lodestar_server::shutdown_signal()).await?;
     Ok(())
+}
+
+/// `lodestar cluster scheduler|executor`: runs until stopped.
+async fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
+    match command {
+        ClusterCommand::Scheduler {
+            bind,
+            external_host,
+            executor_timeout,
+        } => {
+            let options = lodestar_cluster::SchedulerOptions {
+                bind,
+                external_host,
+                executor_timeout_seconds: executor_timeout,
+            };
+            lodestar_cluster::run_scheduler(options, |addr| {
+                // On stderr whatever the log level: scripts and tests read the port.
+                eprintln!("lodestar cluster scheduler: listening on {addr}");
+            })
+            .await
+            .context("the scheduler stopped")
+        }
+        ClusterCommand::Executor {
+            scheduler,
+            bind_host,
+            external_host,
+            port,
+            grpc_port,
+            concurrency,
+            work_dir,
+            memory_limit,
+            heartbeat,
+        } => {
+            eprintln!(
+                "lodestar cluster executor: serving on {bind_host}:{port} (tasks on {grpc_port}), registering with {scheduler}"
+            );
+            let options = lodestar_cluster::ExecutorOptions {
+                scheduler,
+                bind_host,
+                external_host,
+                port,
+                grpc_port,
+                concurrency,
+                work_dir,
+                memory_limit: memory_limit.map(|m| m as u64),
+                heartbeat_seconds: heartbeat,
+            };
+            lodestar_cluster::run_executor(options)
+                .await
+                .context("the executor stopped")
+        }
+    }
 }
 
 async fn validate(engine: &Engine, progress: &Progress) -> anyhow::Result<()> {

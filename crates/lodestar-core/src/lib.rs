@@ -5,11 +5,12 @@
 //!
 //! The core is in layers, each importing only those before it (docs/architecture.md):
 //! [`project`] (the definitions, errors, periods), [`connect`] (sources as DataFusion
-//! schemas), [`query`] (requests, the engine, computing series), [`cache`] (the result cache)
+//! schemas), [`cluster`] (those sources on a Ballista cluster's nodes), [`query`] (requests, the engine, computing series), [`cache`] (the result cache)
 //! and [`analysis`] (tree, decomposition, segments, targets, guardrails, retention, discovery).
 
 pub mod analysis;
 pub mod cache;
+pub mod cluster;
 pub mod connect;
 // Numbers as text for people; imports nothing, so every layer and front-end shares it.
 pub mod format;

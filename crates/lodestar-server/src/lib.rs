@@ -84,6 +84,9 @@ pub struct Settings {
     pub header_timeout: std::time::Duration,
     /// After SIGTERM, how long requests in flight may take before they are cancelled.
     pub shutdown_timeout: std::time::Duration,
+    /// The Ballista cluster that runs the queries, over `engine.cluster` of the project
+    /// (`--cluster`; docs/cluster.md).
+    pub cluster: Option<lodestar_core::model::ClusterUrl>,
 }
 
 impl Default for Settings {
@@ -106,6 +109,7 @@ impl Default for Settings {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            cluster: None,
         }
     }
 }
@@ -309,7 +313,7 @@ impl Server {
                 addr: options.listen,
             });
         }
-        let project = config::load(&options.project)?;
+        let project = load_project(&options.project, settings)?;
         let engine = Engine::open(project).await?;
         let listener = TcpListener::bind(options.listen)
             .await
@@ -402,4 +406,16 @@ pub async fn shutdown_signal() {
         () = terminate => {}
     }
     tracing::info!("shutting down: finishing the requests in flight");
+}
+
+/// The project file as the server computes it: `--cluster` over its `engine.cluster`.
+pub(crate) fn load_project(
+    path: &std::path::Path,
+    settings: &Settings,
+) -> lodestar_core::Result<lodestar_core::model::Project> {
+    let mut project = config::load(path)?;
+    if let Some(url) = &settings.cluster {
+        project.engine.cluster = Some(url.clone());
+    }
+    Ok(project)
 }

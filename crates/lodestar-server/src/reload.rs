@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use lodestar_core::{Engine, config};
+use lodestar_core::Engine;
 
 use crate::{AppState, Tokens};
 
@@ -32,7 +32,7 @@ pub fn reload_tokens(state: &AppState) {
 /// Loads the project file again and swaps the engine if it works.
 pub async fn reload(state: &AppState, why: &str) {
     let path = state.shared_engine().project().path.clone();
-    let opened = match config::load(&path) {
+    let opened = match crate::load_project(&path, state.settings()) {
         Ok(project) => Engine::open(project).await,
         Err(e) => Err(e),
     };

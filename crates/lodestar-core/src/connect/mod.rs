@@ -25,25 +25,41 @@ pub use files::OPTIONS as FILES_OPTIONS;
 
 /// Registers the source's tables as schema `source.name` of the context's default catalog.
 /// `project_root` is where the project file is: relative paths and the `plugins/` directory
-/// are found from there.
+/// are found from there. Returns the version of the plugin that connected it (`None` for a
+/// built-in connector).
 pub async fn connect(
     ctx: &Arc<SessionContext>,
     source: &SourceDef,
     project_root: &Path,
-) -> Result<()> {
-    let schema: Arc<dyn SchemaProvider> = match source.connector.as_str() {
-        "files" => {
-            let schema = Arc::new(MemorySchemaProvider::new());
-            files::register(ctx, source, schema.as_ref()).await?;
-            schema
-        }
-        _ => plugins::connect(ctx, source, project_root)?,
-    };
+) -> Result<Option<String>> {
+    let (schema, version) = open(ctx, source, project_root, None).await?;
     let catalog = ctx
         .catalog(&ctx.state().config().options().catalog.default_catalog)
         .expect("the default catalog always exists");
     catalog.register_schema(&source.name, schema)?;
-    Ok(())
+    Ok(version)
+}
+
+/// The source's tables as a schema, without registering it, and the version of the plugin
+/// that connected it. With `plugin_version`, a plugin of another version is refused before it
+/// connects (a cluster node reopening a client's source, docs/cluster.md).
+pub(crate) async fn open(
+    ctx: &Arc<SessionContext>,
+    source: &SourceDef,
+    project_root: &Path,
+    plugin_version: Option<&str>,
+) -> Result<(Arc<dyn SchemaProvider>, Option<String>)> {
+    match source.connector.as_str() {
+        "files" => {
+            let schema = Arc::new(MemorySchemaProvider::new());
+            files::register(ctx, source, schema.as_ref()).await?;
+            Ok((schema, None))
+        }
+        _ => {
+            let (schema, version) = plugins::connect(ctx, source, project_root, plugin_version)?;
+            Ok((schema, Some(version)))
+        }
+    }
 }
 
 /// Reads an option that must be a string, if present.

@@ -77,12 +77,14 @@ pub fn find(dirs: &[PathBuf]) -> Vec<Found> {
     found
 }
 
-/// Connects a source whose connector is a plugin.
+/// Connects a source whose connector is a plugin; returns its tables and the plugin's
+/// version. With `expected_version`, a plugin of another version is refused first.
 pub(crate) fn connect(
     ctx: &Arc<SessionContext>,
     source: &SourceDef,
     project_root: &Path,
-) -> Result<Arc<dyn SchemaProvider>> {
+    expected_version: Option<&str>,
+) -> Result<(Arc<dyn SchemaProvider>, String)> {
     let dirs = search_path(Some(project_root));
     let file_name = host::library_file_name(&source.connector);
     let Some(path) = dirs
@@ -109,14 +111,28 @@ pub(crate) fn connect(
             ),
         ));
     }
+    if let Some(expected) = expected_version
+        && plugin.version != expected
+    {
+        return Err(source_error(
+            source,
+            format!(
+                "connector `{}` is version {} here ({}), and version {expected} where the query was planned",
+                plugin.name,
+                plugin.version,
+                path.display()
+            ),
+        ));
+    }
     check_options(source, &plugin)?;
     // The codec holds the context weakly: the engine keeps it alive while tables are in use.
     let provider: Arc<dyn TaskContextProvider> = Arc::clone(ctx) as Arc<dyn TaskContextProvider>;
     let codec = FFI_LogicalExtensionCodec::new_default(&provider);
     tracing::debug!(source = %source.name, plugin = %path.display(), "connecting");
-    plugin
-        .connect(&source.options, codec)
-        .map_err(|message| source_error(source, format!("connector `{}`: {message}", plugin.name)))
+    let schema = plugin.connect(&source.options, codec).map_err(|message| {
+        source_error(source, format!("connector `{}`: {message}", plugin.name))
+    })?;
+    Ok((schema, plugin.version.clone()))
 }
 
 fn source_error(source: &SourceDef, message: String) -> Error {

@@ -115,6 +115,66 @@ pub struct EngineSettings {
     pub memory_limit: Option<usize>,
     /// Parallelism of scans and aggregations; `None` uses every core.
     pub target_partitions: Option<usize>,
+    /// The Ballista scheduler that runs the queries (`engine: { cluster: df://host:port }`,
+    /// or `--cluster`); `None` runs them in this process (docs/cluster.md).
+    pub cluster: Option<ClusterUrl>,
+}
+
+/// Where a Ballista cluster's scheduler listens: `df://HOST[:PORT]`, port 50050 by default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterUrl {
+    pub host: String,
+    pub port: u16,
+}
+
+impl ClusterUrl {
+    /// The port Ballista's scheduler listens on by default.
+    pub const DEFAULT_PORT: u16 = 50050;
+
+    /// The scheduler's gRPC endpoint, as Ballista's client takes it.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}:{}", self.host, self.port)
+    }
+}
+
+impl fmt::Display for ClusterUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "df://{}:{}", self.host, self.port)
+    }
+}
+
+impl FromStr for ClusterUrl {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ClusterUrl, String> {
+        let expected = "expected df://HOST or df://HOST:PORT, such as df://scheduler:50050";
+        let rest = text
+            .strip_prefix("df://")
+            .ok_or_else(|| format!("`{text}` is not a cluster address: {expected}"))?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let (host, port) = match rest.rsplit_once(':') {
+            // An IPv6 address in brackets has colons of its own.
+            Some((host, port)) if !port.contains(']') => {
+                let port = port
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| {
+                        format!("`{text}`: the port `{port}` is not a number from 1 to 65535")
+                    })?;
+                (host, port)
+            }
+            _ => (rest, ClusterUrl::DEFAULT_PORT),
+        };
+        let valid = |c: char| c.is_ascii_alphanumeric() || "-._[]:".contains(c);
+        if host.is_empty() || !host.chars().all(valid) {
+            return Err(format!("`{text}` names no host: {expected}"));
+        }
+        Ok(ClusterUrl {
+            host: host.to_string(),
+            port,
+        })
+    }
 }
 
 /// The `cache:` settings: where per-period results are kept, and how far back late data may
@@ -404,5 +464,32 @@ impl FromStr for Grain {
             .ok_or_else(|| {
                 format!("unknown grain `{s}`: expected one of day, week, month, quarter, year")
             })
+    }
+}
+
+#[cfg(test)]
+mod cluster_url_tests {
+    use super::ClusterUrl;
+
+    #[test]
+    fn a_cluster_address_is_df_host_and_port() {
+        let url: ClusterUrl = "df://scheduler:50060".parse().unwrap();
+        assert_eq!((url.host.as_str(), url.port), ("scheduler", 50060));
+        assert_eq!(url.endpoint(), "http://scheduler:50060");
+        let url: ClusterUrl = "df://10.0.0.7".parse().unwrap();
+        assert_eq!(url.to_string(), "df://10.0.0.7:50050");
+        let url: ClusterUrl = "df://[::1]:7000/".parse().unwrap();
+        assert_eq!((url.host.as_str(), url.port), ("[::1]", 7000));
+        for (bad, says) in [
+            ("http://scheduler:50050", "is not a cluster address"),
+            ("scheduler:50050", "is not a cluster address"),
+            ("df://", "names no host"),
+            ("df://sched uler", "names no host"),
+            ("df://scheduler:0", "is not a number from 1 to 65535"),
+            ("df://scheduler:http", "is not a number from 1 to 65535"),
+        ] {
+            let error = bad.parse::<ClusterUrl>().unwrap_err();
+            assert!(error.contains(says), "{bad}: {error}");
+        }
     }
 }

@@ -20,7 +20,6 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 
-use crate::connect;
 use crate::project::error::{Error, Location, Result, Subject, did_you_mean};
 use crate::project::model::{
     CumulativeOver, EngineSettings, Measure, Metric, MetricKind, Project, RetentionMetric,
@@ -29,6 +28,7 @@ use crate::project::model::{
 use crate::query::bounds::Bounds;
 use crate::query::request::{Action, words};
 use crate::query::sql::{self, TimeKind};
+use crate::{cluster, connect};
 
 /// Used when the machine's memory cannot be read.
 const FALLBACK_MEMORY_LIMIT: usize = 4 << 30;
@@ -56,10 +56,13 @@ impl std::fmt::Debug for Engine {
 
 impl Engine {
     /// Creates the DataFusion context and connects every source of the project.
+    /// With `engine.cluster` set, every query runs on that Ballista cluster (docs/cluster.md).
     pub async fn open(project: Project) -> Result<Engine> {
-        let ctx = Arc::new(session(&project.engine)?);
+        let sources = Arc::new(cluster::Sources::default());
+        let ctx = Arc::new(session(&project.engine, &sources)?);
         for source in project.sources.values() {
-            connect::connect(&ctx, source, &project.root).await?;
+            let version = connect::connect(&ctx, source, &project.root).await?;
+            sources.insert(source, &project.path, version);
         }
         Ok(Engine {
             project: Arc::new(project),
@@ -469,7 +472,15 @@ impl Engine {
             Ok(df) => df.collect().await.map(|_| ()),
             Err(e) => Err(e),
         };
-        result.map_err(|e| not_timestamps(metric, &m.time, &e))
+        // Only a value that does not parse is bad data; any other failure (the cluster cannot
+        // be reached, the source fails) is the engine's, and says so.
+        result.map_err(|e| {
+            if is_parse_failure(&e) {
+                not_timestamps(metric, &m.time, &e)
+            } else {
+                Error::from(e)
+            }
+        })
     }
 
     async fn check_sql_metric(&self, metric: &Metric, sql: &str) -> Result<()> {
@@ -602,8 +613,9 @@ fn sql_error(
     }
 }
 
-/// The DataFusion context: bounded memory that spills to disk, information_schema on.
-fn session(settings: &EngineSettings) -> Result<SessionContext> {
+/// The DataFusion context: bounded memory that spills to disk, information_schema on; with
+/// a cluster, Ballista's planner sends its queries to the scheduler.
+fn session(settings: &EngineSettings, sources: &Arc<cluster::Sources>) -> Result<SessionContext> {
     let memory = settings.memory_limit.unwrap_or_else(default_memory_limit);
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_limit(memory, 1.0)
@@ -613,7 +625,15 @@ fn session(settings: &EngineSettings) -> Result<SessionContext> {
     if let Some(n) = settings.target_partitions {
         config = config.with_target_partitions(n);
     }
-    Ok(SessionContext::new_with_config_rt(config, runtime))
+    match &settings.cluster {
+        None => Ok(SessionContext::new_with_config_rt(config, runtime)),
+        Some(url) => Ok(SessionContext::new_with_state(cluster::client_state(
+            url,
+            config,
+            runtime,
+            Arc::clone(sources),
+        )?)),
+    }
 }
 
 /// Half of the machine's memory: the rest is for the OS, the page cache and other programs.

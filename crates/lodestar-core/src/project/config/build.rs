@@ -20,9 +20,9 @@ use super::{
 };
 use crate::project::error::{Error, Location, Result, Subject, did_you_mean};
 use crate::project::model::{
-    CacheSettings, Cumulative, CumulativeOver, DiscoverySettings, EngineSettings, Grain, Guardrail,
-    Measure, Metric, MetricKind, OnboardingDef, Project, RetentionMetric, SourceDef, TableRef,
-    Target,
+    CacheSettings, ClusterUrl, Cumulative, CumulativeOver, DiscoverySettings, EngineSettings,
+    Grain, Guardrail, Measure, Metric, MetricKind, OnboardingDef, Project, RetentionMetric,
+    SourceDef, TableRef, Target,
 };
 
 pub(super) struct Builder<'a> {
@@ -94,6 +94,18 @@ impl Builder<'_> {
                     })
                     .transpose()?,
                 target_partitions: e.target_partitions,
+                cluster: e
+                    .cluster
+                    .map(|url| {
+                        url.value.parse::<ClusterUrl>().map_err(|message| {
+                            self.invalid(
+                                self.loc(&url),
+                                Subject::Project,
+                                format!("engine.cluster: {message}"),
+                            )
+                        })
+                    })
+                    .transpose()?,
             },
         };
 

@@ -35,6 +35,7 @@ pub(super) struct RawDiscovery {
 pub(super) struct RawEngine {
     pub(super) memory_limit: Option<Spanned<String>>,
     pub(super) target_partitions: Option<usize>,
+    pub(super) cluster: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
