@@ -177,15 +177,15 @@ fn wait_for_port(node: &Node, port: u16) {
 /// Runs `cmd` with a bound on its time: a query on a cluster must end, with an answer or an
 /// error. Returns the run, or panics after `limit` with the cluster's logs.
 fn run_bounded(cmd: &mut Command, limit: Duration, cluster: &Cluster) -> Run {
-    run_bounded_after(cmd, limit, cluster, || {})
+    run_bounded_after(cmd, limit, cluster, |_| {})
 }
 
-/// [`run_bounded`], calling `meanwhile` with the cluster once the command has started.
+/// [`run_bounded`], calling `meanwhile` with the running command once it has started.
 fn run_bounded_after(
     cmd: &mut Command,
     limit: Duration,
     cluster: &Cluster,
-    meanwhile: impl FnOnce(),
+    meanwhile: impl FnOnce(&mut Child),
 ) -> Run {
     let command = format!("{cmd:?}");
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -202,7 +202,7 @@ fn run_bounded_after(
         stderr.read_to_string(&mut s).unwrap();
         s
     });
-    meanwhile();
+    meanwhile(&mut child);
     let start = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -319,9 +319,7 @@ fn a_partitioned_lake_computes_the_same_on_a_cluster() {
         .prefix("lodestar-cluster-lake-")
         .tempdir()
         .unwrap();
-    for d in 0..365 {
-        crate::files_partitions::write_day(&dir.path().join("lake"), d);
-    }
+    crate::files_partitions::write_year(&dir.path().join("lake"));
     let project = dir.path().join("lodestar.yaml");
     fs_err::write(
         &project,
@@ -492,8 +490,13 @@ fn a_killed_executor_gives_an_error_or_the_right_numbers() {
     let mut cmd = lodestar_project(project, args);
     cmd.args(["--no-cache", "--cluster", cluster.url()]);
     let victim = cluster.executors[0].child.id().to_string();
-    let run = run_bounded_after(&mut cmd, Duration::from_secs(240), &cluster, || {
+    let run = run_bounded_after(&mut cmd, Duration::from_secs(240), &cluster, |query| {
         std::thread::sleep(Duration::from_millis(300));
+        // Otherwise the test would prove nothing about a loss mid-query.
+        assert!(
+            query.try_wait().unwrap().is_none(),
+            "the query ended before the executor could be killed"
+        );
         let killed = Command::new("kill")
             .args(["-KILL", &victim])
             .status()

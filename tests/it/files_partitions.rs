@@ -35,7 +35,7 @@ fn day_events(d: u64) -> Vec<(i64, i64, &'static str)> {
         .collect()
 }
 
-pub(crate) fn write_day(dir: &Path, d: u64) {
+fn write_day(dir: &Path, d: u64) {
     let date = jan_1() + Days::new(d);
     let rows = day_events(d);
     let schema = Arc::new(Schema::new(vec![
@@ -63,6 +63,13 @@ pub(crate) fn write_day(dir: &Path, d: u64) {
     writer.close().unwrap();
 }
 
+/// A year of days (2025) under `dir/events/dt=…/`, one Parquet file a day.
+pub(crate) fn write_year(dir: &Path) {
+    for d in 0..365 {
+        write_day(dir, d);
+    }
+}
+
 #[test]
 fn a_four_week_query_reads_only_its_partitions() {
     let dir = tempfile::Builder::new()
@@ -70,9 +77,7 @@ fn a_four_week_query_reads_only_its_partitions() {
         .tempdir()
         .unwrap();
     let data = dir.path().join("lake");
-    for d in 0..365 {
-        write_day(&data, d);
-    }
+    write_year(&data);
     // Not Parquet, in a day far from the four weeks (and neither the first nor the last file,
     // which the schema is read from).
     let corrupt = data.join("events/dt=2025-03-15/part-1.parquet");
@@ -197,9 +202,7 @@ fn distinct_counts_over_partitions_are_computed_chunk_by_chunk_with_the_same_num
         .prefix("lodestar-files-partitions-")
         .tempdir()
         .unwrap();
-    for d in 0..365 {
-        write_day(&dir.path().join("lake"), d);
-    }
+    write_year(&dir.path().join("lake"));
     let project = |name: &str, zone: &str, partition: &str| {
         let path = dir.path().join(name);
         fs_err::write(
