@@ -31,8 +31,8 @@ Commands:
   test
         Run all tests: `sample` and `plugins`, then `cargo test --workspace --all-targets`
         and the documentation examples (`cargo test --workspace --doc`).
-  bench [ffi|tree|postgres|lake|server] [--rows N] [--runs N] [--events N] [--threads N]
-        [--refresh] [--clients N] [--soak-seconds S] [--phase-seconds S] [--slots N]
+  bench [ffi|tree|postgres|lake|cluster|server] [--rows N] [--runs N] [--events N]
+        [--threads N] [--refresh] [--executors 1,2] [--clients N] [--soak-seconds S] [--phase-seconds S] [--slots N]
         [--cached-requests N] [--cold-requests N] [--sample-seconds S]
         Build in release mode and run the benchmarks (all unless one is named): `ffi`, the
         plugin boundary's cost (the same table natively and through its plugin, 10 million
@@ -43,6 +43,9 @@ Commands:
         against DuckDB's per-metric SQL on the same files and threads, with and without scan
         fusion, whole year and last 4 weeks: wall time, peak memory, rows/s, JSON in
         target/bench/ (docs/performance.md). --refresh adds the result cache's refresh.
+        `cluster`: the same tree in one process and on Ballista clusters on loopback of
+        --executors executors (default 1,2), numbers checked equal: wall time, each
+        process's peak memory, shuffle bytes per request, JSON in target/bench/.
         `server`: the release `lodestar serve` on loopback under --clients keep-alive
         clients (default 64, with 16 query slots): a cached series, a cold series mix, then
         a soak (--soak-seconds, default 600); requests/s, p50/p99/max latency, errors, the

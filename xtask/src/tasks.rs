@@ -100,11 +100,14 @@ pub fn plugins(release: bool) -> Result<Vec<String>> {
 }
 
 /// `cargo xtask bench`: builds the benchmarks and plugins in release mode and runs them:
-/// every benchmark, or the one named first (`ffi`, `tree`, `postgres`, `lake`, `server`), each
+/// every benchmark, or the one named first (`ffi`, `tree`, `postgres`, `lake`, `cluster`,
+/// `server`), each
 /// with the flags it takes out of the remaining ones.
 pub fn bench(rest: &[String]) -> Result<()> {
     let (only, flags) = match rest.first().map(String::as_str) {
-        Some(name @ ("ffi" | "tree" | "postgres" | "lake" | "server")) => (Some(name), &rest[1..]),
+        Some(name @ ("ffi" | "tree" | "postgres" | "lake" | "cluster" | "server")) => {
+            (Some(name), &rest[1..])
+        }
         _ => (None, rest),
     };
     check_bench_flags(only, flags)?;
@@ -170,6 +173,14 @@ pub fn bench(rest: &[String]) -> Result<()> {
             &pick_flags(flags, &["--events", "--runs", "--threads", "--refresh"]),
         )?;
     }
+    if only.is_none_or(|b| b == "cluster") {
+        // The lake's tree in one process and on loopback clusters of the release `lodestar`
+        // built above (its data shared with `lake`).
+        run(
+            "cluster",
+            &pick_flags(flags, &["--events", "--runs", "--threads", "--executors"]),
+        )?;
+    }
     if only.is_none_or(|b| b == "server") {
         // The release server built above, beside the bench; no plugin (the example project
         // reads local files).
@@ -205,6 +216,7 @@ const BENCH_FLAGS: &[&str] = &[
     "--events",
     "--threads",
     "--refresh",
+    "--executors",
     "--clients",
     "--slots",
     "--cached-requests",

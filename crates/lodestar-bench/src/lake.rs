@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use chrono::{Datelike, Days, NaiveDate};
-use lodestar_core::model::Grain;
+use lodestar_core::model::{ClusterUrl, Grain};
 use lodestar_core::{Engine, MetricRequest, config};
 use serde_json::{Value, json};
 
@@ -34,10 +34,10 @@ use crate::lake_data::{self, DAYS, Shape};
 
 /// The DuckDB release the comparison runs against (PyPI `duckdb`).
 const DUCKDB_VERSION: &str = "2.0.0";
-const PROJECT: &str = include_str!("../lake/lodestar.yaml");
+pub(crate) const PROJECT: &str = include_str!("../lake/lodestar.yaml");
 const DUCKDB_SCRIPT: &str = include_str!("../lake/duckdb_bench.py");
 /// The engine's `memory_limit` in the project, given to DuckDB too.
-const MEMORY_LIMIT: &str = "1536MiB";
+pub(crate) const MEMORY_LIMIT: &str = "1536MiB";
 
 pub const USAGE: &str = "\
        lodestar-bench lake [--events N] [--runs N] [--threads N] [--refresh]";
@@ -80,7 +80,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 }
 
 /// `10000000`, `10M`, `100m`, `200k`.
-fn parse_count(text: &str) -> anyhow::Result<u64> {
+pub(crate) fn parse_count(text: &str) -> anyhow::Result<u64> {
     let lower = text.to_ascii_lowercase();
     let (digits, factor) = match lower.strip_suffix('m') {
         Some(d) => (d, 1_000_000),
@@ -107,10 +107,38 @@ pub(crate) fn target_dir() -> anyhow::Result<PathBuf> {
 
 /// A compared range: `None` is the whole data set.
 #[derive(Debug, Clone, Copy)]
-struct Range {
-    name: &'static str,
+pub(crate) struct Range {
+    pub name: &'static str,
     /// First Monday and the Monday after the last week.
-    bounds: Option<(NaiveDate, NaiveDate)>,
+    pub bounds: Option<(NaiveDate, NaiveDate)>,
+}
+
+/// The ranges every lake benchmark compares: the whole year, its last four weeks.
+pub(crate) fn ranges() -> [Range; 2] {
+    [
+        Range {
+            name: "whole year",
+            bounds: None,
+        },
+        Range {
+            name: "last 4 weeks",
+            bounds: Some(last_four_weeks()),
+        },
+    ]
+}
+
+/// The events a range scans.
+pub(crate) fn events_in(range: Range, shape: Shape) -> u64 {
+    match range.bounds {
+        None => shape.events,
+        Some((from, to)) => (0..DAYS)
+            .filter(|d| {
+                let day = lake_data::first_day() + Days::new(*d);
+                day >= from && day < to
+            })
+            .map(|d| shape.events_on(d))
+            .sum(),
+    }
 }
 
 fn last_four_weeks() -> (NaiveDate, NaiveDate) {
@@ -140,29 +168,10 @@ fn bench(options: &Options) -> anyhow::Result<()> {
     let python = duckdb_python(&target)?;
     let exe = std::env::current_exe()?;
 
-    let ranges = [
-        Range {
-            name: "whole year",
-            bounds: None,
-        },
-        Range {
-            name: "last 4 weeks",
-            bounds: Some(last_four_weeks()),
-        },
-    ];
     let mut rows = Vec::new();
     let mut duckdb_version = String::new();
-    for range in ranges {
-        let events_scanned: u64 = match range.bounds {
-            None => options.events,
-            Some((from, to)) => (0..DAYS)
-                .filter(|d| {
-                    let day = lake_data::first_day() + Days::new(*d);
-                    day >= from && day < to
-                })
-                .map(|d| shape.events_on(d))
-                .sum(),
-        };
+    for range in ranges() {
+        let events_scanned = events_in(range, shape);
         eprintln!("lake: {} — DuckDB, one query per metric", range.name);
         let mut duckdb = Command::new(&python);
         duckdb.arg(&script).arg(&dir).args([
@@ -305,7 +314,7 @@ pub(crate) fn machine() -> Value {
 }
 
 /// Runs a child that prints one JSON object, its stderr shown as it goes.
-fn run_child(command: &mut Command, what: &str) -> anyhow::Result<Value> {
+pub(crate) fn run_child(command: &mut Command, what: &str) -> anyhow::Result<Value> {
     let output = command
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -485,6 +494,7 @@ pub fn child(args: &[String]) -> anyhow::Result<()> {
     let mut project = None;
     let (mut mode, mut threads, mut runs) = (String::from("fused"), 1_usize, 1_usize);
     let (mut from, mut to, mut expect, mut cold) = (None, None, None, false);
+    let mut cluster: Option<ClusterUrl> = None;
     let mut iter = args.iter();
     while let Some(flag) = iter.next() {
         if flag == "--cold" {
@@ -502,6 +512,7 @@ pub fn child(args: &[String]) -> anyhow::Result<()> {
             "--from" => from = Some(value.parse::<NaiveDate>()?),
             "--to" => to = Some(value.parse::<NaiveDate>()?),
             "--expect" => expect = Some(PathBuf::from(value)),
+            "--cluster" => cluster = Some(value.parse().map_err(anyhow::Error::msg)?),
             other => bail!("unknown flag {other}"),
         }
     }
@@ -514,6 +525,7 @@ pub fn child(args: &[String]) -> anyhow::Result<()> {
         let mut loaded =
             config::load(&project).with_context(|| format!("loading {}", project.display()))?;
         loaded.engine.target_partitions = Some(threads);
+        loaded.engine.cluster = cluster;
         let names: Vec<String> = loaded.metrics.keys().cloned().collect();
         let engine = Engine::open(loaded).await?;
         let request = |metrics: &[String]| {
@@ -555,7 +567,7 @@ pub fn child(args: &[String]) -> anyhow::Result<()> {
         if let Some(expect) = &expect {
             let expected: Value = serde_json::from_str(&fs_err::read_to_string(expect)?)?;
             if let Some(difference) = compare(&expected, &values) {
-                bail!("Lodestar ({mode}) and DuckDB disagree: {difference}; nothing was timed");
+                bail!("Lodestar ({mode}) and the expected numbers ({}) disagree: {difference}; nothing was timed", expect.display());
             }
         }
         // `--cold`: the first run is the measurement (a cache's cold and warm runs differ).
@@ -585,7 +597,7 @@ pub fn child(args: &[String]) -> anyhow::Result<()> {
 }
 
 /// A `Key:   123 kB` line of /proc/self/status or /proc/meminfo, in KiB.
-fn status_kib(text: &str, key: &str) -> Option<u64> {
+pub(crate) fn status_kib(text: &str, key: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix(key))?
         .split_whitespace()

@@ -6,10 +6,14 @@
 //! - `postgres`: the Postgres connector's rows/s against `psql \copy` (`postgres.rs`).
 //! - `lake`: the metric tree over a year of hive-partitioned Parquet against DuckDB
 //!   (`lake.rs`, its data set in `lake_data.rs`).
+//! - `cluster`: the `lake` tree in one process and on a Ballista cluster on loopback of 1 and 2
+//!   executors, numbers checked equal, with each node's memory and the shuffle bytes
+//!   (`cluster.rs`).
 //! - `server`: `lodestar serve` under many keep-alive clients on loopback: a cached series, a
 //!   cold series mix and a soak, with latency percentiles and the server's memory
 //!   (`server.rs`).
 
+mod cluster;
 mod ffi;
 mod lake;
 mod lake_data;
@@ -36,13 +40,20 @@ usage: lodestar-bench ffi [--rows N] [--runs N]
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}{}{}", lake::USAGE, server::USAGE);
+        println!(
+            "{USAGE}{}\n{}\n{}",
+            lake::USAGE,
+            cluster::USAGE,
+            server::USAGE
+        );
         return Ok(());
     }
     // `lake` runs its variants in child processes, each with its own runtime.
     match args.first().map(String::as_str) {
         Some("lake") => return lake::run(&args[1..]),
         Some("lake-child") => return lake::child(&args[1..]),
+        // `cluster` starts the nodes and the client variants as child processes.
+        Some("cluster") => return cluster::run(&args[1..]),
         // `server` drives a `lodestar serve` child with its own runtime.
         Some("server") => return server::run(&args[1..]),
         _ => {}
