@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use crate::lake::{self, MEMORY_LIMIT, PROJECT, Range, run_child, status_kib, target_dir};
-use crate::lake_data::{self, Shape};
+use crate::lake::{self, MEMORY_LIMIT, Range, run_child, status_kib, target_dir};
+use crate::lake_data;
 
 pub const USAGE: &str = "\
        lodestar-bench cluster [--events N] [--runs N] [--threads N] [--executors 1,2]";
@@ -68,15 +68,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 
 fn bench(options: &Options) -> anyhow::Result<()> {
     let target = target_dir()?;
-    let shape = Shape {
-        events: options.events,
-    };
-    let dir = target
-        .join("bench-data")
-        .join(format!("events-{}", options.events));
-    lake_data::ensure(&dir, shape)?;
-    let project = dir.join("lodestar.yaml");
-    fs_err::write(&project, PROJECT)?;
+    let (shape, dir, project) = lake::data_set(&target, options.events)?;
     let exe = std::env::current_exe()?;
     let lodestar = exe.with_file_name(format!("lodestar{}", std::env::consts::EXE_SUFFIX));
     anyhow::ensure!(

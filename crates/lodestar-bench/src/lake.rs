@@ -34,7 +34,7 @@ use crate::lake_data::{self, DAYS, Shape};
 
 /// The DuckDB release the comparison runs against (PyPI `duckdb`).
 const DUCKDB_VERSION: &str = "2.0.0";
-pub(crate) const PROJECT: &str = include_str!("../lake/lodestar.yaml");
+const PROJECT: &str = include_str!("../lake/lodestar.yaml");
 const DUCKDB_SCRIPT: &str = include_str!("../lake/duckdb_bench.py");
 /// The engine's `memory_limit` in the project, given to DuckDB too.
 pub(crate) const MEMORY_LIMIT: &str = "1536MiB";
@@ -152,17 +152,20 @@ fn last_four_weeks() -> (NaiveDate, NaiveDate) {
     (end - Days::new(28), end)
 }
 
-fn bench(options: &Options) -> anyhow::Result<()> {
-    let target = target_dir()?;
-    let shape = Shape {
-        events: options.events,
-    };
-    let dir = target
-        .join("bench-data")
-        .join(format!("events-{}", options.events));
+/// The data set of `events` events under `target/bench-data/events-N/` (written if missing)
+/// with the benchmark's project beside it: its shape, folder and project file.
+pub(crate) fn data_set(target: &Path, events: u64) -> anyhow::Result<(Shape, PathBuf, PathBuf)> {
+    let shape = Shape { events };
+    let dir = target.join("bench-data").join(format!("events-{events}"));
     lake_data::ensure(&dir, shape)?;
     let project = dir.join("lodestar.yaml");
     fs_err::write(&project, PROJECT)?;
+    Ok((shape, dir, project))
+}
+
+fn bench(options: &Options) -> anyhow::Result<()> {
+    let target = target_dir()?;
+    let (shape, dir, project) = data_set(&target, options.events)?;
     let script = dir.join("duckdb_bench.py");
     fs_err::write(&script, DUCKDB_SCRIPT)?;
     let python = duckdb_python(&target)?;
