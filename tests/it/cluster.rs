@@ -19,6 +19,7 @@ use tempfile::TempDir;
 
 use crate::support::{
     Run, Table, cell_matches, example_project, lodestar, lodestar_bin, lodestar_project,
+    workspace_root,
 };
 
 /// How long a node may take to start listening.
@@ -270,7 +271,8 @@ const S3_KEYS: &[(&str, &str)] = &[
     ("LODESTAR_TEST_S3_SECRET", lodestar_testkit::s3::SECRET_KEY),
 ];
 
-/// Every metric of the example project by week, broken down and filtered, and its tree.
+/// Every metric of the example project by week, broken down and filtered, its tree, a
+/// retention table and the discovery of its value moments.
 #[test]
 fn the_example_project_computes_the_same_on_a_cluster() {
     let project = example_project();
@@ -310,9 +312,39 @@ fn the_example_project_computes_the_same_on_a_cluster() {
         &cluster,
         &["tree", "--grain", "month", "--format", "csv"],
     );
+    compare(
+        project,
+        &cluster,
+        &[
+            "retention",
+            "--cohort",
+            "app.users.signed_up_at",
+            "--activity",
+            "app.events.event_time",
+            "--entity",
+            "user_id",
+            "--format",
+            "csv",
+        ],
+    );
+    compare(
+        project,
+        &cluster,
+        &[
+            "discover",
+            "--onboarded",
+            "signup",
+            "--window",
+            "7d",
+            "--format",
+            "csv",
+        ],
+    );
 }
 
-/// A year of `dt=` folders read through `time_partition`: a month and the whole year.
+/// A year of `dt=` folders read through `time_partition`: a month and the whole year, and a
+/// retention metric whose outer join the cluster is made to run as a sort-merge join, the plan
+/// Ballista falls back to when a join's build side is large (over 64 MiB a partition).
 #[test]
 fn a_partitioned_lake_computes_the_same_on_a_cluster() {
     let dir = tempfile::Builder::new()
@@ -329,9 +361,23 @@ sources:
     connector: files
     path: lake/
     time_partition: { column: dt, time: event_time }
+engine:
+  cluster_settings:
+    ballista.optimizer.hash_join_max_build_partition_bytes: 1
+    ballista.optimizer.broadcast_join_threshold_bytes: 0
+    ballista.optimizer.broadcast_join_threshold_rows: 0
 metrics:
   events: { table: app.events, time: event_time, measure: count(*) }
   users: { table: app.events, time: event_time, measure: count(distinct user_id) }
+  returning:
+    grain: day
+    retention:
+      cohort: app.events.event_time
+      activity: app.events.event_time
+      entity: user_id
+      after: 1d
+      window: 7d
+      activity_filter: event_type = 'click'
 ",
     )
     .unwrap();
@@ -342,6 +388,22 @@ metrics:
         &[
             "compute", "events", "users", "--grain", "week", "--format", "csv",
         ],
+    );
+    // User 0, first seen on Jan 1st, never clicks: the outer join's unmatched row. Users 1
+    // and 2, first seen on the 2nd, both click on the 6th.
+    let local = Run::of(&mut lodestar_project(
+        &project,
+        ["compute", "returning", "--format", "csv", "--no-cache"],
+    ))
+    .success();
+    assert!(
+        local.stdout.contains("2025-01-01,0.0\n2025-01-02,1.0\n"),
+        "{local}"
+    );
+    compare(
+        &project,
+        &cluster,
+        &["compute", "returning", "--format", "csv"],
     );
     compare(
         &project,
@@ -557,4 +619,31 @@ fn a_bad_or_unreachable_cluster_address_is_a_clear_error() {
         run.stderr.contains("127.0.0.1"),
         "the error names no address:\n{run}"
     );
+}
+
+/// The commands of the deployment files (`deploy/cluster/`), which this machine cannot run in
+/// containers: each one's arguments must be ones the `lodestar` under test accepts. `--help`
+/// after them makes the command stop once they are parsed, and parsing stops at the first
+/// argument it does not know.
+#[test]
+fn the_deployment_files_give_arguments_lodestar_accepts() {
+    let mut checked = 0;
+    for file in ["docker-compose.yaml", "kubernetes.yaml"] {
+        let path = workspace_root().join("deploy/cluster").join(file);
+        let text = fs_err::read_to_string(&path).unwrap();
+        // Each command is a flow list, `command: [...]` or `args: [...]`, in JSON's syntax.
+        for key in ["command: [", "args: ["] {
+            for (at, _) in text.match_indices(key) {
+                let start = at + key.len() - 1;
+                let end = start + text[start..].find(']').unwrap() + 1;
+                let args: Vec<String> = serde_json::from_str(&text[start..end])
+                    .unwrap_or_else(|e| panic!("{file}: {} is not a list: {e}", &text[start..end]));
+                let run = Run::of(lodestar().args(&args).arg("--help")).success();
+                assert!(run.stdout.contains("Usage:"), "{file}: {args:?}\n{run}");
+                checked += 1;
+            }
+        }
+    }
+    // The compose file's scheduler, two executors and server; the manifests' three.
+    assert_eq!(checked, 7);
 }

@@ -106,22 +106,21 @@ metrics:
     // Four Monday weeks: June 2nd to June 29th 2025.
     let monday = NaiveDate::from_ymd_opt(2025, 6, 2).unwrap();
     assert_eq!(monday.weekday(), chrono::Weekday::Mon);
+    let four_weeks = [
+        "compute",
+        "events",
+        "users",
+        "clicks",
+        "--grain",
+        "week",
+        "--from",
+        "2025-06-02",
+        "--to",
+        "2025-06-29",
+    ];
     let run = Run::of(&mut lodestar_project(
         &project,
-        [
-            "compute",
-            "events",
-            "users",
-            "clicks",
-            "--grain",
-            "week",
-            "--from",
-            "2025-06-02",
-            "--to",
-            "2025-06-29",
-            "--format",
-            "csv",
-        ],
+        four_weeks.iter().chain(&["--format", "csv"]),
     ))
     .success();
     let table = Table::parse(&run.stdout).unwrap();
@@ -148,6 +147,27 @@ metrics:
             "week {week}: expected {expected:?}, got {row:?}\n{run}"
         );
     }
+
+    // One scan answers all three (the distinct count carries the two counts), and it read
+    // the four weeks' rows once: nothing of the other folders.
+    let explain = Run::of(&mut lodestar_project(
+        &project,
+        four_weeks.iter().chain(&["--explain", "analyze"]),
+    ))
+    .success();
+    let first = (monday - jan_1()).num_days() as u64;
+    let rows: usize = (first..first + 28).map(|d| day_events(d).len()).sum();
+    assert!(
+        explain
+            .stdout
+            .contains("scan 1 of 1: app.events (events, clicks, users)"),
+        "{explain}"
+    );
+    assert!(
+        explain.stdout.contains(&format!("1 scan: {rows} rows, ")),
+        "{rows} rows\n{explain}"
+    );
+    assert!(explain.stdout.contains(" ms\n"), "{explain}");
 
     // The whole year reads every folder, the corrupt file too, and says which file it is.
     let run = Run::of(&mut lodestar_project(

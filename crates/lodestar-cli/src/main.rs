@@ -394,6 +394,16 @@ struct ComputeArgs {
     /// Keep only rows matching an SQL predicate over dimensions, before aggregating
     #[arg(long = "where", value_name = "PREDICATE")]
     filter: Option<String>,
+    /// Instead of the result, print the scans the request made: each one's table, metrics,
+    /// rows and bytes read, and SQL; `--explain analyze` adds each scan's time
+    #[arg(
+        long,
+        value_name = "MODE",
+        num_args = 0..=1,
+        default_missing_value = "scans",
+        value_parser = ["scans", "analyze"]
+    )]
+    explain: Option<String>,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -504,6 +514,9 @@ fn main() -> ExitCode {
     init_logging(cli.verbose, cli.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Planning recurses over a query's plan: a cluster scheduler given discovery's query
+        // overflowed tokio's default 2 MiB (in a debug build). Reserved, not committed.
+        .thread_stack_size(16 << 20)
         .build()
     {
         Ok(runtime) => runtime,
@@ -974,6 +987,10 @@ async fn compute(engine: &Engine, args: ComputeArgs, progress: &Progress) -> any
     let table = engine.compute(&request).await;
     progress.finish();
     let table = table?;
+    if let Some(mode) = &args.explain {
+        render::scans(&table.scans, mode == "analyze");
+        return Ok(());
+    }
     for breach in engine.guardrail_breaches(&table).await? {
         eprintln!(
             "warning: {} {}: {} rose while its guardrail {} worsened from {} to {}",

@@ -6,12 +6,12 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{ContentArrangement, Table};
 use lodestar_core::connect::{FILES_OPTIONS, plugins};
 use lodestar_core::decompose::Method;
-use lodestar_core::format::{optional, percent, signed_percent};
+use lodestar_core::format::{bytes, optional, percent, signed_percent, thousands};
 use lodestar_core::model::{MetricKind, Project};
 use lodestar_core::periods::label;
 use lodestar_core::retention::Retention;
 use lodestar_core::targets::TargetStatus;
-use lodestar_core::{Link, MetricTree, SegmentAnalysis, SegmentMethod, TreeNode};
+use lodestar_core::{Link, MetricTree, Scanned, SegmentAnalysis, SegmentMethod, TreeNode};
 
 /// `lodestar list`.
 pub fn list(project: &Project, json: bool) -> anyhow::Result<()> {
@@ -442,4 +442,49 @@ fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
 
 fn sign(x: f64) -> &'static str {
     if x < 0.0 { "-" } else { "+" }
+}
+
+/// The scans of a request (`compute --explain`): per scan its table, metrics, what it read and
+/// its SQL; with `times`, how long it took.
+pub fn scans(scans: &[Scanned], times: bool) {
+    let read = |value: Option<u64>, show: fn(u64) -> String| value.map_or("–".to_string(), show);
+    for (i, scan) in scans.iter().enumerate() {
+        println!(
+            "scan {} of {}: {} ({})",
+            i + 1,
+            scans.len(),
+            scan.table,
+            scan.metrics.join(", ")
+        );
+        let mut line = format!(
+            "  read: {} rows, {}",
+            read(scan.read.rows, thousands),
+            read(scan.read.bytes, bytes)
+        );
+        if times {
+            line.push_str(&format!(", {} ms", scan.read.elapsed.as_millis()));
+        }
+        println!("{line}");
+        let queries: Vec<&str> = scan.sql.split(";\n").collect();
+        if queries.len() > 1 {
+            println!(
+                "  {} queries, one per chunk of whole periods, each over its own time range; the first:",
+                queries.len()
+            );
+        }
+        println!("  {}", queries[0].replace('\n', "\n  "));
+    }
+    let total = |pick: fn(&Scanned) -> Option<u64>| -> Option<u64> { scans.iter().map(pick).sum() };
+    let mut line = format!(
+        "{} scan{}: {} rows, {}",
+        scans.len(),
+        if scans.len() == 1 { "" } else { "s" },
+        read(total(|s| s.read.rows), thousands),
+        read(total(|s| s.read.bytes), bytes)
+    );
+    if times {
+        let elapsed: std::time::Duration = scans.iter().map(|s| s.read.elapsed).sum();
+        line.push_str(&format!(", {} ms", elapsed.as_millis()));
+    }
+    println!("{line}");
 }

@@ -43,6 +43,23 @@ pub fn signed(value: Option<f64>) -> String {
     }
 }
 
+/// A size in bytes: `100 B`, `64 KiB`, `1.5 GiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    let text = format!("{value:.1}");
+    let text = text.strip_suffix(".0").unwrap_or(&text);
+    format!("{text} {}", UNITS[unit])
+}
+
 /// A count with thousands separated: 1,234,567.
 pub fn thousands(n: u64) -> String {
     group(&n.to_string())
@@ -109,6 +126,14 @@ mod tests {
         assert_eq!(signed(Some(0.0)), "0");
         assert_eq!(thousands(1_234_567), "1,234,567");
         assert_eq!(thousands(12), "12");
+    }
+
+    #[test]
+    fn sizes_are_written_in_binary_units() {
+        assert_eq!(bytes(512 << 20), "512 MiB");
+        assert_eq!(bytes(1536 << 20), "1.5 GiB");
+        assert_eq!(bytes(100), "100 B");
+        assert_eq!(bytes(64 << 10), "64 KiB");
     }
 
     #[test]

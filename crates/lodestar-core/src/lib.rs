@@ -27,7 +27,7 @@ pub use query::{bounds, compute, engine, request};
 
 pub use datafusion;
 pub use error::{Error, Result};
-pub use query::compute::{CacheUse, MetricRequest, MetricTable, Scanned};
+pub use query::compute::{CacheUse, MetricRequest, MetricTable, Read, Scanned};
 pub use query::engine::Engine;
 pub use segments::{Segment, SegmentAnalysis, SegmentMethod, SegmentRequest};
 pub use tree::{Compare, GuardrailStatus, Link, MetricTree, TreeNode, TreeRequest};

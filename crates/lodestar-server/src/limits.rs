@@ -98,21 +98,9 @@ impl Limits {
     }
 }
 
-/// `512 MiB`, `1.5 GiB`, `900 KiB`.
+/// `512 MiB`, `1.5 GiB`, `900 KiB` ([`lodestar_core::format::bytes`]).
 pub fn format_bytes(bytes: usize) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    let text = format!("{value:.1}");
-    let text = text.strip_suffix(".0").unwrap_or(&text);
-    format!("{text} {}", UNITS[unit])
+    lodestar_core::format::bytes(bytes as u64)
 }
 
 /// Runs the request in a query slot, within the time limit.
@@ -207,14 +195,6 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         addr
-    }
-
-    #[test]
-    fn sizes_are_written_in_binary_units() {
-        assert_eq!(format_bytes(512 << 20), "512 MiB");
-        assert_eq!(format_bytes(1536 << 20), "1.5 GiB");
-        assert_eq!(format_bytes(100), "100 B");
-        assert_eq!(format_bytes(64 << 10), "64 KiB");
     }
 
     #[tokio::test]

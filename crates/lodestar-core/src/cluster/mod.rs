@@ -19,6 +19,7 @@ use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::session_state::SessionState;
 use datafusion::prelude::SessionConfig;
+use indexmap::IndexMap;
 
 pub use codec::{LogicalCodec, PhysicalCodec};
 pub(crate) use sources::Sources;
@@ -28,16 +29,22 @@ use crate::project::model::ClusterUrl;
 
 /// The client's session: `config` and `runtime` as a local run has them, with Ballista's
 /// planner sending every query to the scheduler at `url`, and Lodestar's codecs carrying the
-/// project's `sources` there.
+/// project's `sources` there, and `settings` (Ballista's, `engine.cluster_settings`) set.
 pub(crate) fn client_state(
     url: &ClusterUrl,
+    settings: &IndexMap<String, String>,
     config: SessionConfig,
     runtime: Arc<RuntimeEnv>,
     sources: Arc<Sources>,
 ) -> datafusion::error::Result<SessionState> {
-    let config = config
+    let mut config = config
+        .upgrade_for_ballista()
         .with_ballista_logical_extension_codec(Arc::new(LogicalCodec::client(sources)))
         .with_ballista_physical_extension_codec(Arc::new(PhysicalCodec::default()));
+    // Checked when the project was read (`engine.cluster_settings`).
+    for (key, value) in settings {
+        config.options_mut().set(key, value)?;
+    }
     SessionStateBuilder::new()
         .with_default_features()
         .with_config(config)

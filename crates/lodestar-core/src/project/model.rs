@@ -118,6 +118,9 @@ pub struct EngineSettings {
     /// The Ballista scheduler that runs the queries (`engine: { cluster: df://host:port }`,
     /// or `--cluster`); `None` runs them in this process (docs/cluster.md).
     pub cluster: Option<ClusterUrl>,
+    /// Ballista settings the cluster's queries run with (`engine.cluster_settings`), each a
+    /// checked `ballista.` key and its value; unused without a cluster.
+    pub cluster_settings: IndexMap<String, String>,
 }
 
 /// Where a Ballista cluster's scheduler listens: `df://HOST[:PORT]`, port 50050 by default.

@@ -23,7 +23,7 @@ use crate::query::request::{Action, DateRange, Field as RequestField, words};
 use crate::query::scan::Part;
 use crate::query::sql::{self};
 
-pub use crate::query::table::{CacheUse, MetricRequest, MetricTable, Scanned};
+pub use crate::query::table::{CacheUse, MetricRequest, MetricTable, Read, Scanned};
 
 impl Engine {
     /// Computes the requested metrics.
@@ -78,7 +78,9 @@ impl Engine {
             .to
             .map(|d| next_period(period_start(d, grain, week_start), grain));
 
-        let scans = plan_scans(project, &closure, grain, from_start)?;
+        let scans = plan_scans(project, &closure, grain, from_start, &|name| {
+            self.is_aggregate(name)
+        })?;
 
         let mut assembly_config = SessionConfig::new().with_target_partitions(1);
         // Sized for the engine's memory pool (see `Engine::with_memory_limit`).

@@ -629,6 +629,7 @@ fn session(settings: &EngineSettings, sources: &Arc<cluster::Sources>) -> Result
         None => Ok(SessionContext::new_with_config_rt(config, runtime)),
         Some(url) => Ok(SessionContext::new_with_state(cluster::client_state(
             url,
+            &settings.cluster_settings,
             config,
             runtime,
             Arc::clone(sources),

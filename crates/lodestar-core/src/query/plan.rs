@@ -1,6 +1,7 @@
 //! Planning a request, as pure functions: the metrics it needs ([`closure`]), the scans
-//! they fuse into ([`add_to_scan`]: one per table, time column and grain, a distinct count
-//! apart), and the names of the columns the scans and the assembly share.
+//! they fuse into ([`plan_scans`]: one per table, time column and grain, and one more per
+//! further distinct-counted key), and the names of the columns the scans and the assembly
+//! share.
 
 use chrono::{Days, NaiveDate};
 use datafusion::sql::sqlparser::ast::Expr;
@@ -60,20 +61,26 @@ pub(crate) struct Scan<'p> {
     pub(crate) metrics: Vec<(&'p Metric, &'p Measure)>,
 }
 
-/// Keyed by table, time column, grain, and the metric for a distinct count (which gets a
-/// scan of its own, see [`sql::distinct_count_arg`]).
+/// Keyed by table, time column, grain, and the key a scan's distinct counts count (see
+/// [`sql::distinct_count_arg`]; `None`: no distinct count).
 pub(crate) type Scans<'p> = IndexMap<(TableRef, String, Grain, Option<String>), Scan<'p>>;
 
 /// The scans of a request: the simple metrics of `closure` and the parents of cumulative
-/// metrics, fused per table, time column and grain (a distinct count apart), each reading
-/// from `from_start` (`None`: the beginning of the data). A cumulative metric to date needs
-/// its parent from the beginning; one over a trailing window of N days needs it by day, from
-/// N days before the first period.
+/// metrics, fused per table, time column and grain, each reading from `from_start` (`None`:
+/// the beginning of the data). A cumulative metric to date needs its parent from the
+/// beginning; one over a trailing window of N days needs it by day, from N days before the
+/// first period.
+///
+/// Distinct counts of one key share a scan, which groups by the key and counts the groups.
+/// The other measures of the table join the first such scan as partial aggregates when they
+/// all combine exactly ([`sql::split_aggregates`]; `is_aggregate` tells aggregate functions
+/// apart), so the table is read once; a distinct count of another key gets a scan of its own.
 pub(crate) fn plan_scans<'p>(
     project: &'p Project,
     closure: &[&'p Metric],
     grain: Grain,
     from_start: Option<NaiveDate>,
+    is_aggregate: &dyn Fn(&str) -> bool,
 ) -> Result<Scans<'p>> {
     let mut scans: Scans = IndexMap::new();
     for metric in closure {
@@ -102,7 +109,44 @@ pub(crate) fn plan_scans<'p>(
             _ => {}
         }
     }
+    fuse_into_distinct(&mut scans, is_aggregate);
     Ok(scans)
+}
+
+/// Moves each scan of plain measures into the first distinct-count scan of its table, time
+/// column, grain and range, when every one of its measures splits into partial aggregates.
+fn fuse_into_distinct(scans: &mut Scans<'_>, is_aggregate: &dyn Fn(&str) -> bool) {
+    let splits = |scan: &Scan<'_>| {
+        scan.metrics.iter().all(|(_, measure)| {
+            sql::parse_expr(&measure.measure).is_ok_and(|e| {
+                sql::split_aggregates(&e, &|i| i.to_string(), is_aggregate).is_some()
+            })
+        })
+    };
+    let plain: Vec<_> = scans
+        .iter()
+        .filter(|((.., distinct), scan)| distinct.is_none() && splits(scan))
+        .map(|(key, _)| key.clone())
+        .collect();
+    for key in plain {
+        let (table, time, grain, _) = &key;
+        let lower = scans[&key].lower;
+        // Over the same range only: a distinct count's grouping is not widened.
+        let Some(target) = scans
+            .iter()
+            .find(|((t, c, g, distinct), scan)| {
+                distinct.is_some() && t == table && c == time && g == grain && scan.lower == lower
+            })
+            .map(|(key, _)| key.clone())
+        else {
+            continue;
+        };
+        let scan = scans.shift_remove(&key).expect("listed above");
+        let target = scans.get_mut(&target).expect("found above");
+        let mut metrics = scan.metrics;
+        metrics.append(&mut target.metrics);
+        target.metrics = metrics;
+    }
 }
 
 /// Adds a metric to the scan of its table at `grain`, widening the scan's range if needed.
@@ -113,14 +157,10 @@ pub(crate) fn add_to_scan<'p>(
     grain: Grain,
     lower: Option<NaiveDate>,
 ) {
-    let distinct =
-        sql::parse_expr(&measure.measure).is_ok_and(|e| sql::distinct_count_arg(&e).is_some());
-    let key = (
-        measure.table.clone(),
-        measure.time.clone(),
-        grain,
-        distinct.then(|| metric.name.clone()),
-    );
+    let distinct = sql::parse_expr(&measure.measure)
+        .ok()
+        .and_then(|e| sql::distinct_count_arg(&e).map(ToString::to_string));
+    let key = (measure.table.clone(), measure.time.clone(), grain, distinct);
     let scan = scans.entry(key).or_insert_with(|| Scan {
         table: measure.table.clone(),
         time: measure.time.clone(),
@@ -172,7 +212,8 @@ mod tests {
     use crate::project::config;
 
     // Two tables; `orders` has two time columns. Expected scans below are read off these
-    // definitions: one scan per (table, time column, grain), a distinct count on its own.
+    // definitions: one scan per (table, time column, grain), and one per further key counted
+    // distinct.
     const PROJECT: &str = "\
 sources:
   app: { connector: files, path: data }
@@ -181,6 +222,10 @@ metrics:
   revenue: { table: app.orders, time: ordered_at, measure: sum(amount) }
   shipped: { table: app.orders, time: shipped_at, measure: count(*) }
   buyers: { table: app.orders, time: ordered_at, measure: count(DISTINCT user_id) }
+  repeat_buyers:
+    { table: app.orders, time: ordered_at, measure: count(DISTINCT user_id), filter: repeat }
+  products: { table: app.orders, time: ordered_at, measure: count(DISTINCT product_id) }
+  basket: { table: app.orders, time: ordered_at, measure: avg(amount) }
   signups: { table: app.users, time: created_at, measure: count(*) }
   aov: { ratio: { numerator: revenue, denominator: orders } }
   per_signup: { derived: orders / signups }
@@ -190,6 +235,10 @@ metrics:
 
     fn project() -> Project {
         config::parse(PROJECT, Path::new("lodestar.yaml"), &config::env_from(&[])).unwrap()
+    }
+
+    fn aggregate(name: &str) -> bool {
+        ["sum", "count", "min", "max", "avg"].contains(&name)
     }
 
     fn names(metrics: &[&Metric]) -> Vec<String> {
@@ -240,7 +289,7 @@ metrics:
     fn metrics_of_one_table_and_time_column_share_one_scan() {
         let p = project();
         let closure = closure(&p, &["orders", "revenue", "shipped", "signups"]).unwrap();
-        let scans = plan_scans(&p, &closure, Grain::Week, Some(day(4))).unwrap();
+        let scans = plan_scans(&p, &closure, Grain::Week, Some(day(4)), &aggregate).unwrap();
         assert_eq!(
             shape(&scans),
             [
@@ -270,28 +319,44 @@ metrics:
     }
 
     #[test]
-    fn a_distinct_count_gets_a_scan_of_its_own() {
+    fn plain_measures_ride_along_with_a_distinct_count() {
         let p = project();
-        let closure = closure(&p, &["orders", "buyers"]).unwrap();
-        let scans = plan_scans(&p, &closure, Grain::Month, None).unwrap();
+        let closure = closure(&p, &["orders", "buyers", "revenue", "repeat_buyers"]).unwrap();
+        let scans = plan_scans(&p, &closure, Grain::Month, None, &aggregate).unwrap();
         assert_eq!(
             shape(&scans),
-            [
-                (
-                    "app.orders".into(),
-                    "ordered_at".into(),
-                    Grain::Month,
-                    None,
-                    vec!["orders".into()]
-                ),
-                (
-                    "app.orders".into(),
-                    "ordered_at".into(),
-                    Grain::Month,
-                    None,
-                    vec!["buyers".into()]
-                ),
-            ]
+            [(
+                "app.orders".into(),
+                "ordered_at".into(),
+                Grain::Month,
+                None,
+                vec![
+                    "orders".into(),
+                    "revenue".into(),
+                    "buyers".into(),
+                    "repeat_buyers".into()
+                ]
+            )]
+        );
+    }
+
+    #[test]
+    fn another_distinct_key_or_a_measure_that_does_not_split_reads_apart() {
+        let p = project();
+        let closure = closure(&p, &["buyers", "products", "basket"]).unwrap();
+        let scans = plan_scans(&p, &closure, Grain::Month, None, &aggregate).unwrap();
+        let at = |metrics: &[&str]| {
+            (
+                "app.orders".to_string(),
+                "ordered_at".to_string(),
+                Grain::Month,
+                None,
+                metrics.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(
+            shape(&scans),
+            [at(&["buyers"]), at(&["products"]), at(&["basket"])]
         );
     }
 
@@ -299,7 +364,7 @@ metrics:
     fn ratios_and_derived_metrics_scan_only_their_parents() {
         let p = project();
         let closure = closure(&p, &["aov", "per_signup"]).unwrap();
-        let scans = plan_scans(&p, &closure, Grain::Day, Some(day(10))).unwrap();
+        let scans = plan_scans(&p, &closure, Grain::Day, Some(day(10)), &aggregate).unwrap();
         assert_eq!(
             shape(&scans),
             [
@@ -327,7 +392,7 @@ metrics:
         // The scan of `orders` for itself starts at the 10th; the running total needs every
         // earlier row too, so the fused scan is widened to the beginning.
         let closure = closure(&p, &["orders", "orders_to_date"]).unwrap();
-        let scans = plan_scans(&p, &closure, Grain::Week, Some(day(11))).unwrap();
+        let scans = plan_scans(&p, &closure, Grain::Week, Some(day(11)), &aggregate).unwrap();
         assert_eq!(
             shape(&scans),
             [(
@@ -344,7 +409,7 @@ metrics:
     fn a_trailing_window_reads_its_parent_by_day_from_a_window_before_the_first_period() {
         let p = project();
         let closure = closure(&p, &["orders", "orders_7d"]).unwrap();
-        let scans = plan_scans(&p, &closure, Grain::Week, Some(day(11))).unwrap();
+        let scans = plan_scans(&p, &closure, Grain::Week, Some(day(11)), &aggregate).unwrap();
         // `orders` at the request's grain from the 11th; `orders_7d` needs the days of its
         // window: by day, from 11 - 7 = the 4th.
         assert_eq!(

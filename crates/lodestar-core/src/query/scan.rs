@@ -3,10 +3,12 @@
 //! and collecting the rows into a [`Part`] of the assembly.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use chrono::{Days, NaiveDate};
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Date32Type, SchemaRef};
+use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::sql::sqlparser::ast::Expr;
 
 use crate::connect::partitioned_by;
@@ -17,7 +19,7 @@ use crate::project::periods::{next_period, period_start};
 use crate::query::engine::Engine;
 use crate::query::plan::{CHUNK_DAYS, LAST, PERIOD, PartContext, Scan, VALUE, parse_fragment};
 use crate::query::sql::{self, TimeKind, local_time, period_of, timestamp_literal};
-use crate::query::table::Scanned;
+use crate::query::table::{Read, Scanned};
 
 /// Computed rows registered in the assembly context: `__period`, dimensions, metric columns.
 #[derive(Debug)]
@@ -138,54 +140,98 @@ impl Engine {
             group_by.push(expr);
         }
         let metrics = scan.metrics.iter().map(|(m, _)| m.name.clone()).collect();
-        if let [(metric, measure)] = scan.metrics.as_slice() {
-            let parsed = parse_fragment(&measure.measure)?;
-            if let Some(arg) = sql::distinct_count_arg(&parsed) {
-                // The values grouped per period (a grouping can spill), then counted.
-                select.push(format!("{arg} AS {}", quote_ident(VALUE)));
-                group_by.push(arg.to_string());
-                let mut outer: Vec<String> = [PERIOD]
-                    .into_iter()
-                    .chain(dims.iter().map(String::as_str))
-                    .map(quote_ident)
-                    .collect();
-                let keys = outer.join(", ");
+        let measures: Vec<Expr> = scan
+            .metrics
+            .iter()
+            .map(|(_, m)| parse_fragment(&m.measure))
+            .collect::<Result<_>>()?;
+        let is_aggregate = |name: &str| self.is_aggregate(name);
+        if let Some(key) = measures.iter().find_map(sql::distinct_count_arg) {
+            // Two levels: per period, breakdown and key, the distinct counts' filters and the
+            // other measures' partial aggregates (a grouping that can spill); then per period
+            // and breakdown, the keys counted and the partials combined.
+            let mut inner = select;
+            inner.push(format!("{key} AS {}", quote_ident(VALUE)));
+            group_by.push(key.to_string());
+            let mut outer: Vec<String> = [PERIOD]
+                .into_iter()
+                .chain(dims.iter().map(String::as_str))
+                .map(quote_ident)
+                .collect();
+            let keys = outer.join(", ");
+            for (i, (((metric, _), filter), measure)) in
+                scan.metrics.iter().zip(&filters).zip(&measures).enumerate()
+            {
+                let own_filter = filter.as_ref().filter(|_| !shared);
+                if sql::distinct_count_arg(measure).is_some() {
+                    let mut counted = format!("count({})", quote_ident(VALUE));
+                    if let Some(f) = own_filter {
+                        let flag = quote_ident(&format!("__d{i}"));
+                        inner.push(format!("bool_or({f}) AS {flag}"));
+                        counted.push_str(&format!(" FILTER (WHERE {flag})"));
+                    }
+                    outer.push(format!("{counted} AS {}", quote_ident(&metric.name)));
+                    continue;
+                }
+                let expr = match own_filter {
+                    Some(f) => sql::filtered_measure(measure, f, &is_aggregate),
+                    None => measure.clone(),
+                };
+                // The planner fuses only measures that split.
+                let split = sql::split_aggregates(&expr, &|j| format!("__a{i}_{j}"), &is_aggregate)
+                    .ok_or_else(|| {
+                        Error::DataFusion(Box::new(datafusion::error::DataFusionError::Internal(
+                            format!(
+                                "`{}` was fused with a distinct count but does not split",
+                                metric.name
+                            ),
+                        )))
+                    })?;
+                for (call, alias) in split.partials {
+                    inner.push(format!("{call} AS {}", quote_ident(&alias)));
+                }
                 outer.push(format!(
-                    "count({}) AS {}",
-                    quote_ident(VALUE),
+                    "{} AS {}",
+                    split.combined,
                     quote_ident(&metric.name)
                 ));
-                if for_cache {
-                    select.push(format!("max({local}) AS {}", quote_ident(LAST)));
-                    outer.push(format!("CAST(max({0}) AS DATE) AS {0}", quote_ident(LAST)));
-                }
-                let chunks = self.distinct_chunks(scan, kind, lower, upper).await?;
-                let queries = chunks
-                    .into_iter()
-                    .map(|(lower, upper)| {
-                        let mut range = time_range(&local, lower, upper);
-                        range.extend(conditions.iter().cloned());
-                        format!(
-                            "SELECT {} FROM (SELECT {} FROM {}{} GROUP BY {}) AS v GROUP BY {keys}",
-                            outer.join(", "),
-                            select.join(", "),
-                            scan.table.sql(),
-                            where_clause(&range),
-                            group_by.join(", ")
-                        )
-                    })
-                    .collect();
-                let part = self
-                    .collect_chunks(queries, index, scan.table.to_string(), metrics)
-                    .await;
-                return bad_times(part, kind, metric, &scan.time);
             }
+            if for_cache {
+                inner.push(format!("max({local}) AS {}", quote_ident(LAST)));
+                outer.push(format!("CAST(max({0}) AS DATE) AS {0}", quote_ident(LAST)));
+                for (i, filter) in filters.iter().enumerate() {
+                    if let Some(f) = filter.as_ref().filter(|_| !shared) {
+                        let matched = quote_ident(&matched_column(i));
+                        inner.push(format!("count(*) FILTER (WHERE {f}) AS {matched}"));
+                        outer.push(format!("sum({matched}) AS {matched}"));
+                    }
+                }
+            }
+            let chunks = self.distinct_chunks(scan, kind, lower, upper).await?;
+            let queries = chunks
+                .into_iter()
+                .map(|(lower, upper)| {
+                    let mut range = time_range(&local, lower, upper);
+                    range.extend(conditions.iter().cloned());
+                    format!(
+                        "SELECT {} FROM (SELECT {} FROM {}{} GROUP BY {}) AS v GROUP BY {keys}",
+                        outer.join(", "),
+                        inner.join(", "),
+                        scan.table.sql(),
+                        where_clause(&range),
+                        group_by.join(", ")
+                    )
+                })
+                .collect();
+            let part = self
+                .collect_chunks(queries, index, scan.table.to_string(), metrics)
+                .await;
+            return bad_times(part, kind, scan.metrics[0].0, &scan.time);
         }
-        for ((metric, measure), filter) in scan.metrics.iter().zip(&filters) {
-            let parsed = parse_fragment(&measure.measure)?;
+        for (((metric, _), filter), measure) in scan.metrics.iter().zip(&filters).zip(measures) {
             let expr = match filter {
-                Some(f) if !shared => sql::filtered_measure(&parsed, f, &|n| self.is_aggregate(n)),
-                _ => parsed,
+                Some(f) if !shared => sql::filtered_measure(&measure, f, &is_aggregate),
+                _ => measure,
             };
             select.push(format!("{expr} AS {}", quote_ident(&metric.name)));
         }
@@ -318,12 +364,18 @@ impl Engine {
     ) -> Result<Part> {
         let mut schema: Option<SchemaRef> = None;
         let mut batches = Vec::new();
+        let started = Instant::now();
+        let mut read = Read::default();
         for sql in &queries {
             tracing::debug!(%sql, "scan");
             let df = self.plan(sql).await?;
             schema.get_or_insert_with(|| Arc::new(df.schema().as_arrow().clone()));
-            batches.extend(df.collect().await?);
+            let task = Arc::new(df.task_ctx());
+            let plan = df.create_physical_plan().await?;
+            batches.extend(collect(Arc::clone(&plan), task).await?);
+            add_read(&mut read, &plan);
         }
+        read.elapsed = started.elapsed();
         let schema = schema.expect("at least one query");
         let sql = queries.join(";\n");
         Ok(Part {
@@ -334,7 +386,32 @@ impl Engine {
                 table,
                 metrics,
                 sql,
+                read,
             }),
         })
     }
+}
+
+/// Adds what the leaves of an executed `plan` read to `read`.
+fn add_read(read: &mut Read, plan: &Arc<dyn ExecutionPlan>) {
+    let children = plan.children();
+    if !children.is_empty() {
+        for child in children {
+            add_read(read, child);
+        }
+        return;
+    }
+    let Some(metrics) = plan.metrics() else {
+        return;
+    };
+    let add = |total: &mut Option<u64>, value: Option<usize>| {
+        if let Some(value) = value {
+            *total = Some(total.unwrap_or(0) + value as u64);
+        }
+    };
+    add(&mut read.rows, metrics.output_rows());
+    add(
+        &mut read.bytes,
+        metrics.sum_by_name("bytes_scanned").map(|v| v.as_usize()),
+    );
 }

@@ -131,9 +131,10 @@ pub(crate) fn filtered_measure(
 
 /// The argument of a measure that is exactly `count(DISTINCT arg)`.
 ///
-/// Such a measure is not fused with others: a distinct count keeps every value it has seen
-/// per period, so the engine computes it as a grouping by the value (which can spill) and
-/// counts the groups, the way DataFusion rewrites a query with a single distinct aggregate.
+/// A distinct count keeps every value it has seen per period, so the engine computes it as a
+/// grouping by the value (which can spill) and counts the groups, the way DataFusion rewrites
+/// a query with a single distinct aggregate. The scan's other measures ride along in that
+/// grouping as partial aggregates ([`split_aggregates`]).
 pub(crate) fn distinct_count_arg(measure: &Expr) -> Option<&Expr> {
     let Expr::Function(f) = measure else {
         return None;
@@ -156,6 +157,65 @@ pub(crate) fn distinct_count_arg(measure: &Expr) -> Option<&Expr> {
         [FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))] => Some(arg),
         _ => None,
     }
+}
+
+/// A measure taken apart for a two-level aggregation: its aggregate calls, each computed per
+/// group of a finer grouping (`partials`, as `call AS alias`), and the expression that
+/// combines them per coarser group (`combined`, reading the aliases).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Split {
+    pub(crate) partials: Vec<(Expr, String)>,
+    pub(crate) combined: Expr,
+}
+
+/// `measure` as partial aggregates and their combination, when every aggregate call in it
+/// combines exactly: `sum` and `count` (summed), `min` and `max`, each without `DISTINCT`,
+/// ordering or a window (a `FILTER` stays with the partial). `None` for any other aggregate
+/// (`avg`, a distinct count, a percentile, …). `alias(i)` names the `i`th partial.
+pub(crate) fn split_aggregates(
+    measure: &Expr,
+    alias: &dyn Fn(usize) -> String,
+    is_aggregate: &dyn Fn(&str) -> bool,
+) -> Option<Split> {
+    let mut combined = measure.clone();
+    let mut partials = Vec::new();
+    let flow = visit_expressions_mut(&mut combined, |e| {
+        let Expr::Function(f) = e else {
+            return ControlFlow::Continue(());
+        };
+        let name = f.name.to_string().to_ascii_lowercase();
+        if f.over.is_some() || !is_aggregate(&name) {
+            return ControlFlow::Continue(());
+        }
+        let outer = match name.as_str() {
+            "sum" | "count" => "sum",
+            "min" => "min",
+            "max" => "max",
+            _ => return ControlFlow::Break(()),
+        };
+        let plain_args = match &f.args {
+            FunctionArguments::List(list) => {
+                list.duplicate_treatment != Some(DuplicateTreatment::Distinct)
+                    && list.clauses.is_empty()
+            }
+            FunctionArguments::None => true,
+            FunctionArguments::Subquery(_) => false,
+        };
+        if !plain_args
+            || !f.within_group.is_empty()
+            || f.null_treatment.is_some()
+            || !matches!(f.parameters, FunctionArguments::None)
+        {
+            return ControlFlow::Break(());
+        }
+        let name = alias(partials.len());
+        let Ok(combine) = parse_expr(&format!("{outer}({})", quote_ident(&name))) else {
+            return ControlFlow::Break(());
+        };
+        partials.push((std::mem::replace(e, combine), name));
+        ControlFlow::Continue(())
+    });
+    (flow.is_continue() && !partials.is_empty()).then_some(Split { partials, combined })
 }
 
 pub(crate) fn and(left: Expr, right: Expr) -> Expr {
@@ -232,6 +292,45 @@ mod tests {
         assert_eq!(arg("count(DISTINCT user_id) * 2"), None);
         assert_eq!(arg("count(DISTINCT user_id) FILTER (WHERE x > 1)"), None);
         assert_eq!(arg("sum(DISTINCT amount)"), None);
+    }
+
+    #[test]
+    fn sums_counts_minima_and_maxima_split_into_partials() {
+        let is_aggregate = |name: &str| ["sum", "count", "min", "max", "avg"].contains(&name);
+        let split = |sql: &str| {
+            split_aggregates(
+                &parse_expr(sql).unwrap(),
+                &|i| format!("__a{i}"),
+                &is_aggregate,
+            )
+            .map(|s| {
+                let partials: Vec<String> = s
+                    .partials
+                    .iter()
+                    .map(|(call, alias)| format!("{call} AS {alias}"))
+                    .collect();
+                (partials, s.combined.to_string())
+            })
+        };
+        assert_eq!(
+            split("round(sum(price * nights) FILTER (WHERE ok) / count(*), 2)").unwrap(),
+            (
+                vec![
+                    "sum(price * nights) FILTER (WHERE ok) AS __a0".to_string(),
+                    "count(*) AS __a1".to_string()
+                ],
+                r#"round(sum("__a0") / sum("__a1"), 2)"#.to_string()
+            )
+        );
+        assert_eq!(
+            split("max(t) - min(t)").unwrap().1,
+            r#"max("__a0") - min("__a1")"#
+        );
+        // Averages, distinct aggregates and no aggregate at all do not split.
+        assert_eq!(split("avg(amount)"), None);
+        assert_eq!(split("sum(DISTINCT amount)"), None);
+        assert_eq!(split("count(*) + count(DISTINCT user_id)"), None);
+        assert_eq!(split("1"), None);
     }
 
     #[test]

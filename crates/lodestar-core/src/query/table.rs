@@ -62,13 +62,28 @@ pub struct CacheUse {
     pub recomputed: usize,
 }
 
-/// A query a request ran against the sources: which table, for which metrics.
+/// A query a request ran against the sources: which table, for which metrics, and what it
+/// read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scanned {
     /// `source.table`, or `sql` for a sql metric's own query.
     pub table: String,
     pub metrics: Vec<String>,
+    /// The queries, `;`-separated when the scan ran in chunks.
     pub sql: String,
+    pub read: Read,
+}
+
+/// What a scan read from its source, summed over its queries' leaf operators (`None` where
+/// the source does not count it, or when the queries ran on a cluster).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Read {
+    /// Rows the source produced, after the filters it applies itself.
+    pub rows: Option<u64>,
+    /// Bytes read from Parquet files (DataFusion's `bytes_scanned`).
+    pub bytes: Option<u64>,
+    /// Wall time of the scan's queries, planning included.
+    pub elapsed: std::time::Duration,
 }
 
 impl MetricTable {

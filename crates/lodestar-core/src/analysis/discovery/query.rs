@@ -507,7 +507,10 @@ impl Engine {
             None => format!("CASE WHEN {} THEN 'train' END", training.condition("t0")),
         };
         // The windows' bounds are computed once per member (cohort `x`, `y0`, `y1`): added to
-        // `t0` in the join's filter, they would be computed for every activity row.
+        // `t0` in the join's filter, they would be computed for every activity row. Activity
+        // is matched by an inner join and the members without any kept by an outer join
+        // without a filter, as the retention metric's query does (a sort-merge join on a
+        // cluster fails an outer join whose filter reads the inner side's non-null columns).
         let x = setup.within.interval();
         let y = setup.retained.interval();
         let (late, late_end) = match setup.window {
@@ -543,14 +546,19 @@ activity AS (
   SELECT {activity_key} AS e, CAST({event} AS VARCHAR) AS kind, {local} AS t
   FROM {table} WHERE {entity} IS NOT NULL{filter}
 ),
-per_kind AS (
-  SELECT c.part, c.young, c.e, a.kind,
+matched AS (
+  SELECT c.e, a.kind,
     count(a.t) FILTER (WHERE {early}) AS n,
     bool_or({late}) AS late
-  FROM cohort c LEFT JOIN activity a
+  FROM cohort c JOIN activity a
     ON a.e = c.e AND NOT c.young AND a.t >= c.t0 AND (({early}) OR ({late}))
   WHERE c.part IS NOT NULL
-  GROUP BY c.part, c.young, c.e, a.kind
+  GROUP BY c.e, a.kind
+),
+per_kind AS (
+  SELECT c.part, c.young, c.e, m.kind, coalesce(m.n, 0) AS n, m.late
+  FROM cohort c LEFT JOIN matched m ON m.e = c.e
+  WHERE c.part IS NOT NULL
 ),
 per_user AS (
   SELECT part, young, kind, n,

@@ -82,6 +82,11 @@ impl Engine {
         };
         // The window's bounds are computed once per cohort member: in the join's filter, an
         // interval added to every candidate pair's timestamp costs more than the join itself.
+        // The members with activity in their window come from an inner join; the outer join
+        // that keeps the others has no filter. (DataFusion's sort-merge join, which a Ballista
+        // cluster runs a large join as, fails an outer join whose filter reads a column the
+        // inner side declares non-nullable: `Column 't' is declared as non-nullable but
+        // contains null values`.)
         let sql = format!(
             "WITH first_seen AS (
   SELECT {key} AS e, min({cohort_local}) AS t0 FROM {cohort_table}
@@ -96,11 +101,13 @@ activity AS (
   WHERE {entity} IS NOT NULL{activity_filter}{activity_range}
 ),
 data_end AS (SELECT max({activity_local}) AS t_end FROM {activity_table}{end_range}),
-users AS (
-  SELECT c.e, c.t0, {period} AS p, bool_or(a.t IS NOT NULL) AS retained
-  FROM cohort c LEFT JOIN activity a
+active AS (
+  SELECT DISTINCT c.e FROM cohort c JOIN activity a
     ON a.e = c.e AND a.t >= c.w0 AND a.t < c.w1
-  GROUP BY c.e, c.t0
+),
+users AS (
+  SELECT c.e, c.t0, {period} AS p, r.e IS NOT NULL AS retained
+  FROM cohort c LEFT JOIN active r ON r.e = c.e
 )
 SELECT u.p AS {period_col},
   CASE WHEN max(u.t0) + INTERVAL '{reach} days' <= max(d.t_end)

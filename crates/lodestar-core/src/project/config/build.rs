@@ -106,6 +106,22 @@ impl Builder<'_> {
                         })
                     })
                     .transpose()?,
+                cluster_settings: e
+                    .cluster_settings
+                    .iter()
+                    .map(|(key, value)| {
+                        let text = plain(&value.value);
+                        check_cluster_setting(&key.value, &text)
+                            .map(|()| (key.value.clone(), text))
+                            .map_err(|message| {
+                                self.invalid(
+                                    self.loc(key),
+                                    Subject::Project,
+                                    format!("engine.cluster_settings: {message}"),
+                                )
+                            })
+                    })
+                    .collect::<Result<_>>()?,
             },
         };
 
@@ -794,4 +810,31 @@ impl Builder<'_> {
             start: t.value.start.as_ref().map(date).transpose()?,
         })
     }
+}
+
+/// A Ballista setting as `engine.cluster_settings` may give it: a `ballista.` key that Ballista
+/// knows, with a value of its type. DataFusion's own settings come from the rest of `engine`.
+fn check_cluster_setting(key: &str, value: &str) -> std::result::Result<(), String> {
+    use ballista_core::config::BallistaConfig;
+    use datafusion::arrow::datatypes::DataType;
+    if !key.starts_with("ballista.") {
+        return Err(format!(
+            "`{key}` is not a Ballista setting: the keys start with `ballista.`, such as \
+             ballista.optimizer.broadcast_join_threshold_bytes (docs/cluster.md)"
+        ));
+    }
+    let entry = BallistaConfig::valid_entries()
+        .get(key)
+        .ok_or_else(|| format!("Ballista has no setting `{key}` (docs/cluster.md#tuning)"))?;
+    // Ballista itself reads the values later, and panics on one it cannot parse.
+    BallistaConfig::parse_value(value, entry.data_type().clone()).map_err(|_| {
+        let kind = match entry.data_type() {
+            DataType::Boolean => "true or false".to_string(),
+            DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => {
+                "a whole number (bytes are written out: 67108864, not 64MiB)".to_string()
+            }
+            other => other.to_string(),
+        };
+        format!("`{key}` takes {kind}, not `{value}`")
+    })
 }

@@ -233,6 +233,46 @@ mod tests {
     }
 
     #[test]
+    fn cluster_settings_are_ballista_keys_with_values_of_their_type() {
+        let path = Path::new("lodestar.yaml");
+        let env = env_from(&[]);
+        let project = parse(
+            "engine:\n  cluster_settings:\n    ballista.optimizer.broadcast_join_threshold_bytes: 0\n    ballista.job.name: nightly\n",
+            path,
+            &env,
+        )
+        .unwrap();
+        assert_eq!(
+            project
+                .engine
+                .cluster_settings
+                .into_iter()
+                .collect::<Vec<_>>(),
+            [
+                (
+                    "ballista.optimizer.broadcast_join_threshold_bytes".to_string(),
+                    "0".to_string()
+                ),
+                ("ballista.job.name".to_string(), "nightly".to_string())
+            ]
+        );
+        let refused = |yaml: &str| parse(yaml, path, &env).unwrap_err().to_string();
+        let message =
+            refused("engine:\n  cluster_settings:\n    datafusion.execution.batch_size: 1\n");
+        assert!(
+            message.contains("lodestar.yaml:3")
+                && message.contains("`datafusion.execution.batch_size` is not a Ballista setting"),
+            "{message}"
+        );
+        let message = refused("engine:\n  cluster_settings:\n    ballista.no_such_thing: 1\n");
+        assert!(message.contains("ballista.no_such_thing"), "{message}");
+        let message = refused(
+            "engine:\n  cluster_settings:\n    ballista.optimizer.broadcast_join_threshold_bytes: lots\n",
+        );
+        assert!(message.contains("lots"), "{message}");
+    }
+
+    #[test]
     fn reads_cache_settings_relative_to_the_project_file() {
         let path = Path::new("/srv/metrics/lodestar.yaml");
         let env = env_from(&[]);

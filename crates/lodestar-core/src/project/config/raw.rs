@@ -36,6 +36,8 @@ pub(super) struct RawEngine {
     pub(super) memory_limit: Option<Spanned<String>>,
     pub(super) target_partitions: Option<usize>,
     pub(super) cluster: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) cluster_settings: IndexMap<Spanned<String>, Spanned<serde_json::Value>>,
 }
 
 #[derive(Deserialize)]
