@@ -1,6 +1,8 @@
 //! Lodestar's codecs for Ballista: a source's table in a logical plan, a plugin's scan in a
 //! physical plan. Anything else goes to Ballista's own codecs (its shuffle nodes, its file
-//! formats), and DataFusion's own plans (a Parquet or CSV scan) never reach a codec.
+//! formats), and DataFusion's own plans (a Parquet or CSV scan) never reach a codec. Both
+//! codecs also know Lodestar's aggregate function (query/distinct.rs) by its name, so a node
+//! that has not registered it still decodes a plan that uses it.
 
 use std::sync::Arc;
 
@@ -11,7 +13,7 @@ use datafusion::common::TableReference;
 use datafusion::datasource::file_format::FileFormatFactory;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
-use datafusion::logical_expr::{Extension, LogicalPlan};
+use datafusion::logical_expr::{AggregateUDF, Extension, LogicalPlan};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::logical_plan::from_proto::parse_exprs;
 use datafusion_proto::logical_plan::to_proto::serialize_exprs;
@@ -23,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::scan::{RemoteTable, ScanSpec, SourceScanExec};
 use super::sources::{SourceSpec, Sources};
+use crate::query::distinct;
 
 /// Marks a table of Lodestar's sources in a logical plan.
 const TABLE_TAG: &[u8] = b"lodestar.table/1\n";
@@ -151,6 +154,15 @@ impl LogicalExtensionCodec for LogicalCodec {
     ) -> Result<()> {
         self.ballista.try_encode_file_format(buf, node)
     }
+
+    fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
+        lodestar_udaf(name).map_or_else(|| self.ballista.try_decode_udaf(name, buf), Ok)
+    }
+}
+
+/// Lodestar's aggregate function called `name`, if it is one.
+fn lodestar_udaf(name: &str) -> Option<Arc<AggregateUDF>> {
+    (name == distinct::NAME).then(distinct::bitmap_count)
 }
 
 /// The physical codec: a plugin's scan ([`SourceScanExec`]) travels as what it was asked
@@ -227,6 +239,10 @@ impl PhysicalExtensionCodec for PhysicalCodec {
         message
             .encode(buf)
             .map_err(|e| DataFusionError::Internal(format!("a source's scan: {e}")))
+    }
+
+    fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
+        lodestar_udaf(name).map_or_else(|| self.ballista.try_decode_udaf(name, buf), Ok)
     }
 }
 
@@ -310,6 +326,22 @@ mod tests {
         let shown = format!("{remote:?}");
         assert!(shown.contains("crm") && !shown.contains(SECRET), "{shown}");
         assert!(!shown.contains("db.internal"), "{shown}");
+    }
+
+    /// A node that never registered Lodestar's distinct count still decodes a plan using it:
+    /// the codecs know it by name, and leave other names to Ballista.
+    #[test]
+    fn lodestars_aggregate_function_is_decoded_by_its_name() {
+        let physical = PhysicalCodec::default();
+        let logical = LogicalCodec::default();
+        for decoded in [
+            physical.try_decode_udaf(distinct::NAME, &[]),
+            logical.try_decode_udaf(distinct::NAME, &[]),
+        ] {
+            assert_eq!(decoded.unwrap().name(), distinct::NAME);
+        }
+        assert!(physical.try_decode_udaf("no_such_function", &[]).is_err());
+        assert!(logical.try_decode_udaf("no_such_function", &[]).is_err());
     }
 
     /// A table that is none of the project's sources is left to Ballista's codec, which

@@ -26,6 +26,7 @@ pub(crate) use sources::Sources;
 pub use sources::{node_name, set_node_name};
 
 use crate::project::model::ClusterUrl;
+use crate::query::distinct::CountDistinctByBitmap;
 
 /// The client's session: `config` and `runtime` as a local run has them, with Ballista's
 /// planner sending every query to the scheduler at `url`, and Lodestar's codecs carrying the
@@ -49,6 +50,7 @@ pub(crate) fn client_state(
         .with_default_features()
         .with_config(config)
         .with_runtime_env(runtime)
+        .with_analyzer_rule(Arc::new(CountDistinctByBitmap))
         .build()
         .upgrade_for_ballista(url.endpoint())
 }

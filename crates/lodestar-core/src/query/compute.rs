@@ -78,9 +78,15 @@ impl Engine {
             .to
             .map(|d| next_period(period_start(d, grain, week_start), grain));
 
-        let scans = plan_scans(project, &closure, grain, from_start, &|name| {
-            self.is_aggregate(name)
-        })?;
+        let bitmap_keys = self.bitmap_keys(&closure).await;
+        let scans = plan_scans(
+            project,
+            &closure,
+            grain,
+            from_start,
+            &|name| self.is_aggregate(name),
+            &|table, key| bitmap_keys.contains(&(table.clone(), key.to_string())),
+        )?;
 
         let mut assembly_config = SessionConfig::new().with_target_partitions(1);
         // Sized for the engine's memory pool (see `Engine::with_memory_limit`).

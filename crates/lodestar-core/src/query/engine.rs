@@ -26,6 +26,7 @@ use crate::project::model::{
     TableRef, quote_ident,
 };
 use crate::query::bounds::Bounds;
+use crate::query::distinct::CountDistinctByBitmap;
 use crate::query::request::{Action, words};
 use crate::query::sql::{self, TimeKind};
 use crate::{cluster, connect};
@@ -613,8 +614,9 @@ fn sql_error(
     }
 }
 
-/// The DataFusion context: bounded memory that spills to disk, information_schema on; with
-/// a cluster, Ballista's planner sends its queries to the scheduler.
+/// The DataFusion context: bounded memory that spills to disk, information_schema on,
+/// integer keys' distinct counts by bitmap ([`CountDistinctByBitmap`]); with a cluster,
+/// Ballista's planner sends its queries to the scheduler.
 fn session(settings: &EngineSettings, sources: &Arc<cluster::Sources>) -> Result<SessionContext> {
     let memory = settings.memory_limit.unwrap_or_else(default_memory_limit);
     let runtime = RuntimeEnvBuilder::new()
@@ -626,7 +628,14 @@ fn session(settings: &EngineSettings, sources: &Arc<cluster::Sources>) -> Result
         config = config.with_target_partitions(n);
     }
     match &settings.cluster {
-        None => Ok(SessionContext::new_with_config_rt(config, runtime)),
+        None => Ok(SessionContext::new_with_state(
+            SessionStateBuilder::new()
+                .with_default_features()
+                .with_config(config)
+                .with_runtime_env(runtime)
+                .with_analyzer_rule(Arc::new(CountDistinctByBitmap))
+                .build(),
+        )),
         Some(url) => Ok(SessionContext::new_with_state(cluster::client_state(
             url,
             &settings.cluster_settings,

@@ -8,6 +8,7 @@
 pub(crate) mod assemble;
 pub mod bounds;
 pub mod compute;
+pub(crate) mod distinct;
 pub mod engine;
 pub(crate) mod parse;
 pub(crate) mod plan;

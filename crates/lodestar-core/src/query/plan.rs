@@ -1,6 +1,6 @@
 //! Planning a request, as pure functions: the metrics it needs ([`closure`]), the scans
 //! they fuse into ([`plan_scans`]: one per table, time column and grain, and one more per
-//! further distinct-counted key), and the names of the columns the scans and the assembly
+//! further distinct-counted key not counted by bitmap), and the names of the columns the scans and the assembly
 //! share.
 
 use chrono::{Days, NaiveDate};
@@ -59,10 +59,13 @@ pub(crate) struct Scan<'p> {
     /// `None`: from the beginning of the data.
     pub(crate) lower: Option<NaiveDate>,
     pub(crate) metrics: Vec<(&'p Metric, &'p Measure)>,
+    /// The key a scan groups by before it counts (the argument of its distinct counts, see
+    /// [`sql::distinct_count_arg`]); `None` when it has no distinct count or counts its keys
+    /// by bitmap (query/distinct.rs) in one grouping with the other measures.
+    pub(crate) grouped_by: Option<String>,
 }
 
-/// Keyed by table, time column, grain, and the key a scan's distinct counts count (see
-/// [`sql::distinct_count_arg`]; `None`: no distinct count).
+/// Keyed by table, time column, grain, and [`Scan::grouped_by`].
 pub(crate) type Scans<'p> = IndexMap<(TableRef, String, Grain, Option<String>), Scan<'p>>;
 
 /// The scans of a request: the simple metrics of `closure` and the parents of cumulative
@@ -71,22 +74,25 @@ pub(crate) type Scans<'p> = IndexMap<(TableRef, String, Grain, Option<String>), 
 /// beginning; one over a trailing window of N days needs it by day, from N days before the
 /// first period.
 ///
-/// Distinct counts of one key share a scan, which groups by the key and counts the groups.
-/// The other measures of the table join the first such scan as partial aggregates when they
-/// all combine exactly ([`sql::split_aggregates`]; `is_aggregate` tells aggregate functions
-/// apart), so the table is read once; a distinct count of another key gets a scan of its own.
+/// A distinct count of an integer key (`by_bitmap` says which keys of which table) is one
+/// more aggregate of its table's scan, counted by bitmap. Distinct counts of another key
+/// share a scan, which groups by the key and counts the groups. The other measures of the
+/// table join the first such scan as partial aggregates when they all combine exactly
+/// ([`sql::split_aggregates`]; `is_aggregate` tells aggregate functions apart), so the table
+/// is read once; a distinct count of a second such key gets a scan of its own.
 pub(crate) fn plan_scans<'p>(
     project: &'p Project,
     closure: &[&'p Metric],
     grain: Grain,
     from_start: Option<NaiveDate>,
     is_aggregate: &dyn Fn(&str) -> bool,
+    by_bitmap: &dyn Fn(&TableRef, &str) -> bool,
 ) -> Result<Scans<'p>> {
     let mut scans: Scans = IndexMap::new();
     for metric in closure {
         match &metric.kind {
             MetricKind::Simple(measure) => {
-                add_to_scan(&mut scans, metric, measure, grain, from_start)
+                add_to_scan(&mut scans, metric, measure, grain, from_start, by_bitmap)
             }
             MetricKind::Cumulative(c) => {
                 if let CumulativeOver::Metric(parent) = &c.over {
@@ -95,13 +101,14 @@ pub(crate) fn plan_scans<'p>(
                         unreachable!("validated: cumulative metrics accumulate simple metrics")
                     };
                     match c.window_days {
-                        None => add_to_scan(&mut scans, parent, measure, grain, None),
+                        None => add_to_scan(&mut scans, parent, measure, grain, None, by_bitmap),
                         Some(days) => add_to_scan(
                             &mut scans,
                             parent,
                             measure,
                             Grain::Day,
                             from_start.map(|d| d - Days::new(u64::from(days))),
+                            by_bitmap,
                         ),
                     }
                 }
@@ -156,17 +163,25 @@ pub(crate) fn add_to_scan<'p>(
     measure: &'p Measure,
     grain: Grain,
     lower: Option<NaiveDate>,
+    by_bitmap: &dyn Fn(&TableRef, &str) -> bool,
 ) {
-    let distinct = sql::parse_expr(&measure.measure)
+    let grouped_by = sql::parse_expr(&measure.measure)
         .ok()
-        .and_then(|e| sql::distinct_count_arg(&e).map(ToString::to_string));
-    let key = (measure.table.clone(), measure.time.clone(), grain, distinct);
+        .and_then(|e| sql::distinct_count_arg(&e).map(ToString::to_string))
+        .filter(|key| !by_bitmap(&measure.table, key));
+    let key = (
+        measure.table.clone(),
+        measure.time.clone(),
+        grain,
+        grouped_by.clone(),
+    );
     let scan = scans.entry(key).or_insert_with(|| Scan {
         table: measure.table.clone(),
         time: measure.time.clone(),
         grain,
         lower,
         metrics: Vec::new(),
+        grouped_by,
     });
     scan.lower = earliest(scan.lower, lower);
     if !scan.metrics.iter().any(|(m, _)| m.name == metric.name) {
@@ -237,6 +252,10 @@ metrics:
         config::parse(PROJECT, Path::new("lodestar.yaml"), &config::env_from(&[])).unwrap()
     }
 
+    fn no_bitmap(_: &TableRef, _: &str) -> bool {
+        false
+    }
+
     fn aggregate(name: &str) -> bool {
         ["sum", "count", "min", "max", "avg"].contains(&name)
     }
@@ -289,7 +308,15 @@ metrics:
     fn metrics_of_one_table_and_time_column_share_one_scan() {
         let p = project();
         let closure = closure(&p, &["orders", "revenue", "shipped", "signups"]).unwrap();
-        let scans = plan_scans(&p, &closure, Grain::Week, Some(day(4)), &aggregate).unwrap();
+        let scans = plan_scans(
+            &p,
+            &closure,
+            Grain::Week,
+            Some(day(4)),
+            &aggregate,
+            &no_bitmap,
+        )
+        .unwrap();
         assert_eq!(
             shape(&scans),
             [
@@ -322,7 +349,7 @@ metrics:
     fn plain_measures_ride_along_with_a_distinct_count() {
         let p = project();
         let closure = closure(&p, &["orders", "buyers", "revenue", "repeat_buyers"]).unwrap();
-        let scans = plan_scans(&p, &closure, Grain::Month, None, &aggregate).unwrap();
+        let scans = plan_scans(&p, &closure, Grain::Month, None, &aggregate, &no_bitmap).unwrap();
         assert_eq!(
             shape(&scans),
             [(
@@ -344,7 +371,7 @@ metrics:
     fn another_distinct_key_or_a_measure_that_does_not_split_reads_apart() {
         let p = project();
         let closure = closure(&p, &["buyers", "products", "basket"]).unwrap();
-        let scans = plan_scans(&p, &closure, Grain::Month, None, &aggregate).unwrap();
+        let scans = plan_scans(&p, &closure, Grain::Month, None, &aggregate, &no_bitmap).unwrap();
         let at = |metrics: &[&str]| {
             (
                 "app.orders".to_string(),
@@ -361,10 +388,44 @@ metrics:
     }
 
     #[test]
+    fn distinct_counts_by_bitmap_join_the_plain_scan_whatever_else_it_holds() {
+        let p = project();
+        let closure = closure(&p, &["buyers", "products", "basket", "orders"]).unwrap();
+        // `user_id` is an integer key, `product_id` (say) text.
+        let user_id =
+            |table: &TableRef, key: &str| table.to_string() == "app.orders" && key == "user_id";
+        let scans = plan_scans(&p, &closure, Grain::Month, None, &aggregate, &user_id).unwrap();
+        let at = |metrics: &[&str]| {
+            (
+                "app.orders".to_string(),
+                "ordered_at".to_string(),
+                Grain::Month,
+                None,
+                metrics.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            )
+        };
+        // `basket` (an average) does not split, so nothing rides along with `products`.
+        assert_eq!(
+            shape(&scans),
+            [at(&["buyers", "basket", "orders"]), at(&["products"])]
+        );
+        let grouped: Vec<_> = scans.values().map(|s| s.grouped_by.as_deref()).collect();
+        assert_eq!(grouped, [None, Some("product_id")]);
+    }
+
+    #[test]
     fn ratios_and_derived_metrics_scan_only_their_parents() {
         let p = project();
         let closure = closure(&p, &["aov", "per_signup"]).unwrap();
-        let scans = plan_scans(&p, &closure, Grain::Day, Some(day(10)), &aggregate).unwrap();
+        let scans = plan_scans(
+            &p,
+            &closure,
+            Grain::Day,
+            Some(day(10)),
+            &aggregate,
+            &no_bitmap,
+        )
+        .unwrap();
         assert_eq!(
             shape(&scans),
             [
@@ -392,7 +453,15 @@ metrics:
         // The scan of `orders` for itself starts at the 10th; the running total needs every
         // earlier row too, so the fused scan is widened to the beginning.
         let closure = closure(&p, &["orders", "orders_to_date"]).unwrap();
-        let scans = plan_scans(&p, &closure, Grain::Week, Some(day(11)), &aggregate).unwrap();
+        let scans = plan_scans(
+            &p,
+            &closure,
+            Grain::Week,
+            Some(day(11)),
+            &aggregate,
+            &no_bitmap,
+        )
+        .unwrap();
         assert_eq!(
             shape(&scans),
             [(
@@ -409,7 +478,15 @@ metrics:
     fn a_trailing_window_reads_its_parent_by_day_from_a_window_before_the_first_period() {
         let p = project();
         let closure = closure(&p, &["orders", "orders_7d"]).unwrap();
-        let scans = plan_scans(&p, &closure, Grain::Week, Some(day(11)), &aggregate).unwrap();
+        let scans = plan_scans(
+            &p,
+            &closure,
+            Grain::Week,
+            Some(day(11)),
+            &aggregate,
+            &no_bitmap,
+        )
+        .unwrap();
         // `orders` at the request's grain from the 11th; `orders_7d` needs the days of its
         // window: by day, from 11 - 7 = the 4th.
         assert_eq!(
@@ -442,10 +519,10 @@ metrics:
             unreachable!("both are simple metrics")
         };
         let mut scans: Scans = IndexMap::new();
-        add_to_scan(&mut scans, orders, o, Grain::Day, Some(day(10)));
-        add_to_scan(&mut scans, revenue, r, Grain::Day, Some(day(3)));
+        add_to_scan(&mut scans, orders, o, Grain::Day, Some(day(10)), &no_bitmap);
+        add_to_scan(&mut scans, revenue, r, Grain::Day, Some(day(3)), &no_bitmap);
         // Added twice, kept once.
-        add_to_scan(&mut scans, orders, o, Grain::Day, Some(day(20)));
+        add_to_scan(&mut scans, orders, o, Grain::Day, Some(day(20)), &no_bitmap);
         assert_eq!(
             shape(&scans),
             [(
@@ -457,7 +534,7 @@ metrics:
             )]
         );
         // An unbounded need makes the whole scan unbounded.
-        add_to_scan(&mut scans, orders, o, Grain::Day, None);
+        add_to_scan(&mut scans, orders, o, Grain::Day, None, &no_bitmap);
         assert_eq!(shape(&scans)[0].3, None);
     }
 }

@@ -13,9 +13,10 @@ use datafusion::sql::sqlparser::ast::Expr;
 
 use crate::connect::partitioned_by;
 use crate::project::error::{Error, Result};
-use crate::project::model::{Metric, TableRef, quote_ident};
+use crate::project::model::{Metric, MetricKind, TableRef, quote_ident};
 use crate::project::periods::from_days;
 use crate::project::periods::{next_period, period_start};
+use crate::query::distinct;
 use crate::query::engine::Engine;
 use crate::query::plan::{CHUNK_DAYS, LAST, PERIOD, PartContext, Scan, VALUE, parse_fragment};
 use crate::query::sql::{self, TimeKind, local_time, period_of, timestamp_literal};
@@ -95,6 +96,37 @@ impl Engine {
         Ok((local_time(time, kind, self.project().timezone), kind))
     }
 
+    /// The keys the distinct counts of `metrics` count by bitmap (query/distinct.rs), as
+    /// (table, key's SQL): those of an integer type. A key whose type cannot be told here is
+    /// left to the scan, which reports what is wrong with it.
+    pub(crate) async fn bitmap_keys(&self, metrics: &[&Metric]) -> Vec<(TableRef, String)> {
+        let mut keys = Vec::new();
+        let mut seen = Vec::new();
+        for metric in metrics {
+            let MetricKind::Simple(measure) = &metric.kind else {
+                continue;
+            };
+            let Some(key) = sql::parse_expr(&measure.measure)
+                .ok()
+                .and_then(|e| sql::distinct_count_arg(&e).map(ToString::to_string))
+            else {
+                continue;
+            };
+            let entry = (measure.table.clone(), key);
+            if seen.contains(&entry) {
+                continue;
+            }
+            let sql = format!("SELECT {} FROM {} LIMIT 0", entry.1, entry.0.sql());
+            if let Ok(df) = self.plan(&sql).await
+                && distinct::counts_by_bitmap(df.schema().field(0).data_type())
+            {
+                keys.push(entry.clone());
+            }
+            seen.push(entry);
+        }
+        keys
+    }
+
     /// One scan of a table from `lower` (inclusive) to `upper` (exclusive). With `for_cache`,
     /// it also returns each group's last local day (`__last`) and, for metrics whose filter
     /// the scan does not apply to every row, how many rows matched it (`__n<i>`), so that each
@@ -146,13 +178,13 @@ impl Engine {
             .map(|(_, m)| parse_fragment(&m.measure))
             .collect::<Result<_>>()?;
         let is_aggregate = |name: &str| self.is_aggregate(name);
-        if let Some(key) = measures.iter().find_map(sql::distinct_count_arg) {
+        if let Some(key) = &scan.grouped_by {
             // Two levels: per period, breakdown and key, the distinct counts' filters and the
             // other measures' partial aggregates (a grouping that can spill); then per period
             // and breakdown, the keys counted and the partials combined.
             let mut inner = select;
             inner.push(format!("{key} AS {}", quote_ident(VALUE)));
-            group_by.push(key.to_string());
+            group_by.push(key.clone());
             let mut outer: Vec<String> = [PERIOD]
                 .into_iter()
                 .chain(dims.iter().map(String::as_str))

@@ -5,6 +5,7 @@ use chrono::{Days, NaiveDate};
 
 use crate::project::error::{Error, Result};
 use crate::project::model::{Grain, Metric, RetentionMetric, TableRef, quote_ident};
+use crate::query::distinct::counts_by_bitmap;
 use crate::query::engine::Engine;
 use crate::query::plan::{LAST, PERIOD};
 use crate::query::scan::{Part, time_range, where_clause};
@@ -42,11 +43,18 @@ impl Engine {
             }
         };
         // Keys of different types (text ids against numbers) meet as text.
-        let key = if entity_type(&r.cohort).await == entity_type(&r.activity).await {
+        let cohort_type = entity_type(&r.cohort).await;
+        let same_type = cohort_type == entity_type(&r.activity).await;
+        let key = if same_type {
             entity.clone()
         } else {
             format!("CAST({entity} AS VARCHAR)")
         };
+        // Integer keys, in one process: one outer join, and each period's members and those
+        // retained counted by bitmap (query/distinct.rs), so the cohort is computed once.
+        let one_join = same_type
+            && cohort_type.as_ref().is_some_and(counts_by_bitmap)
+            && self.project().engine.cluster.is_none();
         let filter = |f: &Option<String>| -> Result<String> {
             Ok(match f {
                 Some(f) => format!(" AND ({})", sql::parse_expr(f).map_err(Error::request)?),
@@ -82,26 +90,37 @@ impl Engine {
         };
         // The window's bounds are computed once per cohort member: in the join's filter, an
         // interval added to every candidate pair's timestamp costs more than the join itself.
-        // The members with activity in their window come from an inner join; the outer join
-        // that keeps the others has no filter. (DataFusion's sort-merge join, which a Ballista
+        // Only the cohorts in range join the activity: a four-week series joins four weeks of
+        // members, not every entity's.
+        // With integer keys in one process, one outer join keeps every member, and a period's
+        // members and those with activity in their window are two distinct counts by bitmap.
+        // Otherwise the members with activity come from an inner join, and the outer join
+        // that keeps the others has no filter: the cohort is computed twice (DataFusion
+        // inlines a CTE at each use), but DataFusion's sort-merge join, which a Ballista
         // cluster runs a large join as, fails an outer join whose filter reads a column the
-        // inner side declares non-nullable: `Column 't' is declared as non-nullable but
-        // contains null values`.)
-        let sql = format!(
-            "WITH first_seen AS (
-  SELECT {key} AS e, min({cohort_local}) AS t0 FROM {cohort_table}
-  WHERE {entity} IS NOT NULL{cohort_filter} GROUP BY {key}
-),
-cohort AS (
-  SELECT e, t0, t0 + INTERVAL '{after} days' AS w0, t0 + INTERVAL '{reach} days' AS w1
-  FROM first_seen
-),
-activity AS (
-  SELECT {key} AS e, {activity_local} AS t FROM {activity_table}
-  WHERE {entity} IS NOT NULL{activity_filter}{activity_range}
-),
-data_end AS (SELECT max({activity_local}) AS t_end FROM {activity_table}{end_range}),
-active AS (
+        // inner side declares non-nullable (`Column 't' is declared as non-nullable but
+        // contains null values`), and text keys counted distinct would group every pair.
+        let counted = if one_join {
+            format!(
+                "per_period AS (
+  SELECT {period} AS p, count(DISTINCT c.e) AS members, count(DISTINCT a.e) AS retained,
+    max(c.t0) AS last_t0
+  FROM cohort c LEFT JOIN activity a ON a.e = c.e AND a.t >= c.w0 AND a.t < c.w1
+  GROUP BY {period}
+)
+SELECT u.p AS {period_col},
+  CASE WHEN max(u.last_t0) + INTERVAL '{reach} days' <= max(d.t_end)
+        AND CAST(u.p AS TIMESTAMP) + INTERVAL '{length}' <= max(d.t_end)
+    THEN CAST(max(u.retained) AS DOUBLE) / CAST(max(u.members) AS DOUBLE)
+  END AS {name}{last}
+FROM per_period u CROSS JOIN data_end d
+GROUP BY u.p",
+                period_col = quote_ident(PERIOD),
+                name = quote_ident(&metric.name),
+            )
+        } else {
+            format!(
+                "active AS (
   SELECT DISTINCT c.e FROM cohort c JOIN activity a
     ON a.e = c.e AND a.t >= c.w0 AND a.t < c.w1
 ),
@@ -114,22 +133,34 @@ SELECT u.p AS {period_col},
         AND CAST(u.p AS TIMESTAMP) + INTERVAL '{length}' <= max(d.t_end)
     THEN CAST(count(*) FILTER (WHERE u.retained) AS DOUBLE) / CAST(count(*) AS DOUBLE)
   END AS {name}{last}
-FROM users u CROSS JOIN data_end d{where_range}
+FROM users u CROSS JOIN data_end d
 GROUP BY u.p",
+                period_col = quote_ident(PERIOD),
+                name = quote_ident(&metric.name),
+            )
+        };
+        let sql = format!(
+            "WITH first_seen AS (
+  SELECT {key} AS e, min({cohort_local}) AS t0 FROM {cohort_table}
+  WHERE {entity} IS NOT NULL{cohort_filter} GROUP BY {key}
+),
+cohort AS (
+  SELECT e, t0, t0 + INTERVAL '{after} days' AS w0, t0 + INTERVAL '{reach} days' AS w1
+  FROM first_seen{cohort_range}
+),
+activity AS (
+  SELECT {key} AS e, {activity_local} AS t FROM {activity_table}
+  WHERE {entity} IS NOT NULL{activity_filter}{activity_range}
+),
+data_end AS (SELECT max({activity_local}) AS t_end FROM {activity_table}{end_range}),
+{counted}",
             cohort_table = r.cohort.sql(),
             activity_table = r.activity.sql(),
             cohort_filter = filter(&r.cohort_filter)?,
             activity_filter = filter(&r.activity_filter)?,
             activity_range = and(&activity_range),
             end_range = where_clause(&end_range),
-            period_col = quote_ident(PERIOD),
-            name = quote_ident(&metric.name),
-            where_range = where_clause(
-                &in_range
-                    .iter()
-                    .map(|c| format!("u.{c}"))
-                    .collect::<Vec<_>>()
-            ),
+            cohort_range = where_clause(&in_range),
         );
         self.collect_part(
             sql,
