@@ -283,6 +283,17 @@ metrics:
             .collect()
     }
 
+    /// A monthly scan of `app.orders` by `ordered_at` with `metrics`.
+    fn orders_by_month(metrics: &[&str]) -> Shape {
+        (
+            "app.orders".to_string(),
+            "ordered_at".to_string(),
+            Grain::Month,
+            None,
+            metrics.iter().map(ToString::to_string).collect(),
+        )
+    }
+
     fn day(d: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(2026, 5, d).unwrap()
     }
@@ -372,18 +383,13 @@ metrics:
         let p = project();
         let closure = closure(&p, &["buyers", "products", "basket"]).unwrap();
         let scans = plan_scans(&p, &closure, Grain::Month, None, &aggregate, &no_bitmap).unwrap();
-        let at = |metrics: &[&str]| {
-            (
-                "app.orders".to_string(),
-                "ordered_at".to_string(),
-                Grain::Month,
-                None,
-                metrics.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            )
-        };
         assert_eq!(
             shape(&scans),
-            [at(&["buyers"]), at(&["products"]), at(&["basket"])]
+            [
+                orders_by_month(&["buyers"]),
+                orders_by_month(&["products"]),
+                orders_by_month(&["basket"])
+            ]
         );
     }
 
@@ -395,19 +401,13 @@ metrics:
         let user_id =
             |table: &TableRef, key: &str| table.to_string() == "app.orders" && key == "user_id";
         let scans = plan_scans(&p, &closure, Grain::Month, None, &aggregate, &user_id).unwrap();
-        let at = |metrics: &[&str]| {
-            (
-                "app.orders".to_string(),
-                "ordered_at".to_string(),
-                Grain::Month,
-                None,
-                metrics.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            )
-        };
         // `basket` (an average) does not split, so nothing rides along with `products`.
         assert_eq!(
             shape(&scans),
-            [at(&["buyers", "basket", "orders"]), at(&["products"])]
+            [
+                orders_by_month(&["buyers", "basket", "orders"]),
+                orders_by_month(&["products"])
+            ]
         );
         let grouped: Vec<_> = scans.values().map(|s| s.grouped_by.as_deref()).collect();
         assert_eq!(grouped, [None, Some("product_id")]);
