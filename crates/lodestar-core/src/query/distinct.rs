@@ -176,12 +176,21 @@ fn for_each_key(
     Ok(())
 }
 
-fn serialize(set: &RoaringTreemap, out: &mut BinaryBuilder) -> Result<()> {
+/// `set` in Roaring's portable format: a partial aggregate's state.
+fn serialize(set: &RoaringTreemap) -> Result<Vec<u8>> {
     let mut bytes = Vec::with_capacity(set.serialized_size());
     set.serialize_into(&mut bytes)
         .map_err(|e| DataFusionError::External(Box::new(e)))?;
-    out.append_value(bytes);
-    Ok(())
+    Ok(bytes)
+}
+
+/// The states of `sets`, in their order.
+fn state_array(sets: &[RoaringTreemap]) -> Result<Vec<ArrayRef>> {
+    let mut out = BinaryBuilder::with_capacity(sets.len(), 0);
+    for set in sets {
+        out.append_value(serialize(set)?);
+    }
+    Ok(vec![Arc::new(out.finish())])
 }
 
 /// A set from a partial aggregate's state; a state that is not a Roaring treemap (it comes
@@ -222,11 +231,7 @@ impl Accumulator for SetAccumulator {
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let mut bytes = Vec::with_capacity(self.set.serialized_size());
-        self.set
-            .serialize_into(&mut bytes)
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        Ok(vec![ScalarValue::Binary(Some(bytes))])
+        Ok(vec![ScalarValue::Binary(Some(serialize(&self.set)?))])
     }
 
     fn merge_batch(&mut self, states_: &[ArrayRef]) -> Result<()> {
@@ -308,12 +313,7 @@ impl GroupsAccumulator for GroupSets {
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        let sets = self.take(emit_to);
-        let mut out = BinaryBuilder::with_capacity(sets.len(), 0);
-        for set in &sets {
-            serialize(set, &mut out)?;
-        }
-        Ok(vec![Arc::new(out.finish())])
+        state_array(&self.take(emit_to))
     }
 
     fn merge_batch(
@@ -347,11 +347,7 @@ impl GroupsAccumulator for GroupSets {
         for_each_key(values[0].as_ref(), opt_filter, |row, key| {
             sets[row].insert(key);
         })?;
-        let mut out = BinaryBuilder::with_capacity(rows, 0);
-        for set in &sets {
-            serialize(set, &mut out)?;
-        }
-        Ok(vec![Arc::new(out.finish())])
+        state_array(&sets)
     }
 
     fn size(&self) -> usize {

@@ -256,6 +256,16 @@ metrics:
         false
     }
 
+    /// The scans of `closure`, no key counted by bitmap.
+    fn plan<'p>(
+        p: &'p Project,
+        closure: &[&'p Metric],
+        grain: Grain,
+        from_start: Option<NaiveDate>,
+    ) -> Scans<'p> {
+        plan_scans(p, closure, grain, from_start, &aggregate, &no_bitmap).unwrap()
+    }
+
     fn aggregate(name: &str) -> bool {
         ["sum", "count", "min", "max", "avg"].contains(&name)
     }
@@ -319,15 +329,7 @@ metrics:
     fn metrics_of_one_table_and_time_column_share_one_scan() {
         let p = project();
         let closure = closure(&p, &["orders", "revenue", "shipped", "signups"]).unwrap();
-        let scans = plan_scans(
-            &p,
-            &closure,
-            Grain::Week,
-            Some(day(4)),
-            &aggregate,
-            &no_bitmap,
-        )
-        .unwrap();
+        let scans = plan(&p, &closure, Grain::Week, Some(day(4)));
         assert_eq!(
             shape(&scans),
             [
@@ -360,7 +362,7 @@ metrics:
     fn plain_measures_ride_along_with_a_distinct_count() {
         let p = project();
         let closure = closure(&p, &["orders", "buyers", "revenue", "repeat_buyers"]).unwrap();
-        let scans = plan_scans(&p, &closure, Grain::Month, None, &aggregate, &no_bitmap).unwrap();
+        let scans = plan(&p, &closure, Grain::Month, None);
         assert_eq!(
             shape(&scans),
             [(
@@ -382,7 +384,7 @@ metrics:
     fn another_distinct_key_or_a_measure_that_does_not_split_reads_apart() {
         let p = project();
         let closure = closure(&p, &["buyers", "products", "basket"]).unwrap();
-        let scans = plan_scans(&p, &closure, Grain::Month, None, &aggregate, &no_bitmap).unwrap();
+        let scans = plan(&p, &closure, Grain::Month, None);
         assert_eq!(
             shape(&scans),
             [
@@ -417,15 +419,7 @@ metrics:
     fn ratios_and_derived_metrics_scan_only_their_parents() {
         let p = project();
         let closure = closure(&p, &["aov", "per_signup"]).unwrap();
-        let scans = plan_scans(
-            &p,
-            &closure,
-            Grain::Day,
-            Some(day(10)),
-            &aggregate,
-            &no_bitmap,
-        )
-        .unwrap();
+        let scans = plan(&p, &closure, Grain::Day, Some(day(10)));
         assert_eq!(
             shape(&scans),
             [
@@ -453,15 +447,7 @@ metrics:
         // The scan of `orders` for itself starts at the 10th; the running total needs every
         // earlier row too, so the fused scan is widened to the beginning.
         let closure = closure(&p, &["orders", "orders_to_date"]).unwrap();
-        let scans = plan_scans(
-            &p,
-            &closure,
-            Grain::Week,
-            Some(day(11)),
-            &aggregate,
-            &no_bitmap,
-        )
-        .unwrap();
+        let scans = plan(&p, &closure, Grain::Week, Some(day(11)));
         assert_eq!(
             shape(&scans),
             [(
@@ -478,15 +464,7 @@ metrics:
     fn a_trailing_window_reads_its_parent_by_day_from_a_window_before_the_first_period() {
         let p = project();
         let closure = closure(&p, &["orders", "orders_7d"]).unwrap();
-        let scans = plan_scans(
-            &p,
-            &closure,
-            Grain::Week,
-            Some(day(11)),
-            &aggregate,
-            &no_bitmap,
-        )
-        .unwrap();
+        let scans = plan(&p, &closure, Grain::Week, Some(day(11)));
         // `orders` at the request's grain from the 11th; `orders_7d` needs the days of its
         // window: by day, from 11 - 7 = the 4th.
         assert_eq!(
