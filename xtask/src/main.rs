@@ -31,7 +31,7 @@ Commands:
   test
         Run all tests: `sample` and `plugins`, then `cargo test --workspace --all-targets`
         and the documentation examples (`cargo test --workspace --doc`).
-  bench [ffi|tree|postgres|lake|cluster|server] [--rows N] [--runs N] [--events N]
+  bench [ffi|tree|postgres|lake|cluster|server] [--rows N] [--runs N] [--events N] [--tree lake|shapes]
         [--threads N] [--refresh] [--executors 1,2] [--clients N] [--soak-seconds S] [--phase-seconds S] [--slots N]
         [--cached-requests N] [--cold-requests N] [--sample-seconds S]
         Build in release mode and run the benchmarks (all unless one is named): `ffi`, the
@@ -43,6 +43,9 @@ Commands:
         against DuckDB's per-metric SQL on the same files and threads, with and without scan
         fusion, whole year and last 4 weeks: wall time, peak memory, rows/s, JSON in
         target/bench/ (docs/performance.md). --refresh adds the result cache's refresh.
+        `--tree shapes` runs a second tree instead: distinct counts over four keys (one
+        text), a trailing 28-day window, a 28-day retention and a breakdown by a listing
+        with 10,000 values.
         `cluster`: the same tree in one process and on Ballista clusters on loopback of
         --executors executors (default 1,2), numbers checked equal: wall time, each
         process's peak memory, shuffle bytes per request, JSON in target/bench/.

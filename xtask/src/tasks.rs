@@ -170,7 +170,10 @@ pub fn bench(rest: &[String]) -> Result<()> {
         // under the target directory between runs.
         run(
             "lake",
-            &pick_flags(flags, &["--events", "--runs", "--threads", "--refresh"]),
+            &pick_flags(
+                flags,
+                &["--tree", "--events", "--runs", "--threads", "--refresh"],
+            ),
         )?;
     }
     if only.is_none_or(|b| b == "cluster") {
@@ -211,6 +214,7 @@ const SERVER_FLAGS: &[&str] = &[
 
 /// Flags the benchmarks take; `--refresh` alone has no value.
 const BENCH_FLAGS: &[&str] = &[
+    "--tree",
     "--rows",
     "--runs",
     "--events",

@@ -68,7 +68,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 
 fn bench(options: &Options) -> anyhow::Result<()> {
     let target = target_dir()?;
-    let (shape, dir, project) = lake::data_set(&target, options.events)?;
+    let (shape, dir, project) = lake::data_set(&target, lake::LAKE, options.events)?;
     let exe = std::env::current_exe()?;
     let lodestar = exe.with_file_name(format!("lodestar{}", std::env::consts::EXE_SUFFIX));
     anyhow::ensure!(

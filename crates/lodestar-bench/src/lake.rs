@@ -14,6 +14,11 @@
 //! and period that differ. The table is printed and written as JSON under
 //! `TARGET/bench/lake-N.json`.
 //!
+//! `--tree shapes` runs the second tree instead (`lake/shapes.yaml` over `shapes_data.rs`),
+//! whose metrics have the shapes the lake's lack: distinct counts over several keys (one of
+//! them text), a trailing 28-day window, a retention with an activity filter, and, as a second
+//! request beside the tree's, a breakdown by a dimension of 10,000 values.
+//!
 //! `--refresh` measures the incremental refresh of a project with `cache:` configured: a
 //! full compute into an empty cache, one more day of data, the refresh. It needs the
 //! engine's result cache (the project-level `cache:` key); until the engine has it, loading
@@ -26,24 +31,60 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use chrono::{Datelike, Days, NaiveDate};
+use lodestar_core::datafusion::arrow::array::AsArray;
+use lodestar_core::datafusion::arrow::compute::cast;
+use lodestar_core::datafusion::arrow::datatypes::DataType;
 use lodestar_core::model::{ClusterUrl, Grain};
 use lodestar_core::{Engine, MetricRequest, config};
 use serde_json::{Value, json};
 
 use crate::lake_data::{self, DAYS, Shape};
+use crate::shapes_data;
 
 /// The DuckDB release the comparison runs against (PyPI `duckdb`).
 const DUCKDB_VERSION: &str = "2.0.0";
 const PROJECT: &str = include_str!("../lake/lodestar.yaml");
+const SHAPES_PROJECT: &str = include_str!("../lake/shapes.yaml");
 const DUCKDB_SCRIPT: &str = include_str!("../lake/duckdb_bench.py");
 /// The engine's `memory_limit` in the project, given to DuckDB too.
 pub(crate) const MEMORY_LIMIT: &str = "1536MiB";
 
 pub const USAGE: &str = "\
-       lodestar-bench lake [--events N] [--runs N] [--threads N] [--refresh]";
+       lodestar-bench lake [--tree lake|shapes] [--events N] [--runs N] [--threads N] [--refresh]";
+
+/// A metric tree the benchmark runs, with its data set.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tree {
+    pub name: &'static str,
+    project: &'static str,
+    /// Writes the data set into a folder unless it is already there.
+    ensure: fn(&Path, Shape) -> anyhow::Result<bool>,
+    /// A second request beside the whole tree's: these metrics broken down by a dimension.
+    breakdown: Option<(&'static str, &'static [&'static str])>,
+}
+
+/// The lake tree: revenue over orders, events and a 7-day retention.
+pub(crate) const LAKE: Tree = Tree {
+    name: "lake",
+    project: PROJECT,
+    ensure: lake_data::ensure,
+    breakdown: None,
+};
+
+/// The second tree: nights booked, with the shapes the lake's metrics lack.
+const SHAPES: Tree = Tree {
+    name: "shapes",
+    project: SHAPES_PROJECT,
+    ensure: shapes_data::ensure,
+    breakdown: Some((
+        "listing_id",
+        &["nights_booked", "bookers", "visitors", "listing_views"],
+    )),
+};
 
 #[derive(Debug)]
 struct Options {
+    tree: Tree,
     events: u64,
     runs: usize,
     threads: usize,
@@ -53,6 +94,7 @@ struct Options {
 /// `lake ARGS`.
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut options = Options {
+        tree: LAKE,
         events: 10_000_000,
         runs: 5,
         threads: std::thread::available_parallelism().map_or(4, usize::from),
@@ -69,6 +111,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             .with_context(|| format!("{flag} needs a value\nusage:{USAGE}"))?;
         match flag.as_str() {
             "--events" => options.events = parse_count(value).context("--events")?,
+            "--tree" => {
+                options.tree = [LAKE, SHAPES]
+                    .into_iter()
+                    .find(|t| t.name == value)
+                    .with_context(|| format!("--tree {value}: the trees are lake and shapes"))?
+            }
             "--runs" => options.runs = value.parse().context("--runs")?,
             "--threads" => options.threads = value.parse().context("--threads")?,
             other => bail!("unknown flag {other}\nusage:{USAGE}"),
@@ -152,20 +200,33 @@ fn last_four_weeks() -> (NaiveDate, NaiveDate) {
     (end - Days::new(28), end)
 }
 
-/// The data set of `events` events under `target/bench-data/events-N/` (written if missing)
-/// with the benchmark's project beside it: its shape, folder and project file.
-pub(crate) fn data_set(target: &Path, events: u64) -> anyhow::Result<(Shape, PathBuf, PathBuf)> {
+/// The data set of `events` events of `tree` under `target/bench-data/events-N/` for the lake,
+/// `TREE-events-N/` for another (written if missing) with the tree's project beside it: its
+/// shape, folder and project file.
+pub(crate) fn data_set(
+    target: &Path,
+    tree: Tree,
+    events: u64,
+) -> anyhow::Result<(Shape, PathBuf, PathBuf)> {
     let shape = Shape { events };
-    let dir = target.join("bench-data").join(format!("events-{events}"));
-    lake_data::ensure(&dir, shape)?;
+    let folder = match tree.name {
+        "lake" => format!("events-{events}"),
+        other => format!("{other}-events-{events}"),
+    };
+    let dir = target.join("bench-data").join(folder);
+    (tree.ensure)(&dir, shape)?;
     let project = dir.join("lodestar.yaml");
-    fs_err::write(&project, PROJECT)?;
+    fs_err::write(&project, tree.project)?;
     Ok((shape, dir, project))
 }
 
 fn bench(options: &Options) -> anyhow::Result<()> {
     let target = target_dir()?;
-    let (shape, dir, project) = data_set(&target, options.events)?;
+    let tree = options.tree;
+    if options.refresh && tree.name != LAKE.name {
+        bail!("--refresh measures the lake tree; run it without --tree");
+    }
+    let (shape, dir, project) = data_set(&target, tree, options.events)?;
     let script = dir.join("duckdb_bench.py");
     fs_err::write(&script, DUCKDB_SCRIPT)?;
     let python = duckdb_python(&target)?;
@@ -178,6 +239,7 @@ fn bench(options: &Options) -> anyhow::Result<()> {
         eprintln!("lake: {} — DuckDB, one query per metric", range.name);
         let mut duckdb = Command::new(&python);
         duckdb.arg(&script).arg(&dir).args([
+            tree.name.to_string(),
             options.threads.to_string(),
             MEMORY_LIMIT.to_string(),
             options.runs.to_string(),
@@ -205,6 +267,9 @@ fn bench(options: &Options) -> anyhow::Result<()> {
                 "--runs",
                 &options.runs.to_string(),
             ]);
+            if let Some((dimension, metrics)) = tree.breakdown {
+                child.args(["--by", dimension, "--by-metrics", &metrics.join(",")]);
+            }
             child.arg("--expect").arg(&expected);
             if let Some((from, to)) = range.bounds {
                 child.args(["--from", &from.to_string(), "--to", &to.to_string()]);
@@ -231,6 +296,7 @@ fn bench(options: &Options) -> anyhow::Result<()> {
     print_table(options, &rows);
     let mut report = json!({
         "benchmark": "lake",
+        "tree": tree.name,
         "events": options.events,
         "users": shape.users(),
         "days": DAYS,
@@ -243,9 +309,10 @@ fn bench(options: &Options) -> anyhow::Result<()> {
         "rows": rows,
         "refresh": null,
     });
-    let out = target
-        .join("bench")
-        .join(format!("lake-{}.json", options.events));
+    let out = target.join("bench").join(match tree.name {
+        "lake" => format!("lake-{}.json", options.events),
+        other => format!("lake-{other}-{}.json", options.events),
+    });
     fs_err::create_dir_all(out.parent().expect("a parent"))?;
     fs_err::write(&out, serde_json::to_string_pretty(&report)?)?;
     println!("\nwritten to {}", out.display());
@@ -267,7 +334,8 @@ fn bench(options: &Options) -> anyhow::Result<()> {
 
 fn print_table(options: &Options, rows: &[Value]) {
     println!(
-        "\nlake: {} events, {} threads, median of {} runs ({} build)\n",
+        "\nlake, {} tree: {} events, {} threads, median of {} runs ({} build)\n",
+        options.tree.name,
         options.events,
         options.threads,
         options.runs,
@@ -498,6 +566,7 @@ pub fn child(args: &[String]) -> anyhow::Result<()> {
     let (mut mode, mut threads, mut runs) = (String::from("fused"), 1_usize, 1_usize);
     let (mut from, mut to, mut expect, mut cold) = (None, None, None, false);
     let mut cluster: Option<ClusterUrl> = None;
+    let (mut by, mut by_metrics): (Option<String>, Vec<String>) = (None, Vec::new());
     let mut iter = args.iter();
     while let Some(flag) = iter.next() {
         if flag == "--cold" {
@@ -516,6 +585,8 @@ pub fn child(args: &[String]) -> anyhow::Result<()> {
             "--to" => to = Some(value.parse::<NaiveDate>()?),
             "--expect" => expect = Some(PathBuf::from(value)),
             "--cluster" => cluster = Some(value.parse().map_err(anyhow::Error::msg)?),
+            "--by" => by = Some(value.clone()),
+            "--by-metrics" => by_metrics = value.split(',').map(String::from).collect(),
             other => bail!("unknown flag {other}"),
         }
     }
@@ -531,18 +602,27 @@ pub fn child(args: &[String]) -> anyhow::Result<()> {
         loaded.engine.cluster = cluster;
         let names: Vec<String> = loaded.metrics.keys().cloned().collect();
         let engine = Engine::open(loaded).await?;
-        let request = |metrics: &[String]| {
+        let request = |metrics: &[String], by: Option<&String>| {
             let mut r = MetricRequest::new(metrics.iter().cloned(), Grain::Week);
             r.from = from;
             // `--to` is the Monday after the last week; a request's `to` is inclusive.
             r.to = to.map(|t| t - Days::new(1));
+            r.dimensions.extend(by.cloned());
             r
         };
+        let breakdown = |metrics: &[String]| by.as_ref().map(|by| request(metrics, Some(by)));
         let requests: Vec<MetricRequest> = match mode.as_str() {
-            "fused" => vec![request(&names)],
+            "fused" => std::iter::once(request(&names, None))
+                .chain(breakdown(&by_metrics))
+                .collect(),
             "per-metric" => names
                 .iter()
-                .map(|n| request(std::slice::from_ref(n)))
+                .map(|n| request(std::slice::from_ref(n), None))
+                .chain(
+                    by_metrics
+                        .iter()
+                        .filter_map(|n| breakdown(std::slice::from_ref(n))),
+                )
                 .collect(),
             other => bail!("unknown mode {other}: fused or per-metric"),
         };
@@ -552,12 +632,27 @@ pub fn child(args: &[String]) -> anyhow::Result<()> {
             for request in &requests {
                 let table = engine.compute(request).await?;
                 scans += table.scans.len();
-                let periods = table.periods();
+                // A breakdown's rows are keyed `PERIOD|VALUE`, its metrics `METRIC by DIM`.
+                let mut keys: Vec<String> =
+                    table.periods().iter().map(ToString::to_string).collect();
+                let mut suffix = String::new();
+                for dim in &request.dimensions {
+                    let column = table
+                        .batch
+                        .column_by_name(dim)
+                        .with_context(|| format!("the result has no column `{dim}`"))?;
+                    let text = cast(column, &DataType::Utf8)?;
+                    for (key, value) in keys.iter_mut().zip(text.as_string::<i32>()) {
+                        key.push('|');
+                        key.push_str(value.unwrap_or("null"));
+                    }
+                    suffix = format!(" by {dim}");
+                }
                 for metric in &request.metrics {
                     let column = table.values(metric).unwrap_or_default();
-                    let series = values.entry(metric.clone()).or_default();
-                    for (period, value) in periods.iter().zip(column) {
-                        series.insert(period.to_string(), value);
+                    let series = values.entry(format!("{metric}{suffix}")).or_default();
+                    for (key, value) in keys.iter().zip(column) {
+                        series.insert(key.clone(), value);
                     }
                 }
             }

@@ -68,7 +68,7 @@ impl Shape {
     }
 
     /// Users signed up by the end of `day`: user `k` signs up on day `k * DAYS / users`.
-    fn users_by(self, day: u64) -> u64 {
+    pub(crate) fn users_by(self, day: u64) -> u64 {
         ((day + 1) * self.users()).div_ceil(DAYS).min(self.users())
     }
 }
@@ -76,14 +76,14 @@ impl Shape {
 /// SplitMix64: tiny, fast, and fixed forever (a crate's generator may change between
 /// versions, and the data set must not).
 #[derive(Debug)]
-struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    fn new(stream: u64) -> Rng {
+    pub(crate) fn new(stream: u64) -> Rng {
         Rng(SEED ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15))
     }
 
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -91,7 +91,7 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
 }
@@ -99,11 +99,27 @@ impl Rng {
 /// Writes the data set into `dir` unless its manifest says it is already there; returns
 /// whether it wrote anything.
 pub fn ensure(dir: &Path, shape: Shape) -> anyhow::Result<bool> {
+    ensure_written(dir, &manifest(shape, "lake"), "lake", |root| {
+        write_users(root, shape)?;
+        (0..DAYS).try_for_each(|day| write_day(root, shape, day))
+    })
+}
+
+/// Writes a data set into `dir/root` with `write` unless `dir`'s manifest is `wanted` (and the
+/// users file is there); returns whether it wrote anything.
+pub(crate) fn ensure_written(
+    dir: &Path,
+    wanted: &serde_json::Value,
+    root: &str,
+    write: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<bool> {
     let manifest_path = dir.join("_manifest.json");
-    let wanted = manifest(shape);
     if let Ok(text) = fs_err::read_to_string(&manifest_path)
-        && serde_json::from_str::<serde_json::Value>(&text).ok() == Some(wanted.clone())
-        && dir.join("lake/users/users.parquet").is_file()
+        && serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .as_ref()
+            == Some(wanted)
+        && dir.join(root).join("users/users.parquet").is_file()
     {
         return Ok(false);
     }
@@ -112,28 +128,31 @@ pub fn ensure(dir: &Path, shape: Shape) -> anyhow::Result<bool> {
     }
     eprintln!(
         "lake: writing {} events, {} users over {DAYS} days to {}",
-        shape.events,
-        shape.users(),
+        wanted["events"],
+        wanted["users"],
         dir.display()
     );
-    write_users(&dir.join("lake"), shape)?;
-    for day in 0..DAYS {
-        write_day(&dir.join("lake"), shape, day)?;
-    }
+    write(&dir.join(root))?;
     // Written last: a data set cut short by a crash has none, and is written again.
-    fs_err::write(&manifest_path, serde_json::to_string_pretty(&wanted)?)?;
+    fs_err::write(&manifest_path, serde_json::to_string_pretty(wanted)?)?;
     Ok(true)
 }
 
-fn manifest(shape: Shape) -> serde_json::Value {
-    json!({
+/// What a data set of `shape` written by the generator `name` holds.
+pub(crate) fn manifest(shape: Shape, name: &str) -> serde_json::Value {
+    let mut manifest = json!({
         "generator_version": VERSION,
         "seed": SEED,
         "events": shape.events,
         "users": shape.users(),
         "first_day": first_day().to_string(),
         "days": DAYS,
-    })
+    });
+    // The lake's manifests predate the other generators and keep their form.
+    if name != "lake" {
+        manifest["generator"] = json!(name);
+    }
+    manifest
 }
 
 fn properties() -> WriterProperties {
@@ -143,7 +162,7 @@ fn properties() -> WriterProperties {
         .build()
 }
 
-fn write_parquet(path: &Path, batch: &RecordBatch) -> anyhow::Result<()> {
+pub(crate) fn write_parquet(path: &Path, batch: &RecordBatch) -> anyhow::Result<()> {
     if let Some(parent) = path.parent() {
         fs_err::create_dir_all(parent)?;
     }
@@ -155,7 +174,7 @@ fn write_parquet(path: &Path, batch: &RecordBatch) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn micros(day: u64, second: u64) -> i64 {
+pub(crate) fn micros(day: u64, second: u64) -> i64 {
     let date = first_day() + Days::new(day);
     let midnight = date
         .and_hms_opt(0, 0, 0)
@@ -165,7 +184,7 @@ fn micros(day: u64, second: u64) -> i64 {
     (midnight + second as i64) * 1_000_000
 }
 
-fn timestamp_field(name: &str) -> Field {
+pub(crate) fn timestamp_field(name: &str) -> Field {
     Field::new(
         name,
         DataType::Timestamp(TimeUnit::Microsecond, None),
@@ -173,7 +192,7 @@ fn timestamp_field(name: &str) -> Field {
     )
 }
 
-fn write_users(lake: &Path, shape: Shape) -> anyhow::Result<()> {
+pub(crate) fn write_users(lake: &Path, shape: Shape) -> anyhow::Result<()> {
     let mut rng = Rng::new(u64::MAX);
     let n = shape.users();
     let (mut ids, mut times, mut countries, mut platforms) = (vec![], vec![], vec![], vec![]);
@@ -201,6 +220,28 @@ fn write_users(lake: &Path, shape: Shape) -> anyhow::Result<()> {
     )
 }
 
+/// The user of one of day `day`'s events, among the `eligible` users signed up by then. 30%
+/// of the events come from new users (signed up a geometric number of days ago, 3 on
+/// average), the rest from anyone signed up: new users are the most active and then fade,
+/// which gives retention something to measure.
+pub(crate) fn pick_user(rng: &mut Rng, shape: Shape, day: u64, eligible: u64) -> u64 {
+    let mut user = rng.below(eligible);
+    if rng.below(10) < 3 {
+        let mut age = 0;
+        while rng.below(4) != 0 {
+            age += 1;
+        }
+        if let Some(signed_up) = day.min(DAYS - 1).checked_sub(age) {
+            let first = signed_up.checked_sub(1).map_or(0, |d| shape.users_by(d));
+            let last = shape.users_by(signed_up);
+            if last > first {
+                user = first + rng.below(last - first);
+            }
+        }
+    }
+    user
+}
+
 /// Writes day `day`'s events and orders (day `DAYS` is the day after the year).
 pub fn write_day(lake: &Path, shape: Shape, day: u64) -> anyhow::Result<()> {
     if day > DAYS {
@@ -210,23 +251,7 @@ pub fn write_day(lake: &Path, shape: Shape, day: u64) -> anyhow::Result<()> {
     let eligible = shape.users_by(day.min(DAYS - 1));
     let mut events: Vec<(u64, u64, usize)> = (0..shape.events_on(day))
         .map(|_| {
-            // 30% of the events come from new users (signed up a geometric number of days
-            // ago, 3 on average), the rest from anyone signed up: new users are the most
-            // active and then fade, which gives retention something to measure.
-            let mut user = rng.below(eligible);
-            if rng.below(10) < 3 {
-                let mut age = 0;
-                while rng.below(4) != 0 {
-                    age += 1;
-                }
-                if let Some(signed_up) = day.min(DAYS - 1).checked_sub(age) {
-                    let first = signed_up.checked_sub(1).map_or(0, |d| shape.users_by(d));
-                    let last = shape.users_by(signed_up);
-                    if last > first {
-                        user = first + rng.below(last - first);
-                    }
-                }
-            }
+            let user = pick_user(&mut rng, shape, day, eligible);
             let mut roll = rng.below(100);
             let kind = EVENT_TYPES
                 .iter()

@@ -19,6 +19,7 @@ mod lake;
 mod lake_data;
 mod postgres;
 mod server;
+mod shapes_data;
 mod tree;
 
 use std::path::PathBuf;

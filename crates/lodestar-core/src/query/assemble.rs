@@ -70,11 +70,26 @@ pub(crate) fn assemble(
     let q = quote_ident;
     let period = q(PERIOD);
     let dim_cols: Vec<String> = dims.iter().map(|d| q(d)).collect();
+    // Each comparison in parentheses: the SQL parser reads `x IS NOT DISTINCT FROM y AND z`
+    // as `x IS NOT DISTINCT FROM (y AND z)`.
     let dims_match = |a: &str, b: &str| -> String {
         dim_cols
             .iter()
-            .map(|d| format!(" AND {a}.{d} IS NOT DISTINCT FROM {b}.{d}"))
+            .map(|d| format!(" AND ({a}.{d} IS NOT DISTINCT FROM {b}.{d})"))
             .collect()
+    };
+    // A part's rows by period and dimensions. With dimensions, the period is compared the way
+    // they are (it is never null), so that every comparison is a key of one hash join: mixed
+    // with `=`, the dimensions would be a filter run on every pair of rows of a period.
+    let same_row = |part: &str| -> String {
+        if dim_cols.is_empty() {
+            format!("{part}.{period} = g.{period}")
+        } else {
+            format!(
+                "({part}.{period} IS NOT DISTINCT FROM g.{period}){}",
+                dims_match(part, "g")
+            )
+        }
     };
     let mut ctes = Vec::new();
     if dims.is_empty() {
@@ -137,10 +152,7 @@ pub(crate) fn assemble(
                     q(parent),
                     dims_match("p", "g"),
                 ));
-                joins.push(format!(
-                    " LEFT JOIN {cte} ON {cte}.{period} = g.{period}{}",
-                    dims_match(&cte, "g")
-                ));
+                joins.push(format!(" LEFT JOIN {cte} ON {}", same_row(&cte)));
                 columns.push(format!("COALESCE({cte}.{name}, 0) AS {name}"));
             }
             MetricKind::Simple(_)
@@ -150,10 +162,7 @@ pub(crate) fn assemble(
                 let part = &series[&(metric.name.clone(), grain)];
                 if !joined.contains(&part.as_str()) {
                     joined.push(part);
-                    joins.push(format!(
-                        " LEFT JOIN {part} ON {part}.{period} = g.{period}{}",
-                        dims_match(part, "g")
-                    ));
+                    joins.push(format!(" LEFT JOIN {part} ON {}", same_row(part)));
                 }
                 if matches!(metric.kind, MetricKind::Retention(_)) {
                     // A rate: a period without a (complete) cohort has none, not 0.

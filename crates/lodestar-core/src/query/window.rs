@@ -12,6 +12,13 @@ use crate::query::request::{Field as RequestField, words};
 use crate::query::scan::{Part, bad_times, time_range, where_clause};
 use crate::query::sql::{date_literal, period_of, timestamp_literal};
 
+/// The most (period, day) pairs a trailing window's spine lists before the scan compares rows
+/// with each period's bounds instead: a year of days with a 28-day window is 10,220.
+const MAX_DAY_SPINE: usize = 50_000;
+
+/// A local day of a period's trailing window, beside the period in the spine.
+const DAY: &str = "__day";
+
 impl Engine {
     /// A cumulative metric with its own measure, aggregated afresh over each period's window.
     pub(crate) async fn run_window_scan(
@@ -25,49 +32,89 @@ impl Engine {
         let (grain, dims, where_expr, for_cache) =
             (ctx.grain, ctx.dims, ctx.where_expr, ctx.for_cache);
         let (local, kind) = self.local_time_of(&measure.table, &measure.time).await?;
-        // Each period's window is `[start, end)`, both literals in the spine: the join compares
-        // every row with every period, so nothing is computed per pair.
+        // Each period's window is `[start, end)`.
         let bounds = |period: NaiveDate| {
             let end = next_period(period, grain);
             // Without a window the start is not compared; any valid timestamp does.
             let start = window.map_or(period, |days| end - Days::new(u64::from(days)));
             (start, end)
         };
-        let spine_rows = if periods.is_empty() {
-            // No period to compute: keep the query valid, and let it return nothing.
-            let min = timestamp_literal(NaiveDate::MIN);
-            format!(
-                "SELECT {} AS {}, {min} AS {}, {min} AS {} WHERE false",
-                date_literal(NaiveDate::MIN),
-                quote_ident(PERIOD),
-                quote_ident(START),
-                quote_ident(END)
-            )
-        } else {
-            let values: Vec<String> = periods
-                .iter()
-                .map(|p| {
-                    let (start, end) = bounds(*p);
+        let (spine_rows, on) = match window {
+            // A window of whole days: the spine lists each period's days, and a row joins the
+            // periods of its local day by equality, a hash join on the spine instead of a
+            // comparison of every row with every period.
+            Some(days) if periods.len() * days as usize <= MAX_DAY_SPINE => {
+                let values: Vec<String> = periods
+                    .iter()
+                    .flat_map(|p| {
+                        let (start, end) = bounds(*p);
+                        start
+                            .iter_days()
+                            .take_while(move |d| *d < end)
+                            .map(move |d| format!("({}, {})", date_literal(*p), date_literal(d)))
+                    })
+                    .collect();
+                let spine = if values.is_empty() {
+                    // No period to compute: keep the query valid, and let it return nothing.
                     format!(
-                        "({}, {}, {})",
-                        date_literal(*p),
-                        timestamp_literal(start),
-                        timestamp_literal(end)
+                        "SELECT {0} AS {1}, {0} AS {2} WHERE false",
+                        date_literal(NaiveDate::MIN),
+                        quote_ident(PERIOD),
+                        quote_ident(DAY)
                     )
-                })
-                .collect();
-            format!(
-                "SELECT * FROM (VALUES {}) AS v({}, {}, {})",
-                values.join(", "),
-                quote_ident(PERIOD),
-                quote_ident(START),
-                quote_ident(END)
-            )
+                } else {
+                    format!(
+                        "SELECT * FROM (VALUES {}) AS v({}, {})",
+                        values.join(", "),
+                        quote_ident(PERIOD),
+                        quote_ident(DAY)
+                    )
+                };
+                (
+                    spine,
+                    vec![format!("CAST({local} AS DATE) = s.{}", quote_ident(DAY))],
+                )
+            }
+            // A running total, or a window so long that the days would make a large spine:
+            // each row is compared with each period's bounds, both literals in the spine.
+            _ => {
+                let spine = if periods.is_empty() {
+                    let min = timestamp_literal(NaiveDate::MIN);
+                    format!(
+                        "SELECT {} AS {}, {min} AS {}, {min} AS {} WHERE false",
+                        date_literal(NaiveDate::MIN),
+                        quote_ident(PERIOD),
+                        quote_ident(START),
+                        quote_ident(END)
+                    )
+                } else {
+                    let values: Vec<String> = periods
+                        .iter()
+                        .map(|p| {
+                            let (start, end) = bounds(*p);
+                            format!(
+                                "({}, {}, {})",
+                                date_literal(*p),
+                                timestamp_literal(start),
+                                timestamp_literal(end)
+                            )
+                        })
+                        .collect();
+                    format!(
+                        "SELECT * FROM (VALUES {}) AS v({}, {}, {})",
+                        values.join(", "),
+                        quote_ident(PERIOD),
+                        quote_ident(START),
+                        quote_ident(END)
+                    )
+                };
+                let mut on = vec![format!("{local} < s.{}", quote_ident(END))];
+                if window.is_some() {
+                    on.push(format!("{local} >= s.{}", quote_ident(START)));
+                }
+                (spine, on)
+            }
         };
-        let mut on = vec![format!("{local} < s.{}", quote_ident(END))];
-        if window.is_some() {
-            on.push(format!("{local} >= s.{}", quote_ident(START)));
-        }
         let lower = match (periods.first(), window) {
             (Some(first), Some(days)) => Some(*first - Days::new(u64::from(days))),
             _ => None,
