@@ -375,6 +375,54 @@ fn compute_bad_date_is_a_user_error() {
 }
 
 #[test]
+fn explain_shows_the_bytes_of_the_text_files_a_scan_read() {
+    let scratch = Scratch::empty();
+    let data = scratch.path().join("data");
+    fs_err::create_dir_all(&data).unwrap();
+    fs_err::write(
+        data.join("orders.csv"),
+        "order_id,ordered_at\n1,2026-03-02T10:00:00\n2,2026-03-02T11:00:00\n3,2026-03-03T09:00:00\n",
+    )
+    .unwrap();
+    fs_err::write(
+        data.join("visits.ndjson"),
+        "{\"visited_at\": \"2026-03-02T08:00:00\"}\n{\"visited_at\": \"2026-03-03T08:00:00\"}\n",
+    )
+    .unwrap();
+    fs_err::write(
+        scratch.project(),
+        "sources:\n  app: { connector: files, path: data }\nmetrics:\n  \
+           orders: { table: app.orders, time: ordered_at, measure: count(*) }\n  \
+           visits: { table: app.visits, time: visited_at, measure: count(*) }\n",
+    )
+    .unwrap();
+    let run = Run::of(&mut lodestar_project(
+        &scratch.project(),
+        ["compute", "orders", "visits", "--explain"],
+    ))
+    .success();
+    // Both files are read whole, and both are under a KiB, so their sizes show in bytes.
+    let size = |name: &str| fs_err::metadata(data.join(name)).unwrap().len();
+    let (csv, ndjson) = (size("orders.csv"), size("visits.ndjson"));
+    assert!(
+        run.stdout
+            .contains(&format!("app.orders (orders)\n  read: 3 rows, {csv} B\n")),
+        "{run}"
+    );
+    assert!(
+        run.stdout.contains(&format!(
+            "app.visits (visits)\n  read: 2 rows, {ndjson} B\n"
+        )),
+        "{run}"
+    );
+    assert!(
+        run.stdout
+            .contains(&format!("2 scans: 5 rows, {} B\n", csv + ndjson)),
+        "{run}"
+    );
+}
+
+#[test]
 fn compute_by_an_undeclared_dimension_is_a_user_error() {
     let project = shop();
     let run = Run::of(&mut lodestar_project(

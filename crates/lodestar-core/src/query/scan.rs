@@ -8,6 +8,8 @@ use std::time::Instant;
 use chrono::{Days, NaiveDate};
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Date32Type, SchemaRef};
+use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::sql::sqlparser::ast::Expr;
 
@@ -444,6 +446,30 @@ fn add_read(read: &mut Read, plan: &Arc<dyn ExecutionPlan>) {
     add(&mut read.rows, metrics.output_rows());
     add(
         &mut read.bytes,
-        metrics.sum_by_name("bytes_scanned").map(|v| v.as_usize()),
+        metrics
+            .sum_by_name("bytes_scanned")
+            .map(|v| v.as_usize())
+            .or_else(|| text_file_bytes(plan.as_ref())),
     );
+}
+
+/// The bytes of the files a text scan (CSV, JSON) read: DataFusion counts `bytes_scanned` for
+/// Parquet only, and a text scan reads its files, or its byte ranges of them, whole.
+fn text_file_bytes(plan: &dyn ExecutionPlan) -> Option<usize> {
+    let exec = plan.downcast_ref::<DataSourceExec>()?;
+    let config = exec.data_source().downcast_ref::<FileScanConfig>()?;
+    if !matches!(config.file_source.file_type(), "csv" | "json") {
+        return None;
+    }
+    let bytes: u64 = config
+        .file_groups
+        .iter()
+        .flat_map(|group| group.files())
+        .map(|file| {
+            file.range.as_ref().map_or(file.object_meta.size, |r| {
+                u64::try_from(r.end - r.start).unwrap_or(0)
+            })
+        })
+        .sum();
+    usize::try_from(bytes).ok()
 }

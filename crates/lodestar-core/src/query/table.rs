@@ -80,7 +80,8 @@ pub struct Scanned {
 pub struct Read {
     /// Rows the source produced, after the filters it applies itself.
     pub rows: Option<u64>,
-    /// Bytes read from Parquet files (DataFusion's `bytes_scanned`).
+    /// Bytes read from files: Parquet's `bytes_scanned` (DataFusion's count), the sizes of the
+    /// CSV and JSON files (or byte ranges) a text scan read whole.
     pub bytes: Option<u64>,
     /// Wall time of the scan's queries, planning included.
     pub elapsed: std::time::Duration,
