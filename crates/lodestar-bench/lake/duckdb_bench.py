@@ -21,6 +21,34 @@ import duckdb
 # hand-written query over a dt-partitioned lake would, the `dt` folders), `{range_t0}` the
 # retention cohorts, `{lookback_COLUMN}` a 28-day window's rows (three weeks before the range),
 # `{range_p}` the window's periods.
+
+def retention(after, window, activity=None):
+    """A week's cohort is the users who signed up in it; retained: an activity row in
+    [t0 + after, t0 + after + window) days. No value while the cohort can still change by the
+    end of the data (the latest event of any type)."""
+    end = after + window
+    activity = f" AND {activity}" if activity else ""
+    return f"""
+        WITH cohort AS (
+          SELECT user_id AS e, min(signed_up_at) AS t0 FROM users
+          WHERE user_id IS NOT NULL GROUP BY 1
+        ),
+        data_end AS (SELECT max(event_time) AS t_end FROM events),
+        u AS (
+          SELECT c.e, c.t0, date_trunc('week', c.t0) AS p, bool_or(a.user_id IS NOT NULL) AS retained
+          FROM cohort c LEFT JOIN events a
+            ON a.user_id = c.e{activity}
+           AND a.event_time >= c.t0 + INTERVAL {after} DAY
+           AND a.event_time < c.t0 + INTERVAL {end} DAY
+          GROUP BY c.e, c.t0
+        )
+        SELECT CAST(u.p AS DATE) AS period,
+          CASE WHEN max(u.t0) + INTERVAL {end} DAY <= max(d.t_end)
+                AND u.p + INTERVAL 7 DAY <= max(d.t_end)
+            THEN CAST(count(*) FILTER (WHERE u.retained) AS DOUBLE) / count(*) END AS value
+        FROM u CROSS JOIN data_end d WHERE true {{range_t0}} GROUP BY u.p"""
+
+
 LAKE = {
     "revenue": """
         SELECT CAST(date_trunc('week', ordered_at) AS DATE) AS period, sum(amount) AS value
@@ -41,25 +69,7 @@ LAKE = {
         SELECT CAST(date_trunc('week', event_time) AS DATE) AS period, count(*) AS value
         FROM events WHERE event_type = 'search' {range_event_time} GROUP BY 1""",
     # A week's cohort is the users who signed up in it; retained: active in [t0 + 7d, t0 + 14d).
-    # No value while the cohort can still change by the end of the data.
-    "d7_retention": """
-        WITH cohort AS (
-          SELECT user_id AS e, min(signed_up_at) AS t0 FROM users
-          WHERE user_id IS NOT NULL GROUP BY 1
-        ),
-        data_end AS (SELECT max(event_time) AS t_end FROM events),
-        u AS (
-          SELECT c.e, c.t0, date_trunc('week', c.t0) AS p, bool_or(a.user_id IS NOT NULL) AS retained
-          FROM cohort c LEFT JOIN events a
-            ON a.user_id = c.e AND a.event_time >= c.t0 + INTERVAL 7 DAY
-           AND a.event_time < c.t0 + INTERVAL 14 DAY
-          GROUP BY c.e, c.t0
-        )
-        SELECT CAST(u.p AS DATE) AS period,
-          CASE WHEN max(u.t0) + INTERVAL 14 DAY <= max(d.t_end)
-                AND u.p + INTERVAL 7 DAY <= max(d.t_end)
-            THEN CAST(count(*) FILTER (WHERE u.retained) AS DOUBLE) / count(*) END AS value
-        FROM u CROSS JOIN data_end d WHERE true {range_t0} GROUP BY u.p""",
+    "d7_retention": retention(7, 7),
 }
 
 WEEK = "CAST(date_trunc('week', {column}) AS DATE)"
@@ -105,27 +115,8 @@ SHAPES = {
         FROM weeks, (SELECT CAST(range AS INTEGER) AS d FROM range(0, 28, 7)) AS shift, last_week
         WHERE w + d <= last {range_p}
         GROUP BY 1""",
-    # Retained: a search in [t0 + 28d, t0 + 42d). No value while the cohort can still change
-    # by the end of the data (the latest event of any type).
-    "d28_retention": """
-        WITH cohort AS (
-          SELECT user_id AS e, min(signed_up_at) AS t0 FROM users
-          WHERE user_id IS NOT NULL GROUP BY 1
-        ),
-        data_end AS (SELECT max(event_time) AS t_end FROM events),
-        u AS (
-          SELECT c.e, c.t0, date_trunc('week', c.t0) AS p, bool_or(a.user_id IS NOT NULL) AS retained
-          FROM cohort c LEFT JOIN events a
-            ON a.user_id = c.e AND a.event_type = 'search'
-           AND a.event_time >= c.t0 + INTERVAL 28 DAY
-           AND a.event_time < c.t0 + INTERVAL 42 DAY
-          GROUP BY c.e, c.t0
-        )
-        SELECT CAST(u.p AS DATE) AS period,
-          CASE WHEN max(u.t0) + INTERVAL 42 DAY <= max(d.t_end)
-                AND u.p + INTERVAL 7 DAY <= max(d.t_end)
-            THEN CAST(count(*) FILTER (WHERE u.retained) AS DOUBLE) / count(*) END AS value
-        FROM u CROSS JOIN data_end d WHERE true {range_t0} GROUP BY u.p""",
+    # Retained: a search in [t0 + 28d, t0 + 42d).
+    "d28_retention": retention(28, 14, "a.event_type = 'search'"),
     # The breakdown by listing (10,000 values), one query per metric.
     "nights_booked by listing_id": by_listing(
         "sum(nights)", "bookings", "booked_at", "status = 'confirmed'"
