@@ -19,6 +19,25 @@ const MAX_DAY_SPINE: usize = 50_000;
 /// A local day of a period's trailing window, beside the period in the spine.
 const DAY: &str = "__day";
 
+/// A spine of literal `rows` with `columns` (name, a literal of its type). With no row, a query
+/// that is still valid and returns nothing: there is no period to compute.
+fn spine(columns: &[(&str, &String)], rows: &[String]) -> String {
+    let names: Vec<String> = columns.iter().map(|(name, _)| quote_ident(name)).collect();
+    if rows.is_empty() {
+        let typed: Vec<String> = columns
+            .iter()
+            .zip(&names)
+            .map(|((_, literal), name)| format!("{literal} AS {name}"))
+            .collect();
+        return format!("SELECT {} WHERE false", typed.join(", "));
+    }
+    format!(
+        "SELECT * FROM (VALUES {}) AS v({})",
+        rows.join(", "),
+        names.join(", ")
+    )
+}
+
 impl Engine {
     /// A cumulative metric with its own measure, aggregated afresh over each period's window.
     pub(crate) async fn run_window_scan(
@@ -44,7 +63,7 @@ impl Engine {
             // periods of its local day by equality, a hash join on the spine instead of a
             // comparison of every row with every period.
             Some(days) if periods.len() * days as usize <= MAX_DAY_SPINE => {
-                let values: Vec<String> = periods
+                let rows: Vec<String> = periods
                     .iter()
                     .flat_map(|p| {
                         let (start, end) = bounds(*p);
@@ -54,65 +73,38 @@ impl Engine {
                             .map(move |d| format!("({}, {})", date_literal(*p), date_literal(d)))
                     })
                     .collect();
-                let spine = if values.is_empty() {
-                    // No period to compute: keep the query valid, and let it return nothing.
-                    format!(
-                        "SELECT {0} AS {1}, {0} AS {2} WHERE false",
-                        date_literal(NaiveDate::MIN),
-                        quote_ident(PERIOD),
-                        quote_ident(DAY)
-                    )
-                } else {
-                    format!(
-                        "SELECT * FROM (VALUES {}) AS v({}, {})",
-                        values.join(", "),
-                        quote_ident(PERIOD),
-                        quote_ident(DAY)
-                    )
-                };
+                let min = date_literal(NaiveDate::MIN);
                 (
-                    spine,
+                    spine(&[(PERIOD, &min), (DAY, &min)], &rows),
                     vec![format!("CAST({local} AS DATE) = s.{}", quote_ident(DAY))],
                 )
             }
             // A running total, or a window so long that the days would make a large spine:
             // each row is compared with each period's bounds, both literals in the spine.
             _ => {
-                let spine = if periods.is_empty() {
-                    let min = timestamp_literal(NaiveDate::MIN);
-                    format!(
-                        "SELECT {} AS {}, {min} AS {}, {min} AS {} WHERE false",
-                        date_literal(NaiveDate::MIN),
-                        quote_ident(PERIOD),
-                        quote_ident(START),
-                        quote_ident(END)
-                    )
-                } else {
-                    let values: Vec<String> = periods
-                        .iter()
-                        .map(|p| {
-                            let (start, end) = bounds(*p);
-                            format!(
-                                "({}, {}, {})",
-                                date_literal(*p),
-                                timestamp_literal(start),
-                                timestamp_literal(end)
-                            )
-                        })
-                        .collect();
-                    format!(
-                        "SELECT * FROM (VALUES {}) AS v({}, {}, {})",
-                        values.join(", "),
-                        quote_ident(PERIOD),
-                        quote_ident(START),
-                        quote_ident(END)
-                    )
-                };
+                let rows: Vec<String> = periods
+                    .iter()
+                    .map(|p| {
+                        let (start, end) = bounds(*p);
+                        format!(
+                            "({}, {}, {})",
+                            date_literal(*p),
+                            timestamp_literal(start),
+                            timestamp_literal(end)
+                        )
+                    })
+                    .collect();
+                let min = timestamp_literal(NaiveDate::MIN);
+                let columns = [
+                    (PERIOD, &date_literal(NaiveDate::MIN)),
+                    (START, &min),
+                    (END, &min),
+                ];
                 let mut on = vec![format!("{local} < s.{}", quote_ident(END))];
                 if window.is_some() {
                     on.push(format!("{local} >= s.{}", quote_ident(START)));
                 }
-                (spine, on)
+                (spine(&columns, &rows), on)
             }
         };
         let lower = match (periods.first(), window) {
