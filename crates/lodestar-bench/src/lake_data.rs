@@ -21,7 +21,6 @@ use chrono::{Days, NaiveDate};
 use lodestar_core::datafusion::arrow::array::{
     ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
-use lodestar_core::datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use lodestar_core::datafusion::parquet::arrow::ArrowWriter;
 use lodestar_core::datafusion::parquet::basic::Compression;
 use lodestar_core::datafusion::parquet::file::properties::WriterProperties;
@@ -162,14 +161,20 @@ fn properties() -> WriterProperties {
         .build()
 }
 
-pub(crate) fn write_parquet(path: &Path, batch: &RecordBatch) -> anyhow::Result<()> {
+/// Writes `columns` (name, values; none null) as one Parquet file at `path`.
+pub(crate) fn write_table(path: &Path, columns: Vec<(&str, ArrayRef)>) -> anyhow::Result<()> {
+    let batch = RecordBatch::try_from_iter_with_nullable(
+        columns
+            .into_iter()
+            .map(|(name, values)| (name, values, false)),
+    )?;
     if let Some(parent) = path.parent() {
         fs_err::create_dir_all(parent)?;
     }
     let file = fs_err::File::create(path)?;
     let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(properties()))
         .with_context(|| format!("writing {}", path.display()))?;
-    writer.write(batch)?;
+    writer.write(&batch)?;
     writer.close()?;
     Ok(())
 }
@@ -184,14 +189,6 @@ pub(crate) fn micros(day: u64, second: u64) -> i64 {
     (midnight + second as i64) * 1_000_000
 }
 
-pub(crate) fn timestamp_field(name: &str) -> Field {
-    Field::new(
-        name,
-        DataType::Timestamp(TimeUnit::Microsecond, None),
-        false,
-    )
-}
-
 pub(crate) fn write_users(lake: &Path, shape: Shape) -> anyhow::Result<()> {
     let mut rng = Rng::new(u64::MAX);
     let n = shape.users();
@@ -202,21 +199,17 @@ pub(crate) fn write_users(lake: &Path, shape: Shape) -> anyhow::Result<()> {
         countries.push(COUNTRIES[rng.below(COUNTRIES.len() as u64) as usize]);
         platforms.push(PLATFORMS[rng.below(PLATFORMS.len() as u64) as usize]);
     }
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("user_id", DataType::Int64, false),
-        timestamp_field("signed_up_at"),
-        Field::new("country", DataType::Utf8, false),
-        Field::new("platform", DataType::Utf8, false),
-    ]));
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from(ids)),
-        Arc::new(TimestampMicrosecondArray::from(times)),
-        Arc::new(StringArray::from(countries)),
-        Arc::new(StringArray::from(platforms)),
-    ];
-    write_parquet(
+    write_table(
         &lake.join("users/users.parquet"),
-        &RecordBatch::try_new(schema, columns)?,
+        vec![
+            ("user_id", Arc::new(Int64Array::from(ids))),
+            (
+                "signed_up_at",
+                Arc::new(TimestampMicrosecondArray::from(times)),
+            ),
+            ("country", Arc::new(StringArray::from(countries))),
+            ("platform", Arc::new(StringArray::from(platforms))),
+        ],
     )
 }
 
@@ -299,45 +292,46 @@ pub fn write_day(lake: &Path, shape: Shape, day: u64) -> anyhow::Result<()> {
             orders.push((order_id, *user as i64, micros(day, *second), amount, status));
         }
     }
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("user_id", DataType::Int64, false),
-        timestamp_field("event_time"),
-        Field::new("event_type", DataType::Utf8, false),
-        Field::new("platform", DataType::Utf8, false),
-        Field::new("country", DataType::Utf8, false),
-        Field::new("properties", DataType::Utf8, false),
-    ]));
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from(users)),
-        Arc::new(TimestampMicrosecondArray::from(times)),
-        Arc::new(StringArray::from(kinds)),
-        Arc::new(StringArray::from(platforms)),
-        Arc::new(StringArray::from(countries)),
-        Arc::new(StringArray::from(props)),
-    ];
-    write_parquet(
+    write_table(
         &lake.join(format!("events/dt={date}/part-0.parquet")),
-        &RecordBatch::try_new(schema, columns)?,
+        vec![
+            ("user_id", Arc::new(Int64Array::from(users))),
+            (
+                "event_time",
+                Arc::new(TimestampMicrosecondArray::from(times)),
+            ),
+            ("event_type", Arc::new(StringArray::from(kinds))),
+            ("platform", Arc::new(StringArray::from(platforms))),
+            ("country", Arc::new(StringArray::from(countries))),
+            ("properties", Arc::new(StringArray::from(props))),
+        ],
     )?;
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("order_id", DataType::Int64, false),
-        Field::new("user_id", DataType::Int64, false),
-        timestamp_field("ordered_at"),
-        Field::new("amount", DataType::Float64, false),
-        Field::new("status", DataType::Utf8, false),
-    ]));
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from_iter_values(orders.iter().map(|o| o.0))),
-        Arc::new(Int64Array::from_iter_values(orders.iter().map(|o| o.1))),
-        Arc::new(TimestampMicrosecondArray::from_iter_values(
-            orders.iter().map(|o| o.2),
-        )),
-        Arc::new(Float64Array::from_iter_values(orders.iter().map(|o| o.3))),
-        Arc::new(StringArray::from_iter_values(orders.iter().map(|o| o.4))),
-    ];
-    write_parquet(
+    write_table(
         &lake.join(format!("orders/dt={date}/part-0.parquet")),
-        &RecordBatch::try_new(schema, columns)?,
+        vec![
+            (
+                "order_id",
+                Arc::new(Int64Array::from_iter_values(orders.iter().map(|o| o.0))),
+            ),
+            (
+                "user_id",
+                Arc::new(Int64Array::from_iter_values(orders.iter().map(|o| o.1))),
+            ),
+            (
+                "ordered_at",
+                Arc::new(TimestampMicrosecondArray::from_iter_values(
+                    orders.iter().map(|o| o.2),
+                )),
+            ),
+            (
+                "amount",
+                Arc::new(Float64Array::from_iter_values(orders.iter().map(|o| o.3))),
+            ),
+            (
+                "status",
+                Arc::new(StringArray::from_iter_values(orders.iter().map(|o| o.4))),
+            ),
+        ],
     )
 }
 

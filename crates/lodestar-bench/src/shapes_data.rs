@@ -20,13 +20,11 @@ use std::sync::Arc;
 
 use chrono::Days;
 use lodestar_core::datafusion::arrow::array::{
-    ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray,
 };
-use lodestar_core::datafusion::arrow::datatypes::{DataType, Field, Schema};
 
 use crate::lake_data::{
-    self, DAYS, Rng, Shape, ensure_written, micros, pick_user, timestamp_field, write_parquet,
-    write_users,
+    self, DAYS, Rng, Shape, ensure_written, micros, pick_user, write_table, write_users,
 };
 
 /// Listings: the `--by listing_id` breakdown has this many values.
@@ -124,54 +122,44 @@ fn write_day(root: &Path, shape: Shape, day: u64) -> anyhow::Result<()> {
         }
     }
     let date = lake_data::first_day() + Days::new(day);
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("user_id", DataType::Int64, false),
-        Field::new("session_id", DataType::Int64, false),
-        Field::new("listing_id", DataType::Int64, false),
-        Field::new("device_id", DataType::Utf8, false),
-        timestamp_field("event_time"),
-        Field::new("event_type", DataType::Utf8, false),
-    ]));
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from(users)),
-        Arc::new(Int64Array::from(sessions)),
-        Arc::new(Int64Array::from(listings)),
-        Arc::new(StringArray::from(devices)),
-        Arc::new(TimestampMicrosecondArray::from(times)),
-        Arc::new(StringArray::from(kinds)),
-    ];
-    write_parquet(
+    write_table(
         &root.join(format!("events/dt={date}/part-0.parquet")),
-        &RecordBatch::try_new(schema, columns)?,
+        vec![
+            ("user_id", Arc::new(Int64Array::from(users))),
+            ("session_id", Arc::new(Int64Array::from(sessions))),
+            ("listing_id", Arc::new(Int64Array::from(listings))),
+            ("device_id", Arc::new(StringArray::from(devices))),
+            (
+                "event_time",
+                Arc::new(TimestampMicrosecondArray::from(times)),
+            ),
+            ("event_type", Arc::new(StringArray::from(kinds))),
+        ],
     )?;
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("booking_id", DataType::Int64, false),
-        Field::new("user_id", DataType::Int64, false),
-        Field::new("listing_id", DataType::Int64, false),
-        Field::new("host_id", DataType::Int64, false),
-        timestamp_field("booked_at"),
-        Field::new("nights", DataType::Int64, false),
-        Field::new("status", DataType::Utf8, false),
-    ]));
     let column = |f: fn(&Booking) -> i64| -> ArrayRef {
         Arc::new(Int64Array::from_iter_values(bookings.iter().map(f)))
     };
-    let columns: Vec<ArrayRef> = vec![
-        column(|b| b.id),
-        column(|b| b.user),
-        column(|b| b.listing),
-        column(|b| b.listing / LISTINGS_PER_HOST as i64),
-        Arc::new(TimestampMicrosecondArray::from_iter_values(
-            bookings.iter().map(|b| b.time),
-        )),
-        column(|b| b.nights),
-        Arc::new(StringArray::from_iter_values(
-            bookings.iter().map(|b| b.status),
-        )),
-    ];
-    write_parquet(
+    write_table(
         &root.join(format!("bookings/dt={date}/part-0.parquet")),
-        &RecordBatch::try_new(schema, columns)?,
+        vec![
+            ("booking_id", column(|b| b.id)),
+            ("user_id", column(|b| b.user)),
+            ("listing_id", column(|b| b.listing)),
+            ("host_id", column(|b| b.listing / LISTINGS_PER_HOST as i64)),
+            (
+                "booked_at",
+                Arc::new(TimestampMicrosecondArray::from_iter_values(
+                    bookings.iter().map(|b| b.time),
+                )),
+            ),
+            ("nights", column(|b| b.nights)),
+            (
+                "status",
+                Arc::new(StringArray::from_iter_values(
+                    bookings.iter().map(|b| b.status),
+                )),
+            ),
+        ],
     )
 }
 
