@@ -82,7 +82,7 @@ impl Rng {
         Rng(SEED ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15))
     }
 
-    pub(crate) fn next(&mut self) -> u64 {
+    fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -92,6 +92,19 @@ impl Rng {
 
     pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
+    }
+
+    /// The index of one of `choices`, drawn by their weights, which add up to 100.
+    pub(crate) fn weighted(&mut self, choices: &[(&str, u64)]) -> usize {
+        let mut roll = self.below(100);
+        choices
+            .iter()
+            .position(|(_, weight)| {
+                let hit = roll < *weight;
+                roll = roll.saturating_sub(*weight);
+                hit
+            })
+            .expect("weights add up to 100")
     }
 }
 
@@ -245,15 +258,7 @@ pub fn write_day(lake: &Path, shape: Shape, day: u64) -> anyhow::Result<()> {
     let mut events: Vec<(u64, u64, usize)> = (0..shape.events_on(day))
         .map(|_| {
             let user = pick_user(&mut rng, shape, day, eligible);
-            let mut roll = rng.below(100);
-            let kind = EVENT_TYPES
-                .iter()
-                .position(|(_, weight)| {
-                    let hit = roll < *weight;
-                    roll = roll.saturating_sub(*weight);
-                    hit
-                })
-                .expect("weights add up to 100");
+            let kind = rng.weighted(&EVENT_TYPES);
             (rng.below(86_400), user, kind)
         })
         .collect();

@@ -62,15 +62,7 @@ fn write_day(root: &Path, shape: Shape, day: u64) -> anyhow::Result<()> {
     let mut events: Vec<(u64, u64, usize, u64)> = (0..shape.events_on(day))
         .map(|_| {
             let user = pick_user(&mut rng, shape, day, eligible);
-            let mut roll = rng.below(100);
-            let kind = EVENT_TYPES
-                .iter()
-                .position(|(_, weight)| {
-                    let hit = roll < *weight;
-                    roll = roll.saturating_sub(*weight);
-                    hit
-                })
-                .expect("weights add up to 100");
+            let kind = rng.weighted(&EVENT_TYPES);
             let listing = if rng.below(2) == 0 {
                 rng.below(POPULAR)
             } else {
