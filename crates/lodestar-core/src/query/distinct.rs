@@ -7,9 +7,15 @@
 //! hashing. [`CountDistinctByBitmap`], an analyzer rule of every session the engine makes,
 //! writes each `count(DISTINCT key)` over an integer key (any width, signed or not; an
 //! optional `FILTER` stays) as [`NAME`], which returns the same count; keys of other types
-//! (text, a concatenation) keep DataFusion's own plan. A partial aggregate's state is the
-//! bitmap in Roaring's portable format, so partial and final aggregates may run on different
-//! nodes of a cluster (the cluster's codecs carry the function by name).
+//! (text, a concatenation) keep DataFusion's own plan.
+//!
+//! A group's keys start as a plain list ([`KeySet::Few`]) and become a bitmap only past
+//! [`FEW_KEYS`]: a breakdown by a dimension of 10,000 values has half a million (week, value)
+//! groups of a few dozen keys each, where Roaring would spend a container, and an allocation,
+//! on nearly every key. A partial aggregate's state is the set in a portable form (the list,
+//! or the bitmap in Roaring's portable format, after a tag byte), so partial and final
+//! aggregates may run on different nodes of a cluster (the cluster's codecs carry the function
+//! by name).
 
 use std::mem::size_of;
 use std::sync::{Arc, LazyLock};
@@ -59,22 +65,146 @@ pub fn counts_by_bitmap(data_type: &DataType) -> bool {
 const BITMAP_BYTES: usize = 64;
 const CONTAINER_BYTES: usize = 48;
 
-/// The memory `set` takes, estimated from its containers (Roaring's own statistics: a key
-/// alone in its container costs some 50 bytes, a dense container 8 KiB for 65,536 keys).
-fn set_bytes(set: &RoaringTreemap) -> usize {
-    let bitmaps: usize = set
-        .bitmaps()
-        .map(|(_, bitmap)| {
-            let s = bitmap.statistics();
-            // The statistics count an array's slots at 4 bytes (they are 2) and a bitset's
-            // bits (65,536) as bytes (it takes 8 KiB).
-            let values = s.n_bytes_array_containers / 2
-                + s.n_bytes_run_containers
-                + u64::from(s.n_bitset_containers) * 8192;
-            BITMAP_BYTES + s.n_containers as usize * CONTAINER_BYTES + values as usize
-        })
-        .sum();
-    size_of::<RoaringTreemap>() + bitmaps
+/// The most distinct keys a set holds as a list; past them it becomes a bitmap. A list takes
+/// 8 bytes a key; a bitmap of keys spread over millions takes some 50 bytes a key until many
+/// share a container.
+const FEW_KEYS: usize = 64;
+
+/// The tag byte before a set's portable form: a list of keys (8 bytes each, little-endian),
+/// or a Roaring treemap.
+const TAG_FEW: u8 = 0;
+const TAG_MANY: u8 = 1;
+
+/// The distinct keys of one group.
+#[derive(Debug, Clone)]
+enum KeySet {
+    /// Up to `2 × FEW_KEYS` keys, unsorted and maybe repeated until the list fills; then it
+    /// is sorted and deduplicated, and becomes a bitmap if more than `FEW_KEYS` remain.
+    Few(Vec<u64>),
+    Many(RoaringTreemap),
+}
+
+impl Default for KeySet {
+    fn default() -> Self {
+        KeySet::Few(Vec::new())
+    }
+}
+
+/// Sorts `keys` and drops repeats.
+fn compact(keys: &mut Vec<u64>) {
+    keys.sort_unstable();
+    keys.dedup();
+}
+
+impl KeySet {
+    /// Adds `key`; returns whether the set may have changed its memory (a list always, a
+    /// bitmap when the key is new).
+    fn insert(&mut self, key: u64) -> bool {
+        match self {
+            KeySet::Few(keys) => {
+                if keys.len() == 2 * FEW_KEYS {
+                    compact(keys);
+                    if keys.len() > FEW_KEYS {
+                        let mut set: RoaringTreemap = keys.iter().copied().collect();
+                        set.insert(key);
+                        *self = KeySet::Many(set);
+                        return true;
+                    }
+                }
+                keys.push(key);
+                true
+            }
+            KeySet::Many(set) => set.insert(key),
+        }
+    }
+
+    /// The number of distinct keys.
+    fn count(&mut self) -> u64 {
+        match self {
+            KeySet::Few(keys) => {
+                compact(keys);
+                keys.len() as u64
+            }
+            KeySet::Many(set) => set.len(),
+        }
+    }
+
+    /// The memory the set takes, estimated from its list or its containers (Roaring's own
+    /// statistics: a key alone in its container costs some 50 bytes, a dense container 8 KiB
+    /// for 65,536 keys).
+    fn bytes(&self) -> usize {
+        size_of::<KeySet>()
+            + match self {
+                KeySet::Few(keys) => keys.capacity() * size_of::<u64>(),
+                KeySet::Many(set) => set
+                    .bitmaps()
+                    .map(|(_, bitmap)| {
+                        let s = bitmap.statistics();
+                        // The statistics count an array's slots at 4 bytes (they are 2) and a
+                        // bitset's bits (65,536) as bytes (it takes 8 KiB).
+                        let values = s.n_bytes_array_containers / 2
+                            + s.n_bytes_run_containers
+                            + u64::from(s.n_bitset_containers) * 8192;
+                        BITMAP_BYTES + s.n_containers as usize * CONTAINER_BYTES + values as usize
+                    })
+                    .sum(),
+            }
+    }
+
+    /// Appends the set's portable form (a partial aggregate's state) to `out`.
+    fn serialize_into(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        match self {
+            KeySet::Few(keys) => {
+                compact(keys);
+                out.reserve(1 + keys.len() * size_of::<u64>());
+                out.push(TAG_FEW);
+                for key in keys.iter() {
+                    out.extend_from_slice(&key.to_le_bytes());
+                }
+            }
+            KeySet::Many(set) => {
+                out.reserve(1 + set.serialized_size());
+                out.push(TAG_MANY);
+                set.serialize_into(&mut *out)
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds the keys of a portable set (another partial aggregate's state, maybe from another
+    /// node): a state that is not one is an error, never a panic.
+    fn merge(&mut self, state: &[u8]) -> Result<()> {
+        let not_a_set = |why: &str| {
+            DataFusionError::Execution(format!("{NAME}: a partial state is not a key set: {why}"))
+        };
+        match state.split_first() {
+            Some((&TAG_FEW, list)) => {
+                let keys = list.chunks_exact(size_of::<u64>());
+                if !keys.remainder().is_empty() {
+                    return Err(not_a_set("a list of keys of 8 bytes has a remainder"));
+                }
+                for key in keys {
+                    let mut bytes = [0; 8];
+                    bytes.copy_from_slice(key);
+                    self.insert(u64::from_le_bytes(bytes));
+                }
+            }
+            Some((&TAG_MANY, bitmap)) => {
+                let mut other = RoaringTreemap::deserialize_from(bitmap)
+                    .map_err(|e| not_a_set(&e.to_string()))?;
+                match self {
+                    KeySet::Many(set) => *set |= other,
+                    KeySet::Few(keys) => {
+                        other.extend(keys.iter().copied());
+                        *self = KeySet::Many(other);
+                    }
+                }
+            }
+            _ => return Err(not_a_set("an unknown tag")),
+        }
+        Ok(())
+    }
 }
 
 /// The aggregate function `lodestar_count_distinct(key)`: the number of distinct non-null
@@ -176,29 +306,16 @@ fn for_each_key(
     Ok(())
 }
 
-/// `set` in Roaring's portable format: a partial aggregate's state.
-fn serialize(set: &RoaringTreemap) -> Result<Vec<u8>> {
-    let mut bytes = Vec::with_capacity(set.serialized_size());
-    set.serialize_into(&mut bytes)
-        .map_err(|e| DataFusionError::External(Box::new(e)))?;
-    Ok(bytes)
-}
-
 /// The states of `sets`, in their order.
-fn state_array(sets: &[RoaringTreemap]) -> Result<Vec<ArrayRef>> {
+fn state_array(sets: &mut [KeySet]) -> Result<Vec<ArrayRef>> {
+    let mut bytes = Vec::new();
     let mut out = BinaryBuilder::with_capacity(sets.len(), 0);
     for set in sets {
-        out.append_value(serialize(set)?);
+        bytes.clear();
+        set.serialize_into(&mut bytes)?;
+        out.append_value(&bytes);
     }
     Ok(vec![Arc::new(out.finish())])
-}
-
-/// A set from a partial aggregate's state; a state that is not a Roaring treemap (it comes
-/// from another node) is an error, never a panic.
-fn deserialize(bytes: &[u8]) -> Result<RoaringTreemap> {
-    RoaringTreemap::deserialize_from(bytes).map_err(|e| {
-        DataFusionError::Execution(format!("{NAME}: a partial state is not a key set: {e}"))
-    })
 }
 
 fn states(values: &[ArrayRef]) -> Result<&BinaryArray> {
@@ -211,7 +328,7 @@ fn states(values: &[ArrayRef]) -> Result<&BinaryArray> {
 /// Without a grouping: one set.
 #[derive(Debug, Default)]
 struct SetAccumulator {
-    set: RoaringTreemap,
+    set: KeySet,
 }
 
 impl Accumulator for SetAccumulator {
@@ -223,20 +340,22 @@ impl Accumulator for SetAccumulator {
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        Ok(ScalarValue::Int64(Some(self.set.len() as i64)))
+        Ok(ScalarValue::Int64(Some(self.set.count() as i64)))
     }
 
     fn size(&self) -> usize {
-        size_of::<Self>() + set_bytes(&self.set)
+        size_of::<Self>() + self.set.bytes()
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        Ok(vec![ScalarValue::Binary(Some(serialize(&self.set)?))])
+        let mut bytes = Vec::new();
+        self.set.serialize_into(&mut bytes)?;
+        Ok(vec![ScalarValue::Binary(Some(bytes))])
     }
 
     fn merge_batch(&mut self, states_: &[ArrayRef]) -> Result<()> {
         for bytes in states(states_)?.iter().flatten() {
-            self.set |= deserialize(bytes)?;
+            self.set.merge(bytes)?;
         }
         Ok(())
     }
@@ -246,7 +365,7 @@ impl Accumulator for SetAccumulator {
 /// changed, whose memory is measured again after it.
 #[derive(Debug, Default)]
 struct GroupSets {
-    sets: Vec<RoaringTreemap>,
+    sets: Vec<KeySet>,
     bytes: Vec<usize>,
     total: usize,
     touched: Vec<bool>,
@@ -254,28 +373,30 @@ struct GroupSets {
 
 impl GroupSets {
     fn grow(&mut self, groups: usize) {
-        let empty = set_bytes(&RoaringTreemap::new());
+        let empty = KeySet::default().bytes();
         self.total += groups.saturating_sub(self.sets.len()) * empty;
-        self.sets.resize_with(groups, RoaringTreemap::new);
+        self.sets.resize_with(groups, KeySet::default);
         self.bytes.resize(groups, empty);
         self.touched.resize(groups, false);
     }
 
-    /// Marks `group` changed; returns whether it was not yet.
-    fn touch(touched: &mut [bool], group: usize) -> bool {
-        !std::mem::replace(&mut touched[group], true)
+    /// Marks `group` changed, and remembers it in `changed` the first time.
+    fn touch(touched: &mut [bool], changed: &mut Vec<usize>, group: usize) {
+        if !std::mem::replace(&mut touched[group], true) {
+            changed.push(group);
+        }
     }
 
     fn measure(&mut self, groups: &[usize]) {
         for &group in groups {
-            let bytes = set_bytes(&self.sets[group]);
+            let bytes = self.sets[group].bytes();
             self.total = self.total - self.bytes[group] + bytes;
             self.bytes[group] = bytes;
             self.touched[group] = false;
         }
     }
 
-    fn take(&mut self, emit_to: EmitTo) -> Vec<RoaringTreemap> {
+    fn take(&mut self, emit_to: EmitTo) -> Vec<KeySet> {
         self.total -= emit_to.take_needed(&mut self.bytes).iter().sum::<usize>();
         emit_to.take_needed(&mut self.touched);
         emit_to.take_needed(&mut self.sets)
@@ -295,8 +416,8 @@ impl GroupsAccumulator for GroupSets {
         let (sets, touched) = (&mut self.sets, &mut self.touched);
         for_each_key(values[0].as_ref(), opt_filter, |row, key| {
             let group = group_indices[row];
-            if sets[group].insert(key) && Self::touch(touched, group) {
-                changed.push(group);
+            if sets[group].insert(key) {
+                Self::touch(touched, &mut changed, group);
             }
         })?;
         self.measure(&changed);
@@ -306,14 +427,14 @@ impl GroupsAccumulator for GroupSets {
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
         let counts: Int64Array = self
             .take(emit_to)
-            .iter()
-            .map(|set| Some(set.len() as i64))
+            .iter_mut()
+            .map(|set| Some(set.count() as i64))
             .collect();
         Ok(Arc::new(counts))
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        state_array(&self.take(emit_to))
+        state_array(&mut self.take(emit_to))
     }
 
     fn merge_batch(
@@ -326,16 +447,14 @@ impl GroupsAccumulator for GroupSets {
         let mut changed = Vec::new();
         for (bytes, &group) in states(values)?.iter().zip(group_indices) {
             let Some(bytes) = bytes else { continue };
-            self.sets[group] |= deserialize(bytes)?;
-            if Self::touch(&mut self.touched, group) {
-                changed.push(group);
-            }
+            self.sets[group].merge(bytes)?;
+            Self::touch(&mut self.touched, &mut changed, group);
         }
         self.measure(&changed);
         Ok(())
     }
 
-    /// Each row as a group of its own: a set of its key, empty for a null or filtered one.
+    /// Each row as a group of its own: a list of its key, empty for a null or filtered one.
     /// DataFusion asks for it when a partial aggregate finds nearly as many groups as rows.
     fn convert_to_state(
         &self,
@@ -343,16 +462,27 @@ impl GroupsAccumulator for GroupSets {
         opt_filter: Option<&BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
         let rows = values[0].len();
-        let mut sets = vec![RoaringTreemap::new(); rows];
+        let mut keys: Vec<Option<u64>> = vec![None; rows];
         for_each_key(values[0].as_ref(), opt_filter, |row, key| {
-            sets[row].insert(key);
+            keys[row] = Some(key)
         })?;
-        state_array(&sets)
+        let mut out = BinaryBuilder::with_capacity(rows, rows * (1 + size_of::<u64>()));
+        for key in keys {
+            match key {
+                Some(key) => {
+                    let mut state = [TAG_FEW; 1 + size_of::<u64>()];
+                    state[1..].copy_from_slice(&key.to_le_bytes());
+                    out.append_value(state);
+                }
+                None => out.append_value([TAG_FEW]),
+            }
+        }
+        Ok(vec![Arc::new(out.finish())])
     }
 
     fn size(&self) -> usize {
         self.total
-            + self.sets.capacity() * size_of::<RoaringTreemap>()
+            + self.sets.capacity() * size_of::<KeySet>()
             + self.bytes.capacity() * size_of::<usize>()
             + self.touched.capacity()
     }
@@ -582,10 +712,75 @@ mod tests {
 
     #[test]
     fn a_state_that_is_not_a_key_set_is_an_error() {
+        // An unknown tag, a list cut inside a key, a bitmap cut short.
+        for garbage in [&b"not a bitmap"[..], &[TAG_FEW, 1, 2, 3], &[TAG_MANY, 9]] {
+            let mut sets = GroupSets::default();
+            let state: ArrayRef = Arc::new(BinaryArray::from(vec![garbage]));
+            let error = sets.merge_batch(&[state], &[0], 1).unwrap_err();
+            assert!(error.to_string().contains("not a key set"), "{error}");
+        }
+    }
+
+    /// The keys `k × 1,000,003` for `k` in `range`, each twice: no two share a container.
+    fn far_keys(range: std::ops::Range<i64>) -> ArrayRef {
+        Arc::new(Int64Array::from_iter_values(
+            range.flat_map(|k| [k * 1_000_003, k * 1_000_003]),
+        ))
+    }
+
+    #[test]
+    fn a_list_becomes_a_bitmap_past_few_keys_and_states_of_both_merge() {
+        let many = 3 * FEW_KEYS as i64;
         let mut sets = GroupSets::default();
-        let garbage: ArrayRef = Arc::new(BinaryArray::from(vec![&b"not a bitmap"[..]]));
-        let error = sets.merge_batch(&[garbage], &[0], 1).unwrap_err();
-        assert!(error.to_string().contains("not a key set"), "{error}");
+        // Group 0: `many` keys; group 1: keys 0..5; group 2: none.
+        let keys = far_keys(0..many);
+        sets.update_batch(&[keys], &vec![0; 2 * many as usize], None, 3)
+            .unwrap();
+        sets.update_batch(&[far_keys(0..5)], &[1; 10], None, 3)
+            .unwrap();
+        assert!(
+            matches!(sets.sets[0], KeySet::Many(_)),
+            "{:?}",
+            sets.sets[0]
+        );
+        assert!(matches!(sets.sets[1], KeySet::Few(_)), "{:?}", sets.sets[1]);
+        let state = sets.state(EmitTo::All).unwrap();
+
+        // Each state merged into a set of the other form: keys 0..5 into a bitmap of
+        // many..many+100, and the bitmap of 0..many into a list of many..many+5.
+        let mut other = GroupSets::default();
+        other
+            .update_batch(&[far_keys(many..many + 100)], &[0; 200], None, 3)
+            .unwrap();
+        other
+            .update_batch(&[far_keys(many..many + 5)], &[1; 10], None, 3)
+            .unwrap();
+        other.merge_batch(&state, &[1, 0, 2], 3).unwrap();
+        let counts = other.evaluate(EmitTo::All).unwrap();
+        assert_eq!(
+            counts.as_primitive::<Int64Type>().values(),
+            &[100 + 5, many + 5, 0]
+        );
+    }
+
+    #[test]
+    fn a_small_group_takes_a_list_not_a_container_a_key() {
+        let mut sets = GroupSets::default();
+        sets.update_batch(&[far_keys(0..19)], &[0; 38], None, 1)
+            .unwrap();
+        assert!(sets.size() < 19 * CONTAINER_BYTES, "{}", sets.size());
+    }
+
+    #[test]
+    fn each_row_as_a_state_of_its_own_counts_the_same() {
+        let sets = GroupSets::default();
+        let keys: ArrayRef = Arc::new(Int32Array::from(vec![Some(4), None, Some(4), Some(-2)]));
+        let keep = BooleanArray::from(vec![true, true, true, false]);
+        let state = sets.convert_to_state(&[keys], Some(&keep)).unwrap();
+        let mut merged = GroupSets::default();
+        merged.merge_batch(&state, &[0, 0, 1, 1], 2).unwrap();
+        let counts = merged.evaluate(EmitTo::All).unwrap();
+        assert_eq!(counts.as_primitive::<Int64Type>().values(), &[1, 1]);
     }
 
     #[test]
@@ -596,7 +791,7 @@ mod tests {
         let before = sets.size();
         let first = sets.evaluate(EmitTo::First(2)).unwrap();
         assert_eq!(first.as_primitive::<Int64Type>().values(), &[2, 1]);
-        assert_eq!(sets.total, set_bytes(&sets.sets[0]));
+        assert_eq!(sets.total, sets.sets[0].bytes());
         assert!(sets.size() < before);
         let state = sets.state(EmitTo::All).unwrap();
         let mut other = GroupSets::default();
