@@ -56,6 +56,9 @@ pub const USAGE: &str = "\
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Tree {
     pub name: &'static str,
+    /// Before the names of its data folder (`bench-data/{prefix}events-N`) and its result
+    /// file (`bench/lake-{prefix}N.json`): empty for the lake tree, whose names came first.
+    prefix: &'static str,
     project: &'static str,
     /// Writes the data set into a folder unless it is already there.
     ensure: fn(&Path, Shape) -> anyhow::Result<bool>,
@@ -66,6 +69,7 @@ pub(crate) struct Tree {
 /// The lake tree: revenue over orders, events and a 7-day retention.
 pub(crate) const LAKE: Tree = Tree {
     name: "lake",
+    prefix: "",
     project: PROJECT,
     ensure: lake_data::ensure,
     breakdown: None,
@@ -74,6 +78,7 @@ pub(crate) const LAKE: Tree = Tree {
 /// The second tree: nights booked, with the shapes the lake's metrics lack.
 const SHAPES: Tree = Tree {
     name: "shapes",
+    prefix: "shapes-",
     project: SHAPES_PROJECT,
     ensure: shapes_data::ensure,
     breakdown: Some((
@@ -209,11 +214,9 @@ pub(crate) fn data_set(
     events: u64,
 ) -> anyhow::Result<(Shape, PathBuf, PathBuf)> {
     let shape = Shape { events };
-    let folder = match tree.name {
-        "lake" => format!("events-{events}"),
-        other => format!("{other}-events-{events}"),
-    };
-    let dir = target.join("bench-data").join(folder);
+    let dir = target
+        .join("bench-data")
+        .join(format!("{}events-{events}", tree.prefix));
     (tree.ensure)(&dir, shape)?;
     let project = dir.join("lodestar.yaml");
     fs_err::write(&project, tree.project)?;
@@ -309,10 +312,9 @@ fn bench(options: &Options) -> anyhow::Result<()> {
         "rows": rows,
         "refresh": null,
     });
-    let out = target.join("bench").join(match tree.name {
-        "lake" => format!("lake-{}.json", options.events),
-        other => format!("lake-{other}-{}.json", options.events),
-    });
+    let out = target
+        .join("bench")
+        .join(format!("lake-{}{}.json", tree.prefix, options.events));
     fs_err::create_dir_all(out.parent().expect("a parent"))?;
     fs_err::write(&out, serde_json::to_string_pretty(&report)?)?;
     println!("\nwritten to {}", out.display());
