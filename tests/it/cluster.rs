@@ -342,8 +342,9 @@ fn the_example_project_computes_the_same_on_a_cluster() {
     );
 }
 
-/// A year of `dt=` folders read through `time_partition`: a month and the whole year, and a
-/// retention metric whose outer join the cluster is made to run as a sort-merge join, the plan
+/// A year of `dt=` folders read through `time_partition`: a month and the whole year (with a
+/// text key's distinct count and a trailing window's, both from key sets), and a retention
+/// metric whose outer join the cluster is made to run as a sort-merge join, the plan
 /// Ballista falls back to when a join's build side is large (over 64 MiB a partition).
 #[test]
 fn a_partitioned_lake_computes_the_same_on_a_cluster() {
@@ -369,6 +370,9 @@ engine:
 metrics:
   events: { table: app.events, time: event_time, measure: count(*) }
   users: { table: app.events, time: event_time, measure: count(distinct user_id) }
+  event_types: { table: app.events, time: event_time, measure: count(distinct event_type) }
+  users_7d:
+    { table: app.events, time: event_time, measure: count(distinct user_id), cumulative: { window: 7d } }
   returning:
     grain: day
     retention:
@@ -386,7 +390,15 @@ metrics:
         &project,
         &cluster,
         &[
-            "compute", "events", "users", "--grain", "week", "--format", "csv",
+            "compute",
+            "events",
+            "users",
+            "event_types",
+            "users_7d",
+            "--grain",
+            "week",
+            "--format",
+            "csv",
         ],
     );
     // User 0, first seen on Jan 1st, never clicks: the outer join's unmatched row. Users 1

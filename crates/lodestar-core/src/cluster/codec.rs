@@ -156,13 +156,8 @@ impl LogicalExtensionCodec for LogicalCodec {
     }
 
     fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
-        lodestar_udaf(name).map_or_else(|| self.ballista.try_decode_udaf(name, buf), Ok)
+        distinct::by_name(name).map_or_else(|| self.ballista.try_decode_udaf(name, buf), Ok)
     }
-}
-
-/// Lodestar's aggregate function called `name`, if it is one.
-fn lodestar_udaf(name: &str) -> Option<Arc<AggregateUDF>> {
-    (name == distinct::NAME).then(distinct::bitmap_count)
 }
 
 /// The physical codec: a plugin's scan ([`SourceScanExec`]) travels as what it was asked
@@ -242,7 +237,7 @@ impl PhysicalExtensionCodec for PhysicalCodec {
     }
 
     fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
-        lodestar_udaf(name).map_or_else(|| self.ballista.try_decode_udaf(name, buf), Ok)
+        distinct::by_name(name).map_or_else(|| self.ballista.try_decode_udaf(name, buf), Ok)
     }
 }
 
@@ -328,17 +323,20 @@ mod tests {
         assert!(!shown.contains("db.internal"), "{shown}");
     }
 
-    /// A node that never registered Lodestar's distinct count still decodes a plan using it:
-    /// the codecs know it by name, and leave other names to Ballista.
+    /// A node that never registered Lodestar's aggregate functions (the distinct count, the
+    /// key set) still decodes a plan using them: the codecs know them by name, and leave other
+    /// names to Ballista.
     #[test]
-    fn lodestars_aggregate_function_is_decoded_by_its_name() {
+    fn lodestars_aggregate_functions_are_decoded_by_their_names() {
         let physical = PhysicalCodec::default();
         let logical = LogicalCodec::default();
-        for decoded in [
-            physical.try_decode_udaf(distinct::NAME, &[]),
-            logical.try_decode_udaf(distinct::NAME, &[]),
-        ] {
-            assert_eq!(decoded.unwrap().name(), distinct::NAME);
+        for name in [distinct::NAME, distinct::SET_NAME] {
+            for decoded in [
+                physical.try_decode_udaf(name, &[]),
+                logical.try_decode_udaf(name, &[]),
+            ] {
+                assert_eq!(decoded.unwrap().name(), name);
+            }
         }
         assert!(physical.try_decode_udaf("no_such_function", &[]).is_err());
         assert!(logical.try_decode_udaf("no_such_function", &[]).is_err());

@@ -26,7 +26,7 @@ use crate::project::model::{
     TableRef, quote_ident,
 };
 use crate::query::bounds::Bounds;
-use crate::query::distinct::CountDistinctByBitmap;
+use crate::query::distinct::{self, CountDistinctByBitmap};
 use crate::query::request::{Action, words};
 use crate::query::sql::{self, TimeKind};
 use crate::{cluster, connect};
@@ -615,7 +615,8 @@ fn sql_error(
 }
 
 /// The DataFusion context: bounded memory that spills to disk, information_schema on,
-/// integer keys' distinct counts by bitmap ([`CountDistinctByBitmap`]); with a cluster,
+/// distinct counts of integer and text keys by bitmap ([`CountDistinctByBitmap`]) and the
+/// days' key sets of trailing windows ([`distinct::SET_NAME`]); with a cluster,
 /// Ballista's planner sends its queries to the scheduler.
 fn session(settings: &EngineSettings, sources: &Arc<cluster::Sources>) -> Result<SessionContext> {
     let memory = settings.memory_limit.unwrap_or_else(default_memory_limit);
@@ -627,23 +628,26 @@ fn session(settings: &EngineSettings, sources: &Arc<cluster::Sources>) -> Result
     if let Some(n) = settings.target_partitions {
         config = config.with_target_partitions(n);
     }
-    match &settings.cluster {
-        None => Ok(SessionContext::new_with_state(
+    let ctx = match &settings.cluster {
+        None => SessionContext::new_with_state(
             SessionStateBuilder::new()
                 .with_default_features()
                 .with_config(config)
                 .with_runtime_env(runtime)
                 .with_analyzer_rule(Arc::new(CountDistinctByBitmap))
                 .build(),
-        )),
-        Some(url) => Ok(SessionContext::new_with_state(cluster::client_state(
+        ),
+        Some(url) => SessionContext::new_with_state(cluster::client_state(
             url,
             &settings.cluster_settings,
             config,
             runtime,
             Arc::clone(sources),
-        )?)),
-    }
+        )?),
+    };
+    // Trailing windows' scans call it by name (query/window.rs).
+    ctx.register_udaf(distinct::key_set().as_ref().clone());
+    Ok(ctx)
 }
 
 /// Half of the machine's memory: the rest is for the OS, the page cache and other programs.
