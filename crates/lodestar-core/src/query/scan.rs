@@ -71,6 +71,20 @@ pub(crate) fn time_range(
     conditions
 }
 
+/// Adds the breakdown by `dims` to a scan's `select` (each as text, under its name) and
+/// `group_by`.
+pub(crate) fn push_breakdown(
+    dims: &[String],
+    select: &mut Vec<String>,
+    group_by: &mut Vec<String>,
+) {
+    for dim in dims {
+        let expr = format!("CAST({} AS VARCHAR)", quote_ident(dim));
+        select.push(format!("{expr} AS {}", quote_ident(dim)));
+        group_by.push(expr);
+    }
+}
+
 pub(crate) fn where_clause(conditions: &[String]) -> String {
     if conditions.is_empty() {
         String::new()
@@ -192,11 +206,7 @@ impl Engine {
         }
         let mut select = vec![format!("{period} AS {}", quote_ident(PERIOD))];
         let mut group_by = vec![period];
-        for dim in dims {
-            let expr = format!("CAST({} AS VARCHAR)", quote_ident(dim));
-            select.push(format!("{expr} AS {}", quote_ident(dim)));
-            group_by.push(expr);
-        }
+        push_breakdown(dims, &mut select, &mut group_by);
         let metrics = scan.metrics.iter().map(|(m, _)| m.name.clone()).collect();
         let measures: Vec<Expr> = scan
             .metrics

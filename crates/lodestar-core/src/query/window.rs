@@ -20,7 +20,7 @@ use crate::query::distinct::{self, DaySets};
 use crate::query::engine::Engine;
 use crate::query::plan::{END, LAST, PERIOD, PartContext, START, WindowMetric, parse_fragment};
 use crate::query::request::{Field as RequestField, words};
-use crate::query::scan::{Part, bad_times, time_range, where_clause};
+use crate::query::scan::{Part, bad_times, push_breakdown, time_range, where_clause};
 use crate::query::sql::{self, date_literal, period_of, timestamp_literal};
 
 /// The most (period, day) pairs a trailing window's spine lists before the scan compares rows
@@ -29,6 +29,21 @@ const MAX_DAY_SPINE: usize = 50_000;
 
 /// A local day of a period's trailing window, beside the period in the spine.
 const DAY: &str = "__day";
+
+/// The window of `period` at `grain`, `[start, end)`: the `days` before its end (`None`,
+/// without a window: from the beginning).
+fn window_of(period: NaiveDate, grain: Grain, days: Option<u32>) -> (Option<NaiveDate>, NaiveDate) {
+    let end = next_period(period, grain);
+    (days.map(|days| end - Days::new(u64::from(days))), end)
+}
+
+/// The rows a trailing window's scan reads: the table's local time, and the conditions
+/// (time range, request filter, the metric's own filter).
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    local: &'a str,
+    conditions: &'a [String],
+}
 
 /// A day's set of keys, beside the day and the breakdown in a trailing window's scan.
 const SET: &str = "__set";
@@ -163,22 +178,34 @@ impl Engine {
         let (grain, dims, where_expr, for_cache) =
             (ctx.grain, ctx.dims, ctx.where_expr, ctx.for_cache);
         let (local, kind) = self.local_time_of(&measure.table, &measure.time).await?;
+        // The rows of every period's window: from a window before the first period (from the
+        // beginning, without a window) to the end of the last.
+        let lower = match (periods.first(), window) {
+            (Some(first), Some(days)) => Some(*first - Days::new(u64::from(days))),
+            _ => None,
+        };
+        let upper = periods.last().map(|p| next_period(*p, grain));
+        let mut conditions = time_range(&local, lower, upper);
+        conditions.extend(where_expr.map(|e| format!("({e})")));
+        conditions.extend(measure.filter.as_ref().map(|f| format!("({f})")));
         if let Some(key) = sql::parse_expr(&measure.measure)
             .ok()
             .and_then(|e| sql::distinct_count_arg(&e).map(ToString::to_string))
             && let Some((key_type, _)) = self.key_set_type(&measure.table, &key).await
         {
+            let rows = Rows {
+                local: &local,
+                conditions: &conditions,
+            };
             let part = self
-                .run_window_sets(ctx, w, periods, index, (&key, &key_type), &local)
+                .run_window_sets(ctx, w, periods, index, (&key, &key_type), rows)
                 .await;
             return bad_times(part, kind, metric, &measure.time);
         }
-        // Each period's window is `[start, end)`.
         let bounds = |period: NaiveDate| {
-            let end = next_period(period, grain);
+            let (start, end) = window_of(period, grain, window);
             // Without a window the start is not compared; any valid timestamp does.
-            let start = window.map_or(period, |days| end - Days::new(u64::from(days)));
-            (start, end)
+            (start.unwrap_or(period), end)
         };
         let (spine_rows, on) = match window {
             // A window of whole days: the spine lists each period's days, and a row joins the
@@ -229,21 +256,9 @@ impl Engine {
                 (spine(&columns, &rows), on)
             }
         };
-        let lower = match (periods.first(), window) {
-            (Some(first), Some(days)) => Some(*first - Days::new(u64::from(days))),
-            _ => None,
-        };
-        let upper = periods.last().map(|p| next_period(*p, grain));
-        let mut conditions = time_range(&local, lower, upper);
-        conditions.extend(where_expr.map(|e| format!("({e})")));
-        conditions.extend(measure.filter.as_ref().map(|f| format!("({f})")));
         let mut select = vec![format!("s.{0} AS {0}", quote_ident(PERIOD))];
         let mut group_by = vec![format!("s.{}", quote_ident(PERIOD))];
-        for dim in dims {
-            let expr = format!("CAST({} AS VARCHAR)", quote_ident(dim));
-            select.push(format!("{expr} AS {}", quote_ident(dim)));
-            group_by.push(expr);
-        }
+        push_breakdown(dims, &mut select, &mut group_by);
         select.push(format!(
             "{} AS {}",
             parse_fragment(&measure.measure)?,
@@ -285,25 +300,13 @@ impl Engine {
         periods: &[NaiveDate],
         index: usize,
         (key, key_type): (&str, &DataType),
-        local: &str,
+        rows: Rows<'_>,
     ) -> Result<Part> {
         let (metric, measure) = (w.metric, w.measure);
-        let lower = match (periods.first(), w.days) {
-            (Some(first), Some(days)) => Some(*first - Days::new(u64::from(days))),
-            _ => None,
-        };
-        let upper = periods.last().map(|p| next_period(*p, ctx.grain));
-        let mut conditions = time_range(local, lower, upper);
-        conditions.extend(ctx.where_expr.map(|e| format!("({e})")));
-        conditions.extend(measure.filter.as_ref().map(|f| format!("({f})")));
-        let day = format!("CAST({local} AS DATE)");
+        let day = format!("CAST({} AS DATE)", rows.local);
         let mut select = vec![format!("{day} AS {}", quote_ident(DAY))];
         let mut group_by = vec![day];
-        for dim in ctx.dims {
-            let expr = format!("CAST({} AS VARCHAR)", quote_ident(dim));
-            select.push(format!("{expr} AS {}", quote_ident(dim)));
-            group_by.push(expr);
-        }
+        push_breakdown(ctx.dims, &mut select, &mut group_by);
         select.push(format!(
             "{}({key}) AS {}",
             distinct::SET_NAME,
@@ -313,7 +316,7 @@ impl Engine {
             "SELECT {} FROM {}{} GROUP BY {}",
             select.join(", "),
             measure.table.sql(),
-            where_clause(&conditions),
+            where_clause(rows.conditions),
             group_by.join(", ")
         );
         let days = self
@@ -324,16 +327,11 @@ impl Engine {
                 vec![metric.name.clone()],
             )
             .await?;
-        let windows = |period: NaiveDate| {
-            let end = next_period(period, ctx.grain);
-            let start = w.days.map(|days| end - Days::new(u64::from(days)));
-            (start, end)
-        };
         let batch = count_windows(
             &days,
             key_type,
             periods,
-            windows,
+            |period| window_of(period, ctx.grain, w.days),
             &metric.name,
             ctx.for_cache,
         )?;
