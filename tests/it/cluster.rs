@@ -343,8 +343,8 @@ fn the_example_project_computes_the_same_on_a_cluster() {
 }
 
 /// A year of `dt=` folders read through `time_partition`: a month and the whole year (with a
-/// text key's distinct count and a trailing window's, both from key sets), and a retention
-/// metric whose outer join the cluster is made to run as a sort-merge join, the plan
+/// text key's distinct count, and a trailing window's from the days' key sets), and a
+/// retention metric whose outer join the cluster is made to run as a sort-merge join, the plan
 /// Ballista falls back to when a join's build side is large (over 64 MiB a partition).
 #[test]
 fn a_partitioned_lake_computes_the_same_on_a_cluster() {

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use chrono::{Days, NaiveDate};
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Date32Type, SchemaRef};
+use datafusion::arrow::datatypes::{Date32Type, SchemaRef};
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::physical_plan::{ExecutionPlan, collect};
@@ -112,14 +112,10 @@ impl Engine {
         Ok((local_time(time, kind, self.project().timezone), kind))
     }
 
-    /// The type of `key` (SQL over `table`) and the name DataFusion gives a distinct count
-    /// of it, when the count is by bitmap (query/distinct.rs); `None` for a key of another
-    /// type, or one whose type cannot be told here.
-    pub(crate) async fn key_set_type(
-        &self,
-        table: &TableRef,
-        key: &str,
-    ) -> Option<(DataType, String)> {
+    /// The name DataFusion gives a distinct count of `key` (SQL over `table`) when the count
+    /// is by bitmap (query/distinct.rs): `None` for a key that is not an integer, or whose
+    /// type cannot be told here.
+    pub(crate) async fn bitmap_key_name(&self, table: &TableRef, key: &str) -> Option<String> {
         // `min` has the key's type; the count, the name of a distinct count of it.
         let sql = format!(
             "SELECT min({key}), count(DISTINCT {key}) FROM {} LIMIT 0",
@@ -127,15 +123,14 @@ impl Engine {
         );
         let df = self.plan(&sql).await.ok()?;
         let (key, count) = (df.schema().field(0), df.schema().field(1));
-        distinct::counts_by_bitmap(key.data_type())
-            .then(|| (key.data_type().clone(), count.name().clone()))
+        distinct::counts_by_bitmap(key.data_type()).then(|| count.name().clone())
     }
 
     /// The keys the distinct counts of `metrics` count by bitmap (query/distinct.rs), as
-    /// (table, key's SQL): those of an integer or a text type. A key whose type cannot be
-    /// told here is left to the scan, which reports what is wrong with it. So is a key that
-    /// DataFusion names as another key of its table (a cast is left out of a name, so
-    /// `CAST(id AS VARCHAR)` is named as `id`): two aggregates of one name cannot share a
+    /// (table, key's SQL): those of an integer type. A key whose type cannot be told here is
+    /// left to the scan, which reports what is wrong with it. So is a key that DataFusion
+    /// names as another key of its table (a cast is left out of a name, so
+    /// `CAST(id AS BIGINT)` is named as `id`): two aggregates of one name cannot share a
     /// grouping.
     pub(crate) async fn bitmap_keys(&self, metrics: &[&Metric]) -> Vec<(TableRef, String)> {
         let mut keys = Vec::new();
@@ -155,7 +150,7 @@ impl Engine {
             if seen.contains(&entry) {
                 continue;
             }
-            if let Some((_, name)) = self.key_set_type(&entry.0, &entry.1).await {
+            if let Some(name) = self.bitmap_key_name(&entry.0, &entry.1).await {
                 let name = (entry.0.clone(), name);
                 if !names.contains(&name) {
                     names.push(name);

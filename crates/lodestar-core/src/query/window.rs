@@ -54,7 +54,6 @@ const SET: &str = "__set";
 /// sets, named `metric`, and with `for_cache` the last of those days (`__last`).
 fn count_windows(
     days: &Part,
-    key_type: &DataType,
     periods: &[NaiveDate],
     window: impl Fn(NaiveDate) -> (Option<NaiveDate>, NaiveDate),
     metric: &str,
@@ -66,7 +65,7 @@ fn count_windows(
     let (set_column, dim_columns) = rest.split_last().expect("the set, last");
     let day_of = day_column.as_primitive::<Date32Type>();
     let set_of = set_column.as_binary::<i32>();
-    let mut sets = DaySets::new(key_type);
+    let mut sets = DaySets::default();
     // Each breakdown's days, in the order the breakdowns came, with the row of each day.
     let converter = RowConverter::new(
         dim_columns
@@ -191,14 +190,14 @@ impl Engine {
         if let Some(key) = sql::parse_expr(&measure.measure)
             .ok()
             .and_then(|e| sql::distinct_count_arg(&e).map(ToString::to_string))
-            && let Some((key_type, _)) = self.key_set_type(&measure.table, &key).await
+            && self.bitmap_key_name(&measure.table, &key).await.is_some()
         {
             let rows = Rows {
                 local: &local,
                 conditions: &conditions,
             };
             let part = self
-                .run_window_sets(ctx, w, periods, index, (&key, &key_type), rows)
+                .run_window_sets(ctx, w, periods, index, &key, rows)
                 .await;
             return bad_times(part, kind, metric, &measure.time);
         }
@@ -299,7 +298,7 @@ impl Engine {
         w: &WindowMetric<'_>,
         periods: &[NaiveDate],
         index: usize,
-        (key, key_type): (&str, &DataType),
+        key: &str,
         rows: Rows<'_>,
     ) -> Result<Part> {
         let (metric, measure) = (w.metric, w.measure);
@@ -329,7 +328,6 @@ impl Engine {
             .await?;
         let batch = count_windows(
             &days,
-            key_type,
             periods,
             |period| window_of(period, ctx.grain, w.days),
             &metric.name,

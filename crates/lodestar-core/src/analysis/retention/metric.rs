@@ -50,8 +50,8 @@ impl Engine {
         } else {
             format!("CAST({entity} AS VARCHAR)")
         };
-        // Integer or text keys, in one process: one outer join, and each period's members and
-        // those retained counted by bitmap (query/distinct.rs), so the cohort is computed once.
+        // Integer keys, in one process: one outer join, and each period's members and those
+        // retained counted by bitmap (query/distinct.rs), so the cohort is computed once.
         let one_join = same_type
             && cohort_type.as_ref().is_some_and(counts_by_bitmap)
             && self.project().engine.cluster.is_none();
@@ -92,9 +92,8 @@ impl Engine {
         // interval added to every candidate pair's timestamp costs more than the join itself.
         // Only the cohorts in range join the activity: a four-week series joins four weeks of
         // members, not every entity's.
-        // With integer or text keys in one process, one outer join keeps every member, and a
-        // period's members and those with activity in their window are two distinct counts by
-        // bitmap.
+        // With integer keys in one process, one outer join keeps every member, and a period's
+        // members and those with activity in their window are two distinct counts by bitmap.
         // Otherwise the members with activity come from an inner join, and the outer join
         // that keeps the others has no filter: the cohort is computed twice (DataFusion
         // inlines a CTE at each use), but DataFusion's sort-merge join, which a Ballista
