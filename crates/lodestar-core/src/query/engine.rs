@@ -615,8 +615,8 @@ fn sql_error(
 }
 
 /// The DataFusion context: bounded memory that spills to disk, information_schema on,
-/// distinct counts of integer and text keys by bitmap ([`CountDistinctByBitmap`]) and the
-/// days' key sets of trailing windows ([`distinct::SET_NAME`]); with a cluster,
+/// distinct counts of integer keys by bitmap ([`CountDistinctByBitmap`]) and the days' key
+/// sets of trailing windows ([`distinct::SET_NAME`]); with a cluster,
 /// Ballista's planner sends its queries to the scheduler.
 fn session(settings: &EngineSettings, sources: &Arc<cluster::Sources>) -> Result<SessionContext> {
     let memory = settings.memory_limit.unwrap_or_else(default_memory_limit);

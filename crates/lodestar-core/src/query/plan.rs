@@ -165,10 +165,8 @@ pub(crate) fn add_to_scan<'p>(
     lower: Option<NaiveDate>,
     by_bitmap: &dyn Fn(&TableRef, &str) -> bool,
 ) {
-    let grouped_by = sql::parse_expr(&measure.measure)
-        .ok()
-        .and_then(|e| sql::distinct_count_arg(&e).map(ToString::to_string))
-        .filter(|key| !by_bitmap(&measure.table, key));
+    let grouped_by =
+        sql::distinct_count_key(&measure.measure).filter(|key| !by_bitmap(&measure.table, key));
     let key = (
         measure.table.clone(),
         measure.time.clone(),

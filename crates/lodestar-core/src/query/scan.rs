@@ -140,10 +140,7 @@ impl Engine {
             let MetricKind::Simple(measure) = &metric.kind else {
                 continue;
             };
-            let Some(key) = sql::parse_expr(&measure.measure)
-                .ok()
-                .and_then(|e| sql::distinct_count_arg(&e).map(ToString::to_string))
-            else {
+            let Some(key) = sql::distinct_count_key(&measure.measure) else {
                 continue;
             };
             let entry = (measure.table.clone(), key);

@@ -159,6 +159,13 @@ pub(crate) fn distinct_count_arg(measure: &Expr) -> Option<&Expr> {
     }
 }
 
+/// The key (its SQL) of a measure, given as SQL text, that is exactly `count(DISTINCT key)`.
+pub(crate) fn distinct_count_key(measure: &str) -> Option<String> {
+    parse_expr(measure)
+        .ok()
+        .and_then(|e| distinct_count_arg(&e).map(ToString::to_string))
+}
+
 /// A measure taken apart for a two-level aggregation: its aggregate calls, each computed per
 /// group of a finer grouping (`partials`, as `call AS alias`), and the expression that
 /// combines them per coarser group (`combined`, reading the aliases).

@@ -187,9 +187,7 @@ impl Engine {
         let mut conditions = time_range(&local, lower, upper);
         conditions.extend(where_expr.map(|e| format!("({e})")));
         conditions.extend(measure.filter.as_ref().map(|f| format!("({f})")));
-        if let Some(key) = sql::parse_expr(&measure.measure)
-            .ok()
-            .and_then(|e| sql::distinct_count_arg(&e).map(ToString::to_string))
+        if let Some(key) = sql::distinct_count_key(&measure.measure)
             && self.bitmap_key_name(&measure.table, &key).await.is_some()
         {
             let rows = Rows {
